@@ -1,0 +1,357 @@
+"""``plait``: one command per stage, calling only the public Python API.
+
+Every command takes ``--workspace DIR`` (or ``PLAIT_WORKSPACE``). Errors print what
+went wrong and what to do, and exit with status 1 — never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plait.errors import PlaitError
+
+app = typer.Typer(
+    name="plait",
+    help="Plait: every channel a retailer has, braided into one customer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+keys_app = typer.Typer(help="Write keys for sources sending events.", no_args_is_help=True)
+log_app = typer.Typer(help="The event log: Parquet export and import, dead letters, schemas.", no_args_is_help=True)
+fx_app = typer.Typer(help="Exchange rates to the workspace's base currency.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(log_app, name="log")
+app.add_typer(fx_app, name="fx")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _State:
+    workspace: Optional[Path] = None
+
+
+state = _State()
+
+WorkspaceOpt = Annotated[
+    Optional[Path],
+    typer.Option("--workspace", "-w", envvar="PLAIT_WORKSPACE", help="Workspace directory (default ./plait-workspace).",
+                 show_default=False),
+]
+
+
+@app.callback()
+def _root(workspace: WorkspaceOpt = None) -> None:
+    state.workspace = workspace
+
+
+def _ws(workspace: Optional[Path]):  # noqa: ANN202
+    import plait
+
+    return plait.connect(workspace or state.workspace)
+
+
+def main() -> None:
+    try:
+        app()
+    except PlaitError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(1)
+
+
+# -- workspace -----------------------------------------------------------------------
+@app.command()
+def init(
+    workspace: WorkspaceOpt = None,
+    base_currency: Annotated[str, typer.Option(help="ISO code all amounts are converted to.")] = "USD",
+) -> None:
+    """Create a workspace with default settings.
+
+    Example: [bold]plait --workspace shop init --base-currency EUR[/]
+    """
+    from plait.config import Settings
+
+    path = Path(workspace or state.workspace or "plait-workspace")
+    path.mkdir(parents=True, exist_ok=True)
+    settings = Settings.load(path)
+    settings.base_currency = base_currency.upper()
+    settings.save(path)
+    with _ws(path) as ws:
+        out.print(f"workspace ready at [bold]{ws.path}[/] (base currency {ws.settings.base_currency})")
+
+
+@app.command()
+def stats(
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What is in the log: events, rejected inputs, channels, sources.
+
+    Example: [bold]plait stats --json[/]
+    """
+    with _ws(workspace) as ws:
+        s = ws.log.stats()
+        s["unconverted_amounts"] = ws.fx.unconverted()
+    if as_json:
+        print(json.dumps(s, default=str))
+        return
+    _print_stats(s)
+
+
+def _print_stats(s: dict) -> None:
+    out.print(f"[bold]{s['events']:,}[/] events from {s['senders']:,} senders over {s['days']} days "
+              f"({s['first_event'] or '-'} → {s['last_event'] or '-'}); [bold]{s['rejected']:,}[/] rejected")
+    for title, key in (("channel", "by_channel"), ("type", "by_type"), ("event", "top_events"), ("source", "by_source")):
+        t = Table(title=f"by {title}", show_edge=False)
+        t.add_column(title)
+        t.add_column("events", justify="right")
+        for k, v in s[key].items():
+            t.add_row(str(k), f"{v:,}")
+        out.print(t)
+
+
+@app.command()
+def events(
+    workspace: WorkspaceOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many (newest first).")] = 20,
+    event: Annotated[Optional[str], typer.Option(help="Only this event name.")] = None,
+    type: Annotated[Optional[str], typer.Option("--type", help="Only this call type.")] = None,
+    channel: Annotated[Optional[str], typer.Option(help="Only this channel.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", help="Only this userId.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Event time from (ISO).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Event time before (ISO).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line, personal fields included.")] = False,
+) -> None:
+    """Tail and filter the log.
+
+    Example: [bold]plait events --channel store --event "Order Completed" -n 5[/]
+    """
+    with _ws(workspace) as ws:
+        rows = ws.log.events(limit=limit, event=event, type=type, channel=channel, source=source,
+                             user_id=user, since=since, until=until).to_pylist()
+        if as_json:
+            for r in rows:
+                print(json.dumps(ws.log.reveal(r), default=str))
+            return
+        t = Table(show_edge=False)
+        for c in ("event_time", "type", "event", "channel", "source", "user_id", "anonymous_id", "amount", "currency"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(str(r["event_time"])[:19], r["type"], r["event"] or "", r["channel"], r["source"],
+                      r["user_id"] or "", r["anonymous_id"] or "",
+                      "" if r["amount"] is None else f"{r['amount']:.2f}", r["currency"] or "")
+        out.print(t)
+
+
+# -- collection ----------------------------------------------------------------------
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="JSONL (Segment events), CSV or Parquet files.", exists=True, dir_okay=False)],
+    workspace: WorkspaceOpt = None,
+    source: Annotated[Optional[str], typer.Option(help="Source name stamped on the events (default: import:FILE).")] = None,
+    map: Annotated[Optional[list[str]], typer.Option("--map", help="TARGET=COLUMN for CSV/Parquet, e.g. user_id=customer.")] = None,
+    set: Annotated[Optional[list[str]], typer.Option("--set", help="TARGET=VALUE constant, e.g. event='Order Completed'.")] = None,
+    only_mapped: Annotated[bool, typer.Option(help="Drop unmapped columns instead of keeping them as properties.")] = False,
+) -> None:
+    """Bulk-import events; resumable, and re-running adds no duplicates.
+
+    Example: [bold]plait ingest events.jsonl[/] ·
+    [bold]plait ingest pos.parquet --map user_id=card --map timestamp=ts --set event="Order Completed"[/]
+    """
+    from plait.collect.bulk import parse_mapping
+
+    with _ws(workspace) as ws:
+        for f in files:
+            mapping = parse_mapping(map or [], set or [])
+            report = ws.importer.file(f, source=source, mapping=mapping, only_mapped=only_mapped, progress=True)
+            _print_report(report)
+            if report.rejected:
+                err.print(f"[yellow]{report.rejected:,} invalid rows kept in the dead-letter table[/] "
+                          "(see `plait log rejected`)")
+
+
+def _print_report(r) -> None:  # noqa: ANN001
+    out.print(f"{r.path}: [bold]{r.inserted:,}[/] new events, {r.duplicates:,} already in the log, "
+              f"{r.rejected:,} rejected ({r.rate:,.0f} rows/s)")
+
+
+@app.command("import")
+def import_(
+    dataset: Annotated[str, typer.Argument(help="uci-online-retail | hm | complete-journey")],
+    path: Annotated[Optional[Path], typer.Argument(help="The dataset's file or folder (not needed for complete-journey).")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Import a public retail dataset as events.
+
+    Example: [bold]plait import uci-online-retail ../shared/data/online-retail-uci-head/online_retail_sample.csv[/]
+    """
+    from plait.collect import sources
+
+    with _ws(workspace) as ws:
+        report = sources.load(ws, dataset, path, progress=True)
+        _print_report(report)
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve the collector (Segment HTTP API) and the OpenAPI docs at /docs.
+
+    Example: [bold]plait serve --host 0.0.0.0 --port 8080[/]
+    """
+    import uvicorn
+
+    from plait.server import create_app
+
+    ws = _ws(workspace)
+    err.print(f"serving workspace {ws.path} on http://{host}:{port} (docs at /docs)")
+    try:
+        uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        ws.close()
+
+
+@app.command()
+def simulate(
+    workspace: WorkspaceOpt = None,
+    people: Annotated[int, typer.Option(help="How many people live in the world.")] = 2000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 90,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 7,
+    start: Annotated[str, typer.Option(help="First day (ISO date).")] = "2025-01-01",
+) -> None:
+    """Simulate an omnichannel retailer into the log, with the ground truth beside it.
+
+    Example: [bold]plait simulate --people 100000 --days 365 --seed 1[/]
+    """
+    from datetime import date
+
+    with _ws(workspace) as ws:
+        result = ws.simulate(people=people, days=days, seed=seed, start=date.fromisoformat(start), progress=True)
+        out.print(result.summary())
+
+
+@app.command()
+def demo(
+    workspace: WorkspaceOpt = None,
+    people: Annotated[int, typer.Option(help="People in the demo world.")] = 1500,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 60,
+) -> None:
+    """Simulate a small retailer, ingest it and show what is in the log (under a minute).
+
+    Example: [bold]plait demo[/]
+    """
+    from plait.cli.demo import run
+
+    run(out, workspace or state.workspace, people=people, days=days)
+
+
+# -- keys ----------------------------------------------------------------------------
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Name of the key (and default source name).")],
+    workspace: WorkspaceOpt = None,
+    source: Annotated[Optional[str], typer.Option(help="Source the key sends as (default: the name).")] = None,
+) -> None:
+    """Create a write key; the key alone is printed on the last line.
+
+    Example: [bold]plait keys create --name web-shop[/]
+    """
+    with _ws(workspace) as ws:
+        key = ws.keys.create(name, source=source)
+    err.print(f"write key for source `{source or name}` (shown once, stored hashed):")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(workspace: WorkspaceOpt = None) -> None:
+    """List write keys (hashes only)."""
+    with _ws(workspace) as ws:
+        t = Table(show_edge=False)
+        for c in ("name", "source", "created", "revoked", "sha256"):
+            t.add_column(c)
+        for k in ws.keys.list():
+            t.add_row(k.name, k.source, str(k.created_at)[:19], str(k.revoked_at or "")[:19], k.key_hash[:12] + "…")
+        out.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Option(help="Key name.")], workspace: WorkspaceOpt = None) -> None:
+    """Revoke every active key with this name."""
+    with _ws(workspace) as ws:
+        n = ws.keys.revoke(name)
+    out.print(f"revoked {n} key(s) named {name}")
+
+
+# -- log -----------------------------------------------------------------------------
+@log_app.command("export")
+def log_export(directory: Annotated[Path, typer.Argument(help="Target folder.")], workspace: WorkspaceOpt = None) -> None:
+    """Export the log to Parquet, one folder per day (personal fields stay encrypted).
+
+    Example: [bold]plait log export backup/[/]
+    """
+    with _ws(workspace) as ws:
+        n = ws.log.export_parquet(directory)
+    out.print(f"exported {n:,} events to {directory}")
+
+
+@log_app.command("import")
+def log_import(directory: Annotated[Path, typer.Argument(help="Folder written by `plait log export`.", exists=True)],
+               workspace: WorkspaceOpt = None) -> None:
+    """Import a Parquet export; events already in the log are skipped."""
+    with _ws(workspace) as ws:
+        r = ws.log.import_parquet(directory)
+    out.print(f"{r.inserted:,} new events, {r.duplicates:,} already present")
+
+
+@log_app.command("rejected")
+def log_rejected(workspace: WorkspaceOpt = None, limit: Annotated[int, typer.Option("--limit", "-n")] = 20) -> None:
+    """The newest entries of the dead-letter table with their reasons."""
+    with _ws(workspace) as ws:
+        t = Table(show_edge=False)
+        for c in ("received", "origin", "position", "field", "reason"):
+            t.add_column(c)
+        for r in ws.log.rejected(limit):
+            t.add_row(str(r["received_at"])[:19], r["origin"] or "", "" if r["position"] is None else str(r["position"]),
+                      r["field"] or "", r["reason"])
+        out.print(t)
+
+
+@log_app.command("schemas")
+def log_schemas(event: Annotated[Optional[str], typer.Argument(help="One event name.")] = None) -> None:
+    """Print the JSON Schemas of the retail event catalogue."""
+    from plait.events import json_schemas
+
+    schemas = json_schemas()
+    if event is not None:
+        if event not in schemas:
+            raise PlaitError(f"`{event}` is not in the catalogue", hint="run `plait log schemas` to list them")
+        schemas = schemas[event]
+    print(json.dumps(schemas, indent=2))
+
+
+# -- fx ------------------------------------------------------------------------------
+@fx_app.command("load")
+def fx_load(path: Annotated[Path, typer.Argument(help="CSV with day,currency,rate (rate = base units per 1 unit).", exists=True)],
+            workspace: WorkspaceOpt = None) -> None:
+    """Load dated exchange rates."""
+    with _ws(workspace) as ws:
+        n = ws.fx.load_csv(path)
+        left = ws.fx.unconverted()
+    out.print(f"loaded {n:,} rates; {left:,} amounts still lack a rate")
+
+
+if __name__ == "__main__":
+    main()

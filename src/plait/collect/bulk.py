@@ -1,0 +1,429 @@
+"""Bulk import: JSONL of Segment events, and CSV or Parquet through a column mapping.
+
+Imports are resumable without duplicates. Each file is identified by the SHA-256 of
+its bytes; progress (rows done) is saved after every chunk in the ``imports``
+table, so a re-run skips finished chunks, and message ids are deterministic (the
+event's own ``messageId``, or a content hash, or file hash + row number for tables),
+so redoing a chunk adds nothing. Invalid rows go to the dead-letter table with their
+line number and reason; valid ones are kept.
+
+Tables are mapped onto events in SQL by the engine (no Python per row) except for
+personal fields, which are sealed per subject in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from plait.engine.dialects import quote_ident, quote_literal
+from plait.errors import EventError, ImportFormatError
+from plait.events.catalogue import CATALOGUE
+from plait.log.schema import DAY_US, EVENT_COLUMNS, EVENT_SCHEMA
+from plait.log.store import AppendResult, Rejection, now_us
+
+if TYPE_CHECKING:
+    from plait.workspace import Workspace
+
+TOP_TARGETS = (
+    "message_id", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id",
+    "timestamp", "channel", "order_id", "store_id", "amount", "currency",
+)
+PREFIXES = ("properties.", "traits.", "context.")
+
+
+@dataclass
+class ImportReport:
+    path: str
+    rows: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, r: AppendResult) -> None:
+        self.inserted += r.inserted
+        self.duplicates += r.duplicates
+
+
+@dataclass
+class Mapping:
+    """How table columns become event fields.
+
+    ``columns`` maps a target (``user_id``, ``timestamp``, ``properties.sku`` …) to a
+    column; ``constants`` maps a target to a fixed value (``event`` → ``Order Completed``).
+    Unmapped columns become properties unless ``only_mapped``.
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        for target in list(self.columns) + list(self.constants):
+            if target not in TOP_TARGETS and not target.startswith(PREFIXES):
+                raise ImportFormatError(
+                    f"unknown mapping target `{target}`",
+                    hint="targets are " + ", ".join(TOP_TARGETS) + " or properties.X / traits.X / context.X",
+                )
+
+    def __bool__(self) -> bool:
+        return bool(self.columns or self.constants)
+
+
+def parse_mapping(maps: list[str], sets: list[str]) -> Mapping:
+    """``["user_id=customer"]``, ``["event=Order Completed"]`` → :class:`Mapping`."""
+    def split(items: list[str], what: str) -> dict[str, str]:
+        out = {}
+        for item in items:
+            target, eq, value = item.partition("=")
+            if not eq or not target.strip():
+                raise ImportFormatError(f"{what} `{item}` is not TARGET=VALUE")
+            out[target.strip()] = value.strip().strip("'\"")
+        return out
+
+    m = Mapping(split(maps, "--map"), split(sets, "--set"))
+    m.check()
+    return m
+
+
+def fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self._p = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                               TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(), transient=False)
+            self._p.start()
+            self._task = self._p.add_task(label, total=total)
+
+    def update(self, completed: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=completed)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+class Importer:
+    """Bulk import into a workspace's log."""
+
+    def __init__(self, workspace: "Workspace", *, chunk_rows: int = 50_000) -> None:
+        self.ws = workspace
+        self.log = workspace.log
+        self.backend = workspace.backend
+        self.parser = workspace.parser
+        self.chunk_rows = chunk_rows
+
+    # -- progress bookkeeping -------------------------------------------------------------
+    def _done(self, fp: str) -> tuple[int, bool]:
+        rows = self.backend.rows("SELECT rows_done, completed FROM imports WHERE fingerprint = ?", [fp])
+        return (int(rows[0]["rows_done"]), bool(rows[0]["completed"])) if rows else (0, False)
+
+    def _mark(self, fp: str, path: Path, kind: str, rows_done: int, completed: bool) -> None:
+        self.backend.append("imports", pa.table({
+            "fingerprint": [fp], "path": [str(path)], "kind": [kind], "rows_done": pa.array([rows_done], pa.int64()),
+            "completed": [completed], "updated_at": pa.array([now_us()], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        }), on_conflict="replace")
+
+    # -- entry point ------------------------------------------------------------------
+    def file(self, path: str | Path, *, source: str | None = None, mapping: Mapping | None = None,
+             only_mapped: bool = False, progress: bool = False) -> ImportReport:
+        """Import one file, choosing the reader by its extension."""
+        path = Path(path)
+        if not path.is_file():
+            raise ImportFormatError("no such file", path=str(path))
+        suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            if mapping:
+                raise ImportFormatError("--map/--set apply to CSV and Parquet; JSONL holds Segment events", path=str(path))
+            return self.jsonl(path, source=source, progress=progress)
+        if suffix in (".csv", ".tsv", ".csv.gz", ".parquet", ".pq"):
+            fmt = "parquet" if suffix in (".parquet", ".pq") else "csv"
+            return self.table(path, mapping or Mapping(), fmt=fmt, source=source, only_mapped=only_mapped, progress=progress)
+        raise ImportFormatError(f"unknown file type `{suffix}`", path=str(path),
+                                hint="use .jsonl (Segment events), .csv or .parquet")
+
+    # -- JSONL ------------------------------------------------------------------------
+    def jsonl(self, path: str | Path, *, source: str | None = None, progress: bool = False) -> ImportReport:
+        """Import Segment-format events, one JSON object per line."""
+        path = Path(path)
+        t0 = time.perf_counter()
+        fp = fingerprint(path)
+        done, completed = self._done(fp)
+        report = ImportReport(str(path))
+        if completed:
+            report.skipped = done
+            report.seconds = time.perf_counter() - t0
+            return report
+        source = source or f"import:{path.name}"
+        bar = _Progress(progress, path.stat().st_size, path.name)
+        now = now_us()
+        parser = self.parser
+        lineno = 0
+        records: list = []
+        rejections: list[Rejection] = []
+        try:
+            with path.open("rb") as f:
+                for lineno, line in enumerate(f, start=1):
+                    if lineno <= done:
+                        continue
+                    line = line.strip()
+                    if line:
+                        report.rows += 1
+                        try:
+                            call = parser.decode(line, index=lineno)
+                            received = call.received_at
+                            records.append(parser.normalise(
+                                call, received_at=received and _us(received) or now, source=source,
+                                index=lineno, correct_skew=received is not None))
+                        except EventError as e:
+                            rejections.append(Rejection(reason=e.reason, field=e.field, origin=f"file:{path.name}",
+                                                        position=lineno, payload=line[:65536].decode("utf-8", "replace"),
+                                                        source=source))
+                    if lineno % self.chunk_rows == 0:
+                        self._flush(records, rejections, report)
+                        records, rejections = [], []
+                        self._mark(fp, path, "jsonl", lineno, False)
+                        bar.update(f.tell())
+            self._flush(records, rejections, report)
+            self._mark(fp, path, "jsonl", lineno, True)
+            bar.update(path.stat().st_size)
+        finally:
+            bar.close()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _flush(self, records: list, rejections: list[Rejection], report: ImportReport) -> None:
+        self.log.reject(rejections)
+        report.rejected += len(rejections)
+        report.add(self.log.append(records))
+
+    # -- CSV / Parquet ----------------------------------------------------------------
+    def table(self, path: str | Path, mapping: Mapping, *, fmt: str = "csv", source: str | None = None,
+              only_mapped: bool = False, progress: bool = False) -> ImportReport:
+        """Import a CSV or Parquet table, one event per row, through ``mapping``."""
+        path = Path(path)
+        mapping.check()
+        t0 = time.perf_counter()
+        fp = fingerprint(path)
+        done, completed = self._done(fp)
+        report = ImportReport(str(path))
+        if completed:
+            report.skipped = done
+            report.seconds = time.perf_counter() - t0
+            return report
+        source = source or f"import:{path.name}"
+        reader = (f"read_parquet({quote_literal(str(path))}, file_row_number = true)" if fmt == "parquet"
+                  else f"read_csv({quote_literal(str(path))}, header = true, auto_detect = true)")
+        columns = [r["column_name"] for r in self.backend.rows(f"DESCRIBE SELECT * FROM {reader}")]
+        columns = [c for c in columns if c != "file_row_number"]
+        for target, col in mapping.columns.items():
+            if col not in columns:
+                raise ImportFormatError(f"mapping `{target}={col}`: no column `{col}`", path=str(path),
+                                        hint="columns are " + ", ".join(columns))
+        total = int(self.backend.scalar(f"SELECT count(*) FROM {reader}"))
+        sql = _table_sql(reader, fmt, columns, mapping, only_mapped, fp[:16], source, set(self.ws.settings.pii.fields),
+                         self.ws.settings.base_currency, done)
+        bar = _Progress(progress, total, path.name)
+        try:
+            rows_done = done
+            for batch in self.backend.stream(sql, batch_size=self.chunk_rows * 2):
+                t = pa.Table.from_batches([batch])
+                self._table_chunk(t, report, path)
+                rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
+                self._mark(fp, path, fmt, rows_done, False)
+                bar.update(rows_done)
+            self._mark(fp, path, fmt, total, True)
+            bar.update(total)
+        finally:
+            bar.close()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _table_chunk(self, t: pa.Table, report: ImportReport, path: Path) -> None:
+        report.rows += t.num_rows
+        bad_mask = pc.is_valid(t["__error"])
+        bad = t.filter(bad_mask)
+        if bad.num_rows:
+            rej = [Rejection(reason=reason, field=fld, origin=f"file:{path.name}", position=row, payload=payload, source=src)
+                   for fld, reason, row, payload, src in zip(
+                       bad["__error_field"].to_pylist(), bad["__error"].to_pylist(), bad["__row"].to_pylist(),
+                       bad["__payload"].to_pylist(), bad["source"].to_pylist())]
+            self.log.reject(rej)
+            report.rejected += len(rej)
+        good = t.filter(pc.invert(bad_mask)) if bad.num_rows else t
+        if not good.num_rows:
+            return
+        pii_json = good["__pii"]
+        if pii_json.null_count < good.num_rows:
+            dec = msgspec.json.Decoder()
+            payloads = [None if p is None else {k: v for k, v in dec.decode(p).items() if v is not None} or None
+                        for p in pii_json.to_pylist()]
+            blobs = self.ws.vault.seal_many(good["subject"].to_pylist(), good["message_id"].to_pylist(), payloads)
+            pii = pa.array(blobs, pa.binary())
+        else:
+            pii = pa.nulls(good.num_rows, pa.binary())
+        good = good.append_column("pii", pii).select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
+        report.add(self.log.append_table(good))
+
+
+def _us(dt: Any) -> int:
+    from plait.events.contract import _micros
+
+    return _micros(dt)
+
+
+def _table_sql(reader: str, fmt: str, columns: list[str], m: Mapping, only_mapped: bool, fp: str, source: str,
+               pii_fields: set[str], base_currency: str, done: int) -> str:
+    """One SELECT that maps, types and checks every row of the table."""
+    def src(target: str) -> str | None:
+        if target in m.columns:
+            return quote_ident(m.columns[target])
+        if target in m.constants:
+            return quote_literal(m.constants[target])
+        return None
+
+    def text(target: str) -> str:
+        s = src(target)
+        return f"nullif(trim(CAST({s} AS VARCHAR)), '')" if s else "CAST(NULL AS VARCHAR)"
+
+    ts_src = src("timestamp")
+    amount_src = src("amount")
+    mapped_cols = set(m.columns.values())
+    prop_pairs: list[tuple[str, str]] = []
+    trait_pairs: list[tuple[str, str]] = []
+    ctx_pairs: list[tuple[str, str]] = []
+    pii_pairs: list[tuple[str, str]] = []
+    for target in list(m.columns) + list(m.constants):
+        for prefix, bucket in (("properties.", prop_pairs), ("traits.", trait_pairs), ("context.", ctx_pairs)):
+            if target.startswith(prefix):
+                key = target[len(prefix):]
+                expr = src(target)
+                if key in pii_fields:
+                    pii_pairs.append((target, expr))
+                else:
+                    bucket.append((key, expr))
+    if not only_mapped:
+        for c in columns:
+            if c not in mapped_cols:
+                if c in pii_fields:
+                    pii_pairs.append((f"traits.{c}", quote_ident(c)))
+                else:
+                    prop_pairs.append((c, quote_ident(c)))
+    for key in ("order_id", "store_id", "currency"):
+        if src(key):
+            prop_pairs.append((key, f"__{key}"))
+    if amount_src:
+        prop_pairs.append(("total", "__amount"))
+
+    def obj(pairs: list[tuple[str, str]]) -> str:
+        if not pairs:
+            return "CAST(NULL AS VARCHAR)"
+        args = ", ".join(f"{quote_literal(k)}, {v}" for k, v in pairs)
+        return f"CAST(json_object({args}) AS VARCHAR)"
+
+    row = "file_row_number + 1" if fmt == "parquet" else "row_number() OVER ()"
+    ts = f"TRY_CAST({ts_src} AS TIMESTAMPTZ)" if ts_src else "NULL"
+    amount = f"TRY_CAST({amount_src} AS DOUBLE)" if amount_src else "CAST(NULL AS DOUBLE)"
+    default_channel = "CASE __event " + " ".join(
+        f"WHEN {quote_literal(s.name)} THEN {quote_literal(s.channel)}" for s in CATALOGUE.values() if s.channel
+    ) + " ELSE NULL END"
+    required = []
+    for spec in CATALOGUE.values():
+        for f in msgspec.structs.fields(spec.schema):
+            if f.required:
+                key = f.name
+                expr = f"__{key}" if key in ("order_id", "store_id") else next(
+                    (v for k, v in prop_pairs if k == key), None)
+                cond = f"__event = {quote_literal(spec.name)}" + (f" AND {expr} IS NULL" if expr else "")
+                required.append(f"WHEN {cond} THEN 'properties.{key}|{spec.name} requires property `{key}`'")
+    checks = " ".join([
+        "WHEN __type NOT IN ('track','identify','page','screen','group','alias') THEN 'type|unknown type `' || __type || '`'",
+        "WHEN __user_id IS NULL AND __anonymous_id IS NULL THEN 'user_id|either user_id or anonymous_id is required'",
+        "WHEN __type = 'track' AND __event IS NULL THEN 'event|a track call needs an event name'",
+        (f"WHEN __ts IS NULL THEN 'timestamp|`' || coalesce(CAST({ts_src} AS VARCHAR), 'null') || '` is not a timestamp'"
+         if ts_src else "WHEN false THEN ''"),
+        (f"WHEN {amount_src} IS NOT NULL AND __amount IS NULL THEN 'amount|`' || CAST({amount_src} AS VARCHAR) || '` is not a number'"
+         if amount_src else "WHEN false THEN ''"),
+        "WHEN __currency IS NOT NULL AND NOT regexp_full_match(__currency, '[A-Za-z]{3}') THEN 'currency|`' || __currency || '` is not an ISO 4217 code'",
+        *required,
+    ])
+    now = f"CAST(make_timestamp({now_us()}) AS TIMESTAMPTZ)"
+    payload_cols = ", ".join(f"{quote_literal(c)}, {quote_ident(c)}" for c in columns)
+    return f"""
+WITH src AS (SELECT *, {row} AS __row FROM {reader}),
+m AS (
+  SELECT src.*,
+    {text('message_id')} AS __message_id,
+    lower(coalesce({text('type')}, 'track')) AS __type,
+    {text('event')} AS __event,
+    {text('user_id')} AS __user_id,
+    {text('anonymous_id')} AS __anonymous_id,
+    {text('group_id')} AS __group_id,
+    {text('previous_id')} AS __previous_id,
+    {ts} AS __ts,
+    lower({text('channel')}) AS __channel,
+    {text('order_id')} AS __order_id,
+    {text('store_id')} AS __store_id,
+    {amount} AS __amount,
+    upper({text('currency')}) AS __currency
+  FROM src WHERE __row > {int(done)}
+),
+c AS (SELECT m.*, CASE {checks} ELSE NULL END AS __check FROM m)
+SELECT
+  coalesce(__message_id, {quote_literal(fp)} || ':' || CAST(__row AS VARCHAR)) AS message_id,
+  __type AS type,
+  CASE WHEN __type IN ('page', 'screen', 'track') THEN __event END AS event,
+  CASE WHEN __type = 'track' AND __event IN ({", ".join(quote_literal(n) for n in CATALOGUE)}) THEN '1-0-0' END AS schema_version,
+  coalesce(__channel, {default_channel}, CASE WHEN __store_id IS NOT NULL THEN 'store' END, 'other') AS channel,
+  {quote_literal(source)} AS source,
+  __anonymous_id AS anonymous_id, __user_id AS user_id, __group_id AS group_id, __previous_id AS previous_id,
+  coalesce(__ts, {now}) AS event_time,
+  __ts AS original_time, CAST(NULL AS TIMESTAMPTZ) AS sent_at, {now} AS received_at,
+  CAST(coalesce(__ts, {now}) AS DATE) AS day,
+  __order_id AS order_id, __store_id AS store_id, __amount AS amount,
+  CASE WHEN __amount IS NOT NULL THEN coalesce(__currency, {quote_literal(base_currency.upper())}) ELSE __currency END AS currency,
+  {obj(prop_pairs)} AS properties,
+  {obj(trait_pairs)} AS traits,
+  {obj(ctx_pairs)} AS context,
+  CASE WHEN __user_id IS NOT NULL THEN 'user_id:' || __user_id ELSE 'anonymous_id:' || __anonymous_id END AS subject,
+  {obj(pii_pairs)} AS __pii,
+  __row,
+  split_part(__check, '|', 1) AS __error_field,
+  nullif(split_part(__check, '|', 2), '') AS __error,
+  CASE WHEN __check IS NOT NULL THEN CAST(json_object({payload_cols}) AS VARCHAR) END AS __payload
+FROM c ORDER BY __row
+"""
+
+
+def iter_jsonl(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                yield line
+
+
+__all__ = ["ImportReport", "Importer", "Mapping", "parse_mapping"]

@@ -1,0 +1,93 @@
+"""Write keys: which source is sending, stored only as SHA-256 hashes.
+
+A write key identifies a *source* (the web shop, the POS estate, the app, a
+partner feed), the way Segment's sources do; every event it sends is stamped with
+that source. Keys are shown once, at creation, and kept hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+
+from plait.engine.backend import Backend
+from plait.errors import AuthError, ConfigError
+
+DDL = """
+CREATE TABLE IF NOT EXISTS write_keys (
+    key_hash   VARCHAR PRIMARY KEY,
+    name       VARCHAR NOT NULL,
+    source     VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    revoked_at TIMESTAMPTZ
+)
+"""
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    source: str
+    created_at: datetime
+    revoked_at: datetime | None
+    key_hash: str
+
+
+class KeyStore:
+    """Create, list, revoke and check write keys."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        backend.execute(DDL)
+        self._lock = threading.Lock()
+        self._cache: dict[str, str] | None = None
+
+    def create(self, name: str, *, source: str | None = None) -> str:
+        """Make a key for ``source`` (default: ``name``) and return it; it is not stored in clear."""
+        name = name.strip()
+        if not name:
+            raise ConfigError("a write key needs a non-empty name")
+        key = "wk_" + secrets.token_urlsafe(24)
+        now = datetime.now().astimezone()
+        self.backend.append("write_keys", pa.table({
+            "key_hash": [_hash(key)], "name": [name], "source": [source or name],
+            "created_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+            "revoked_at": pa.array([None], pa.timestamp("us", tz="UTC")),
+        }))
+        self._cache = None
+        return key
+
+    def revoke(self, name: str) -> int:
+        n = int(self.backend.scalar("SELECT count(*) FROM write_keys WHERE name = ? AND revoked_at IS NULL", [name]))
+        if n == 0:
+            raise ConfigError(f"no active write key named `{name}`", hint="see `plait keys list`")
+        self.backend.execute("UPDATE write_keys SET revoked_at = now() WHERE name = ? AND revoked_at IS NULL", [name])
+        self._cache = None
+        return n
+
+    def list(self) -> list[KeyInfo]:
+        return [KeyInfo(**r) for r in self.backend.rows(
+            "SELECT name, source, created_at, revoked_at, key_hash FROM write_keys ORDER BY created_at")]
+
+    def source_for(self, key: str | None) -> str:
+        """The source a key belongs to; :class:`AuthError` if it is missing or unknown."""
+        if not key:
+            raise AuthError("no write key: send it as the HTTP Basic user name or as `writeKey` in the body")
+        cache = self._cache
+        if cache is None:
+            with self._lock:
+                rows = self.backend.rows("SELECT key_hash, source FROM write_keys WHERE revoked_at IS NULL")
+                cache = self._cache = {r["key_hash"]: r["source"] for r in rows}
+        source = cache.get(_hash(key))
+        if source is None:
+            raise AuthError("unknown or revoked write key", hint="create one with `plait keys create --name NAME`")
+        return source

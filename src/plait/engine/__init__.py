@@ -1,0 +1,7 @@
+"""The engine seam: the only code that runs SQL."""
+
+from plait.engine.backend import Backend, Pipeline
+from plait.engine.dialects import Dialect, SparkDialect
+from plait.engine.duckdb import DuckDBBackend
+
+__all__ = ["Backend", "Dialect", "DuckDBBackend", "Pipeline", "SparkDialect"]

@@ -1,0 +1,85 @@
+"""The engine seam: every SQL statement Plait runs goes through a :class:`Backend`.
+
+A backend executes SQL written for its :class:`~plait.engine.dialects.Dialect`,
+returns results as Arrow tables, and appends Arrow data to tables. The DuckDB
+backend is the embedded default; a Spark backend plugs in behind the same methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from plait.engine.dialects import Dialect
+
+
+class Backend(ABC):
+    """What the rest of Plait may ask of an engine."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
+
+    @abstractmethod
+    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> pa.RecordBatchReader:
+        """Results in Arrow record batches, for work too large to hold at once."""
+
+    @abstractmethod
+    def append(self, table: str, data: pa.Table, *, on_conflict: str = "error") -> int:
+        """Insert ``data`` into ``table``. Rows whose primary key exists raise
+        (``"error"``), are skipped (``"ignore"``) or replace the old row
+        (``"replace"``, for reference data only, never the log). Returns rows written."""
+
+    @abstractmethod
+    def transaction(self) -> Any: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        t = self.query(sql, params)
+        return t.column(0)[0].as_py() if t.num_rows else None
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        return self.query(sql, params).to_pylist()
+
+    def run(self, pipeline: "Pipeline") -> pa.Table:
+        return self.query(pipeline.sql())
+
+
+@dataclass
+class Pipeline:
+    """SQL as named steps (one CTE each), inspectable and run once.
+
+    >>> p = Pipeline().step("a", "SELECT 1 AS x").step("b", "SELECT x + 1 AS y FROM a")
+    >>> print(p.sql())
+    WITH a AS (SELECT 1 AS x),
+    b AS (SELECT x + 1 AS y FROM a)
+    SELECT * FROM b
+    """
+
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    def step(self, name: str, sql: str) -> "Pipeline":
+        self.steps.append((name, sql))
+        return self
+
+    def sql(self, final: str | None = None) -> str:
+        if not self.steps:
+            raise ValueError("empty pipeline")
+        ctes = ",\n".join(f"{name} AS ({sql})" for name, sql in self.steps)
+        return f"WITH {ctes}\n{final or f'SELECT * FROM {self.steps[-1][0]}'}"
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

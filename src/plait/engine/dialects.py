@@ -1,0 +1,68 @@
+"""SQL dialects: the only place engine differences live.
+
+Steps elsewhere write SQL in DuckDB's dialect and call the dialect for the few
+constructs that differ (JSON access, partitioned Parquet, as-of joins). Spark's
+dialect transpiles the rest with sqlglot when its backend runs a step.
+"""
+
+from __future__ import annotations
+
+
+class Dialect:
+    """Base dialect (DuckDB semantics)."""
+
+    name = "duckdb"
+
+    def json_text(self, column: str, path: str) -> str:
+        """A JSON field as text; ``path`` is dotted (``traits.email``)."""
+        return f"json_extract_string({column}, '$.{path}')"
+
+    def read_parquet(self, glob: str, *, hive: bool = False) -> str:
+        hp = ", hive_partitioning = true" if hive else ""
+        return f"read_parquet({quote_literal(glob)}{hp}, union_by_name = true)"
+
+    def copy_parquet(self, query: str, path: str, *, partition_by: str | None = None) -> str:
+        part = f", PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE true" if partition_by else ""
+        return f"COPY ({query}) TO {quote_literal(path)} (FORMAT parquet, COMPRESSION zstd{part})"
+
+    def as_of_rate(self, events: str, rates: str) -> str:
+        """Join each event to the newest rate of its currency on or before its day."""
+        return (
+            f"SELECT e.*, r.rate AS fx_rate FROM {events} e "
+            f"ASOF LEFT JOIN {rates} r ON e.currency = r.currency AND e.day >= r.day"
+        )
+
+    def transpile(self, sql: str) -> str:
+        return sql
+
+
+class SparkDialect(Dialect):
+    """Apache Spark SQL; DuckDB SQL is translated by sqlglot."""
+
+    name = "spark"
+
+    def json_text(self, column: str, path: str) -> str:
+        return f"get_json_object({column}, '$.{path}')"
+
+    def read_parquet(self, glob: str, *, hive: bool = False) -> str:
+        return f"parquet.`{glob}`"
+
+    def as_of_rate(self, events: str, rates: str) -> str:
+        return (
+            f"SELECT e.*, (SELECT max_by(r.rate, r.day) FROM {rates} r "
+            f"WHERE r.currency = e.currency AND r.day <= e.day) AS fx_rate FROM {events} e"
+        )
+
+    def transpile(self, sql: str) -> str:
+        from plait.errors import require
+
+        sqlglot = require("sqlglot", "spark")
+        return ";\n".join(sqlglot.transpile(sql, read="duckdb", write="spark"))
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,117 @@
+"""The embedded DuckDB backend (one file, zero servers).
+
+DuckDB allows one writing process per file; a second process gets a
+:class:`~plait.errors.WorkspaceError` that says which and what to do. Within the
+process, threads share one connection through cursors, writes serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from plait.engine.backend import Backend
+from plait.engine.dialects import Dialect, quote_ident
+from plait.errors import EngineError, WorkspaceError
+
+
+class DuckDBBackend(Backend):
+    """:class:`Backend` on a DuckDB database file (``":memory:"`` for tests)."""
+
+    dialect = Dialect()
+
+    def __init__(self, path: str | Path = ":memory:", *, threads: int | None = None, memory_limit: str | None = None,
+                 read_only: bool = False) -> None:
+        self.path = str(path)
+        config: dict[str, Any] = {}
+        if threads:
+            config["threads"] = threads
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only, config=config)
+        except duckdb.IOException as e:
+            msg = str(e)
+            if "lock" in msg.lower():
+                raise WorkspaceError(
+                    f"the workspace database {self.path} is in use by another process",
+                    hint="stop the other Plait process (for example `plait serve`) or use its HTTP API; "
+                    "DuckDB allows one writing process per file",
+                ) from e
+            raise WorkspaceError(f"cannot open {self.path}: {msg}") from e
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if threading.current_thread() is threading.main_thread():
+            return self._con
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self._con.cursor()
+        return cur
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with self._lock:
+            try:
+                self._cursor().execute(sql, params)
+            except duckdb.Error as e:
+                raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        try:
+            rel = self._cursor().sql(sql, params=params)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        except duckdb.Error as e:
+            raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+
+    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> pa.RecordBatchReader:
+        # A cursor of its own: the caller may append to the log while it reads.
+        cur = self._con.cursor()
+        try:
+            return cur.sql(sql, params=params).to_arrow_reader(batch_size)
+        except duckdb.Error as e:
+            raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+
+    def append(self, table: str, data: pa.Table, *, on_conflict: str = "error") -> int:
+        if data.num_rows == 0:
+            return 0
+        cols = ", ".join(quote_ident(c) for c in data.column_names)
+        verb = {"error": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[on_conflict]
+        sql = f"{verb} INTO {quote_ident(table)} ({cols}) SELECT * FROM __plait_append"
+        with self._lock:
+            cur = self._cursor()
+            try:
+                cur.register("__plait_append", data)
+                try:
+                    res = cur.execute(sql).fetchall()
+                finally:
+                    cur.unregister("__plait_append")
+            except duckdb.Error as e:
+                raise EngineError(f"DuckDB failed to append to {table}: {e}", sql=sql) from e
+        return int(res[0][0]) if res else 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            cur = self._cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        self.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()

@@ -1,0 +1,412 @@
+"""The event contract: Segment's calls, checked and normalised into log records.
+
+A call (``identify``, ``track``, ``page``, ``screen``, ``group``, ``alias``) arrives as
+JSON. :class:`Parser` decodes it with msgspec, checks the Segment rules (an id is
+required, each type has its own required field), validates catalogued retail events
+against their schema, fixes client clock skew with ``sentAt``, works out the channel
+and the amount in its currency, and splits personal fields away from the rest
+(:class:`Record.pii`) so the log can encrypt them per subject.
+
+Errors are :class:`plait.errors.EventError` with the field path and a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from plait.errors import EventError
+from plait.events.catalogue import EventSpec, spec_for
+from plait.events.channels import Channel, explicit_channel, library_channel
+
+CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+Id = str | int | float
+
+
+class Call(msgspec.Struct, kw_only=True, rename="camel"):
+    """One Segment call as sent (unknown top-level fields are ignored)."""
+
+    type: str | None = None
+    message_id: Id | None = None
+    anonymous_id: Id | None = None
+    user_id: Id | None = None
+    group_id: Id | None = None
+    previous_id: Id | None = None
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+    channel: str | None = None
+    write_key: str | None = None
+
+
+class Batch(msgspec.Struct, kw_only=True, rename="camel"):
+    """Segment's ``/v1/batch`` body; each entry is decoded on its own so one bad event
+    cannot spoil the others."""
+
+    batch: list[msgspec.Raw]
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    sent_at: datetime | None = None
+    write_key: str | None = None
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """A normalised event, one row of the log (timestamps in UTC microseconds)."""
+
+    message_id: str
+    type: str
+    event: str | None
+    schema_version: str | None
+    channel: str
+    source: str
+    anonymous_id: str | None
+    user_id: str | None
+    group_id: str | None
+    previous_id: str | None
+    event_time: int
+    original_time: int | None
+    sent_at: int | None
+    received_at: int
+    order_id: str | None
+    store_id: str | None
+    amount: float | None
+    currency: str | None
+    properties: dict[str, Any] | None
+    traits: dict[str, Any] | None
+    context: dict[str, Any] | None
+    pii: dict[str, Any] | None
+    subject: str
+
+
+_MSGSPEC_PATH = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def split_error(err: msgspec.MsgspecError, prefix: str = "") -> tuple[str, str]:
+    """Turn a msgspec error into ``(field, reason)``; ``$.a[0].b`` becomes ``a[0].b``."""
+    m = _MSGSPEC_PATH.match(str(err))
+    reason, path = (m.group(1), m.group(2) or "") if m else (str(err), "")
+    path = path.lstrip(".")
+    field = f"{prefix}.{path}".strip(".") if prefix else path
+    return field, reason
+
+
+def _micros(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - _EPOCH) // _ONE_US
+
+
+_ONE_US = datetime.resolution
+
+
+def _id(value: Id | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() else value
+    s = str(value).strip()
+    return s or None
+
+
+_CAMEL_TO_SEGMENT = {
+    "message_id": "messageId",
+    "anonymous_id": "anonymousId",
+    "user_id": "userId",
+    "group_id": "groupId",
+    "previous_id": "previousId",
+    "sent_at": "sentAt",
+    "original_timestamp": "originalTimestamp",
+    "write_key": "writeKey",
+}
+
+
+class Parser:
+    """Checks and normalises calls. One instance per workspace; cheap to call.
+
+    >>> p = Parser(base_currency="EUR")
+    >>> r = p.parse({"type": "track", "event": "Order Completed", "userId": "u1",
+    ...              "properties": {"order_id": "o1", "total": 12.5, "store_id": "s9"}},
+    ...             received_at=0, source="pos")
+    >>> r.channel, r.amount, r.currency, r.order_id
+    ('store', 12.5, 'EUR', 'o1')
+    """
+
+    def __init__(self, *, base_currency: str = "USD", pii_fields: tuple[str, ...] | list[str] = ()) -> None:
+        self.base_currency = base_currency.upper()
+        self.pii_fields = frozenset(pii_fields)
+        self._call_decoder = msgspec.json.Decoder(Call)
+        self._batch_decoder = msgspec.json.Decoder(Batch)
+
+    # -- decoding -----------------------------------------------------------------
+    def decode(self, data: bytes, *, index: int | None = None) -> Call:
+        try:
+            return self._call_decoder.decode(data)
+        except msgspec.ValidationError as e:
+            field, reason = split_error(e)
+            raise EventError(reason, field=_segment_name(field), index=index) from e
+        except msgspec.DecodeError as e:
+            raise EventError(f"malformed JSON ({e})", index=index) from e
+
+    def decode_batch(self, data: bytes) -> Batch:
+        try:
+            return self._batch_decoder.decode(data)
+        except msgspec.ValidationError as e:
+            field, reason = split_error(e)
+            raise EventError(reason, field=_segment_name(field) or "batch") from e
+        except msgspec.DecodeError as e:
+            raise EventError(f"malformed JSON ({e})") from e
+
+    def from_object(self, obj: Any, *, index: int | None = None) -> Call:
+        if isinstance(obj, Call):
+            return obj
+        if not isinstance(obj, dict):
+            raise EventError(f"expected a JSON object, got {type(obj).__name__}", index=index)
+        try:
+            return msgspec.convert(obj, Call)
+        except msgspec.ValidationError as e:
+            field, reason = split_error(e)
+            raise EventError(reason, field=_segment_name(field), index=index) from e
+
+    # -- normalising --------------------------------------------------------------
+    def parse(
+        self,
+        obj: Any,
+        *,
+        received_at: int,
+        source: str,
+        kind: str | None = None,
+        index: int | None = None,
+        correct_skew: bool = True,
+        defaults: Batch | None = None,
+    ) -> Record:
+        """Normalise one call (bytes, dict or :class:`Call`) into a :class:`Record`."""
+        call = self.decode(obj, index=index) if isinstance(obj, (bytes, bytearray, memoryview)) else self.from_object(obj, index=index)
+        return self.normalise(call, received_at=received_at, source=source, kind=kind, index=index,
+                              correct_skew=correct_skew, defaults=defaults)
+
+    def normalise(
+        self,
+        call: Call,
+        *,
+        received_at: int,
+        source: str,
+        kind: str | None = None,
+        index: int | None = None,
+        correct_skew: bool = True,
+        defaults: Batch | None = None,
+    ) -> Record:
+        def fail(reason: str, field: str = "") -> EventError:
+            return EventError(reason, field=field, index=index)
+
+        ctype = (call.type or kind or "").lower()
+        if kind is not None and call.type is not None and ctype != kind:
+            raise fail(f"type `{call.type}` sent to the /v1/{kind} endpoint", "type")
+        if ctype not in CALL_TYPES:
+            if not ctype:
+                raise fail("missing `type`; expected one of " + ", ".join(CALL_TYPES), "type")
+            raise fail(f"unknown type `{call.type}`; expected one of " + ", ".join(CALL_TYPES), "type")
+
+        user_id = _id(call.user_id)
+        anonymous_id = _id(call.anonymous_id)
+        if user_id is None and anonymous_id is None:
+            raise fail("either `userId` or `anonymousId` is required", "userId")
+
+        event: str | None = None
+        if ctype == "track":
+            event = (call.event or "").strip() or None
+            if event is None:
+                raise fail("a track call needs an `event` name", "event")
+        elif ctype in ("page", "screen"):
+            event = (call.name or "").strip() or None
+        previous_id = _id(call.previous_id)
+        if ctype == "alias" and previous_id is None:
+            raise fail("an alias call needs `previousId`", "previousId")
+        if ctype == "alias" and user_id is None:
+            raise fail("an alias call needs `userId`", "userId")
+        group_id = _id(call.group_id)
+        if ctype == "group" and group_id is None:
+            raise fail("a group call needs `groupId`", "groupId")
+
+        context = call.context
+        if defaults is not None and defaults.context:
+            context = {**defaults.context, **(context or {})}
+        properties = call.properties
+        traits = call.traits
+        if ctype == "page" and call.category:
+            properties = {**(properties or {}), "category": call.category}
+
+        # Catalogued retail events are validated against their schema.
+        spec = spec_for(event) if ctype == "track" else None
+        checked = None
+        if spec is not None:
+            try:
+                checked = spec.validate(properties or {})
+            except msgspec.ValidationError as e:
+                field, reason = split_error(e, "properties")
+                missing = re.match(r"Object missing required field `(.+)`", reason)
+                if missing:
+                    field = f"{field}.{missing.group(1)}"
+                    reason = f"{event} requires property `{missing.group(1)}`"
+                raise fail(reason, field) from e
+
+        # Times: event time corrected for client clock skew (Segment's rule).
+        sent = call.sent_at or (defaults.sent_at if defaults is not None else None)
+        sent_us = _micros(sent) if sent is not None else None
+        original = call.timestamp or call.original_timestamp
+        original_us = _micros(original) if original is not None else None
+        if original_us is None:
+            event_time = received_at
+        elif correct_skew and sent_us is not None:
+            event_time = original_us + (received_at - sent_us)
+        else:
+            event_time = original_us
+
+        channel = self._channel(call, spec, properties, context, ctype)
+        order_id, store_id, amount, currency = _money(spec, checked, properties)
+        if currency is not None and not _CURRENCY.match(currency):
+            raise fail(f"currency `{currency}` is not an ISO 4217 code", "properties.currency")
+        if amount is not None:
+            currency = (currency or self.base_currency).upper()
+
+        pii: dict[str, Any] = {}
+        if self.pii_fields:
+            traits = self._take_pii(traits, "traits", pii)
+            properties = self._take_pii(properties, "properties", pii)
+            if context:
+                context = dict(context)
+                ctraits = context.get("traits")
+                if isinstance(ctraits, dict):
+                    context["traits"] = self._take_pii(ctraits, "context.traits", pii)
+                for key in self.pii_fields.intersection(context):
+                    pii[f"context.{key}"] = context.pop(key)
+
+        message_id = _id(call.message_id)
+        if message_id is None:
+            # A content hash keeps replays of id-less events idempotent.
+            digest = hashlib.blake2b(
+                msgspec.json.encode([ctype, event, user_id, anonymous_id, original_us, call.properties, call.traits]),
+                digest_size=16,
+            ).hexdigest()
+            message_id = f"plait-{digest}"
+
+        subject = f"user_id:{user_id}" if user_id is not None else f"anonymous_id:{anonymous_id}"
+        return Record(
+            message_id=message_id,
+            type=ctype,
+            event=event,
+            schema_version=spec.version if spec is not None else None,
+            channel=channel,
+            source=source,
+            anonymous_id=anonymous_id,
+            user_id=user_id,
+            group_id=group_id,
+            previous_id=previous_id,
+            event_time=event_time,
+            original_time=original_us,
+            sent_at=sent_us,
+            received_at=received_at,
+            order_id=order_id,
+            store_id=store_id,
+            amount=amount,
+            currency=currency,
+            properties=properties or None,
+            traits=traits or None,
+            context=context or None,
+            pii=pii or None,
+            subject=subject,
+        )
+
+    def _take_pii(self, obj: dict[str, Any] | None, where: str, out: dict[str, Any]) -> dict[str, Any] | None:
+        if not obj:
+            return obj
+        found = self.pii_fields.intersection(obj)
+        if not found:
+            return obj
+        obj = dict(obj)
+        for key in found:
+            out[f"{where}.{key}"] = obj.pop(key)
+        return obj
+
+    @staticmethod
+    def _channel(call: Call, spec: EventSpec | None, properties: dict | None, context: dict | None, ctype: str) -> str:
+        ch = explicit_channel(call.channel)
+        if ch is None and context:
+            ch = explicit_channel(context.get("channel"))
+        if ch is None and properties:
+            ch = explicit_channel(properties.get("channel"))
+        if ch is not None:
+            return ch
+        if spec is not None and spec.channel is not None:
+            return spec.channel
+        if properties and properties.get("store_id") not in (None, ""):
+            return Channel.STORE.value
+        if context:
+            lib = context.get("library")
+            if isinstance(lib, dict):
+                ch = library_channel(lib.get("name"))
+                if ch is not None:
+                    return ch
+        if ctype == "page":
+            return Channel.WEB.value
+        if ctype == "screen":
+            return Channel.APP.value
+        return Channel.OTHER.value
+
+
+def _money(spec: EventSpec | None, checked: Any, properties: dict | None) -> tuple[str | None, str | None, float | None, str | None]:
+    """Pull order id, store id, amount and currency into typed columns."""
+    if checked is not None:
+        order_id = _id(getattr(checked, "order_id", None))
+        store_id = _id(getattr(checked, "store_id", None))
+        currency = checked.currency
+        amount = None
+        for name in spec.monetary:
+            v = getattr(checked, name, None)
+            if v is not None:
+                amount = float(v)
+                break
+        if amount is None and getattr(checked, "products", None):
+            total = 0.0
+            for p in checked.products:
+                if p.price is not None:
+                    total += float(p.price) * float(p.quantity if p.quantity is not None else 1)
+            amount = total
+        return order_id, store_id, amount, currency
+    if not properties:
+        return None, None, None, None
+    order_id = properties.get("order_id")
+    store_id = properties.get("store_id")
+    amount = None
+    for name in ("total", "revenue", "value"):
+        v = properties.get(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            amount = float(v)
+            break
+    currency = properties.get("currency")
+    return (
+        _id(order_id) if isinstance(order_id, (str, int)) else None,
+        _id(store_id) if isinstance(store_id, (str, int)) else None,
+        amount,
+        currency if isinstance(currency, str) else None,
+    )
+
+
+def _segment_name(field: str) -> str:
+    head, dot, rest = field.partition(".")
+    bracket = head.find("[")
+    key = head if bracket < 0 else head[:bracket]
+    return _CAMEL_TO_SEGMENT.get(key, key) + head[len(key):] + dot + rest

@@ -1,0 +1,210 @@
+"""The append-only event log.
+
+:class:`EventLog` appends normalised records (idempotent by ``message_id``: a
+replayed batch adds nothing), keeps rejected input in a dead-letter table with the
+reason, reads events back (decrypting personal fields on request) and round-trips
+the log through Parquet partitioned by day. It never updates or deletes an event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+
+from plait.engine.backend import Backend
+from plait.engine.dialects import quote_literal
+from plait.events.contract import Record
+from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_to_arrow
+from plait.log.vault import Vault
+
+_dec = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: rows new to the log, and rows already there (replays)."""
+
+    inserted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One input that could not become an event, kept in the dead-letter table."""
+
+    reason: str
+    field: str = ""
+    origin: str = ""
+    position: int | None = None
+    payload: str | None = None
+    source: str | None = None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class EventLog:
+    """The immutable log on a :class:`~plait.engine.backend.Backend`."""
+
+    def __init__(self, backend: Backend, vault: Vault) -> None:
+        self.backend = backend
+        self.vault = vault
+        for stmt in DDL.split(";"):
+            if stmt.strip():
+                backend.execute(stmt)
+
+    # -- writing ------------------------------------------------------------------
+    def seal(self, records: Sequence[Record]) -> pa.Table:
+        """Encrypt personal fields and lay the records out as the log's Arrow table."""
+        blobs = self.vault.seal_many(
+            [r.subject for r in records], [r.message_id for r in records], [r.pii for r in records]
+        )
+        return records_to_arrow(records, blobs)
+
+    def append(self, records: Sequence[Record]) -> AppendResult:
+        """Append records durably; those whose ``message_id`` is present are skipped."""
+        if not records:
+            return AppendResult(0, 0)
+        return self.append_table(self.seal(records))
+
+    def append_table(self, table: pa.Table) -> AppendResult:
+        """Append an Arrow table already in the log's layout (bulk paths)."""
+        if table.schema != EVENT_SCHEMA:
+            table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
+        inserted = self.backend.append("events", table, on_conflict="ignore")
+        return AppendResult(inserted, table.num_rows - inserted)
+
+    def reject(self, rejections: Sequence[Rejection], *, received_at: int | None = None) -> int:
+        """Store rejected input with its reason in the dead-letter table."""
+        if not rejections:
+            return 0
+        ts = received_at if received_at is not None else now_us()
+        table = pa.table(
+            {
+                "received_at": pa.array([ts] * len(rejections), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "source": pa.array([r.source for r in rejections], pa.string()),
+                "origin": pa.array([r.origin for r in rejections], pa.string()),
+                "position": pa.array([r.position for r in rejections], pa.int64()),
+                "field": pa.array([r.field for r in rejections], pa.string()),
+                "reason": pa.array([r.reason for r in rejections], pa.string()),
+                "payload": pa.array([r.payload for r in rejections], pa.string()),
+            }
+        )
+        return self.backend.append("rejected", table)
+
+    # -- reading ------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self.backend.scalar("SELECT count(*) FROM events"))
+
+    def rejected_count(self) -> int:
+        return int(self.backend.scalar("SELECT count(*) FROM rejected"))
+
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.backend.rows(
+            "SELECT id, received_at, source, origin, position, field, reason, payload FROM rejected ORDER BY id DESC LIMIT ?",
+            [limit],
+        )
+
+    def events(
+        self,
+        *,
+        limit: int | None = 100,
+        event: str | None = None,
+        type: str | None = None,
+        channel: str | None = None,
+        source: str | None = None,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        newest_first: bool = True,
+    ) -> pa.Table:
+        """Events matching all the given filters, newest first by default."""
+        where, params = [], []
+        for col, val in (("event", event), ("type", type), ("channel", channel), ("source", source),
+                         ("user_id", user_id), ("anonymous_id", anonymous_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if since is not None:
+            where.append("event_time >= CAST(? AS TIMESTAMPTZ)")
+            params.append(since)
+        if until is not None:
+            where.append("event_time < CAST(? AS TIMESTAMPTZ)")
+            params.append(until)
+        sql = "SELECT * FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY event_time " + ("DESC" if newest_first else "ASC") + ", message_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.backend.query(sql, params)
+
+    def reveal(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One stored row as a Segment-like event with its personal fields put back
+        (left out when the subject's key has been destroyed)."""
+        out = {k: row[k] for k in EVENT_COLUMNS if k not in ("properties", "traits", "context", "pii")}
+        for part in ("properties", "traits", "context"):
+            out[part] = _dec.decode(row[part]) if row.get(part) else None
+        pii = self.vault.open(row["subject"], row["message_id"], row.get("pii"))
+        for path, value in (pii or {}).items():
+            head, *rest = path.split(".")
+            target = out.get(head) or {}
+            out[head] = target
+            for key in rest[:-1]:
+                target = target.setdefault(key, {})
+            target[rest[-1]] = value
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        b = self.backend
+        summary = b.rows(
+            "SELECT count(*) AS events, count(DISTINCT coalesce(user_id, anonymous_id)) AS senders, "
+            "min(event_time) AS first_event, max(event_time) AS last_event, count(DISTINCT day) AS days FROM events"
+        )[0]
+        by = lambda col: {r["k"]: r["n"] for r in b.rows(f"SELECT {col} AS k, count(*) AS n FROM events GROUP BY 1 ORDER BY 2 DESC")}  # noqa: E731
+        return {
+            "events": int(summary["events"]),
+            "rejected": self.rejected_count(),
+            "senders": int(summary["senders"]),
+            "days": int(summary["days"]),
+            "first_event": summary["first_event"].isoformat() if summary["first_event"] else None,
+            "last_event": summary["last_event"].isoformat() if summary["last_event"] else None,
+            "by_type": by("type"),
+            "by_channel": by("channel"),
+            "by_source": by("source"),
+            "top_events": dict(list(by("coalesce(event, type)").items())[:15]),
+        }
+
+    # -- Parquet ------------------------------------------------------------------
+    def export_parquet(self, directory: str | Path) -> int:
+        """Write the whole log as Parquet, one folder per day (``day=YYYY-MM-DD``)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        d = self.backend.dialect
+        self.backend.execute(d.copy_parquet("SELECT * FROM events ORDER BY day, event_time", str(directory), partition_by="day"))
+        return self.count()
+
+    def import_parquet(self, directory: str | Path) -> AppendResult:
+        """Load a log exported by :meth:`export_parquet` (duplicates are skipped)."""
+        glob = str(Path(directory) / "**" / "*.parquet")
+        d = self.backend.dialect
+        cols = ", ".join(
+            f"CAST({c} AS DATE) AS {c}" if c == "day" else c for c in EVENT_COLUMNS
+        )
+        before = self.count()
+        sql = f"INSERT OR IGNORE INTO events SELECT {cols} FROM {d.read_parquet(glob, hive=True)}"
+        total = int(self.backend.scalar(f"SELECT count(*) FROM {d.read_parquet(glob, hive=True)}"))
+        self.backend.execute(sql)
+        inserted = self.count() - before
+        return AppendResult(inserted, total - inserted)
+
+    def parquet_path_literal(self, path: str) -> str:
+        return quote_literal(path)

@@ -1,0 +1,107 @@
+"""Per-subject encryption keys for personal fields (crypto-shredding ready).
+
+Personal fields of an event are sealed with AES-256-GCM under the key of the
+event's *subject*: the identifier that sent it (``user_id:…`` or
+``anonymous_id:…``). Keys belong to identifiers, not to profiles, so identity merges
+and splits never re-encrypt the log; erasing a person destroys the keys of all
+their identifiers and leaves only unreadable ciphertext behind.
+
+Keys live in their own SQLite file (``keys.sqlite``), apart from the log, with
+``secure_delete`` on so a destroyed key is overwritten on disk, not just unlinked.
+The sealed format is ``version byte || nonce (12) || ciphertext+tag`` with the
+message id as associated data, so a blob cannot be moved to another event.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEALED = 1
+PLAIN = 0
+
+
+class Vault:
+    """Key store and sealer for personal fields."""
+
+    def __init__(self, path: str | Path | None, *, encrypt: bool = True) -> None:
+        self.encrypt = encrypt
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False)
+        self._db.execute("PRAGMA secure_delete = ON")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS subject_keys (subject TEXT PRIMARY KEY, key BLOB NOT NULL, created_at REAL NOT NULL)"
+        )
+        self._db.commit()
+        self._cache: dict[str, AESGCM] = {}
+        self._enc = msgspec.json.Encoder()
+        self._dec = msgspec.json.Decoder()
+
+    def _load(self, subjects: Iterable[str]) -> None:
+        missing = [s for s in set(subjects) if s not in self._cache]
+        if not missing:
+            return
+        with self._lock:
+            found: dict[str, bytes] = {}
+            for i in range(0, len(missing), 500):
+                chunk = missing[i : i + 500]
+                q = f"SELECT subject, key FROM subject_keys WHERE subject IN ({','.join('?' * len(chunk))})"
+                found.update(self._db.execute(q, chunk).fetchall())
+            new = [(s, os.urandom(32), time.time()) for s in missing if s not in found]
+            if new:
+                self._db.executemany("INSERT INTO subject_keys VALUES (?, ?, ?)", new)
+                self._db.commit()
+                found.update((s, k) for s, k, _ in new)
+            for s, k in found.items():
+                self._cache[s] = AESGCM(k)
+
+    def seal_many(self, subjects: list[str], message_ids: list[str], payloads: list[dict | None]) -> list[bytes | None]:
+        """Seal each payload under its subject's key (keys created durably first)."""
+        if not self.encrypt:
+            return [None if p is None else bytes([PLAIN]) + self._enc.encode(p) for p in payloads]
+        self._load(s for s, p in zip(subjects, payloads) if p is not None)
+        out: list[bytes | None] = []
+        for subject, mid, payload in zip(subjects, message_ids, payloads):
+            if payload is None:
+                out.append(None)
+                continue
+            nonce = os.urandom(12)
+            ct = self._cache[subject].encrypt(nonce, self._enc.encode(payload), mid.encode())
+            out.append(bytes([SEALED]) + nonce + ct)
+        return out
+
+    def open(self, subject: str, message_id: str, blob: bytes | None) -> dict | None:
+        """The personal fields of one event, or ``None`` if none or its key is gone."""
+        if blob is None:
+            return None
+        if blob[0] == PLAIN:
+            return self._dec.decode(blob[1:])
+        self._load_existing(subject)
+        aes = self._cache.get(subject)
+        if aes is None:
+            return None
+        return self._dec.decode(aes.decrypt(blob[1:13], blob[13:], message_id.encode()))
+
+    def _load_existing(self, subject: str) -> None:
+        if subject in self._cache:
+            return
+        with self._lock:
+            row = self._db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
+        if row is not None:
+            self._cache[subject] = AESGCM(row[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM subject_keys").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

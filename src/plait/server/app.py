@@ -1,0 +1,41 @@
+"""The HTTP application: routers from the packages, assembled in one FastAPI app."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+import plait
+from plait.collect.collector import GroupCommitter
+from plait.collect.http import collector_router
+from plait.collect.intake import Intake
+from plait.workspace import Workspace
+
+
+def create_app(workspace: Workspace) -> FastAPI:
+    """The FastAPI app serving ``workspace`` (collector now; profiles and decisions later)."""
+    s = workspace.settings.collector
+    committer = GroupCommitter(workspace.log, max_rows=s.max_flush_rows, linger_ms=s.flush_interval_ms)
+    intake = Intake(workspace.parser, workspace.keys, s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        committer.start()
+        try:
+            yield
+        finally:
+            committer.stop()
+            workspace.backend.checkpoint()
+
+    app = FastAPI(
+        title="Plait",
+        version=plait.__version__,
+        description="Omnichannel customer data and real-time decisions. The collector speaks Segment's HTTP tracking API.",
+        lifespan=lifespan,
+    )
+    app.state.workspace = workspace
+    app.state.committer = committer
+    app.include_router(collector_router(intake, committer))
+    return app

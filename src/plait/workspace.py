@@ -1,0 +1,88 @@
+"""A workspace: one directory holding the log database, the key vault and settings.
+
+>>> import tempfile, plait
+>>> ws = plait.connect(tempfile.mkdtemp())
+>>> ws.log.count()
+0
+>>> ws.close()
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plait.collect.keys import KeyStore
+from plait.config import Settings
+from plait.engine.duckdb import DuckDBBackend
+from plait.errors import WorkspaceError
+from plait.events.contract import Parser
+from plait.log.fx import ExchangeRates
+from plait.log.store import EventLog
+from plait.log.vault import Vault
+
+if TYPE_CHECKING:
+    from plait.collect.bulk import Importer
+
+ENV_VAR = "PLAIT_WORKSPACE"
+VAULT_FILE = "keys.sqlite"
+TRUTH_DIR = "truth"
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get(ENV_VAR) or "plait-workspace")
+
+
+class Workspace:
+    """Everything Plait keeps for one retailer, opened from a directory."""
+
+    def __init__(self, path: str | Path, settings: Settings | None = None, *, create: bool = True) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.exists():
+            if not create:
+                raise WorkspaceError(f"no workspace at {self.path}", hint="run `plait init` or pass --workspace")
+            self.path.mkdir(parents=True)
+        elif not self.path.is_dir():
+            raise WorkspaceError(f"{self.path} is a file, not a workspace directory")
+        self.settings = settings or Settings.load(self.path)
+        e = self.settings.engine
+        db = e.path if e.path == ":memory:" else str(self.path / e.path)
+        self.backend = DuckDBBackend(db, threads=e.threads, memory_limit=e.memory_limit)
+        self.backend.execute("SET TimeZone = 'UTC'")
+        self.vault = Vault(self.path / VAULT_FILE, encrypt=self.settings.pii.encrypt)
+        self.parser = Parser(base_currency=self.settings.base_currency, pii_fields=self.settings.pii.fields)
+        self.log = EventLog(self.backend, self.vault)
+        self.fx = ExchangeRates(self.backend, self.settings.base_currency)
+        self.keys = KeyStore(self.backend)
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.path / TRUTH_DIR
+
+    @property
+    def importer(self) -> "Importer":
+        from plait.collect.bulk import Importer
+
+        return Importer(self)
+
+    def simulate(self, **kwargs: Any) -> Any:
+        """Simulate a retailer into this workspace (see :func:`plait.simulate.simulate`)."""
+        from plait.simulate import simulate
+
+        return simulate(self, **kwargs)
+
+    def close(self) -> None:
+        self.backend.close()
+        self.vault.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(path: str | Path | None = None, settings: Settings | None = None) -> Workspace:
+    """Open (creating if needed) the workspace at ``path`` or ``$PLAIT_WORKSPACE``."""
+    return Workspace(path if path is not None else default_workspace(), settings)

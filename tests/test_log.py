@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow.compute as pc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import plait
+from plait.events import Parser
+
+
+def _records(ws, n, start=0, **extra):
+    return [ws.parser.parse({"type": "track", "event": "Order Completed", "userId": f"u{i % 7}",
+                             "messageId": f"m{i}", "timestamp": f"2025-03-{1 + i % 28:02d}T10:00:00Z",
+                             "properties": {"order_id": f"o{i}", "total": i + 0.5, "currency": "GBP"},
+                             "context": {"traits": {"email": f"p{i}@example.com"}}, **extra},
+                            received_at=1_750_000_000_000_000, source="t") for i in range(start, start + n)]
+
+
+def test_append_is_idempotent_by_message_id(ws):
+    r1 = ws.log.append(_records(ws, 50))
+    r2 = ws.log.append(_records(ws, 60))
+    assert (r1.inserted, r1.duplicates) == (50, 0)
+    assert (r2.inserted, r2.duplicates) == (10, 50)
+    assert ws.log.count() == 60
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=40), max_size=60), st.lists(st.integers(min_value=0, max_value=40), max_size=60))
+def test_replay_property(tmp_path_factory, first, second):
+    """Any sequence of batches, replayed in any overlap, leaves exactly the distinct message ids."""
+    with plait.connect(tmp_path_factory.mktemp("w")) as ws:
+        p = ws.parser
+        mk = lambda ids: [p.parse({"type": "track", "event": "e", "userId": "u", "messageId": str(i)},  # noqa: E731
+                                  received_at=0, source="t") for i in ids]
+        ws.log.append(mk(first))
+        ws.log.append(mk(second))
+        ws.log.append(mk(first + second))
+        assert ws.log.count() == len(set(first) | set(second))
+
+
+def test_personal_fields_encrypted_at_rest_and_revealed_with_key(ws):
+    ws.log.append(_records(ws, 3))
+    raw = ws.log.events(limit=None).to_pylist()
+    for row in raw:
+        assert b"example.com" not in row["pii"]
+        assert "example.com" not in (row["context"] or "")
+    revealed = {ws.log.reveal(r)["context"]["traits"]["email"] for r in raw}
+    assert revealed == {"p0@example.com", "p1@example.com", "p2@example.com"}
+    ws.close()
+    db = (ws.path / "plait.duckdb").read_bytes()
+    assert b"p0@example.com" not in db
+
+
+def test_parquet_round_trip_gives_the_same_log(ws, tmp_path):
+    ws.log.append(_records(ws, 200))
+    ws.log.append([ws.parser.parse({"type": "identify", "anonymousId": "a1", "traits": {"plan": "x"}}, received_at=5, source="t")])
+    n = ws.log.export_parquet(tmp_path / "export")
+    days = sorted(p.name for p in (tmp_path / "export").iterdir())
+    assert days[0].startswith("day=") and len(days) == 29
+    with plait.connect(tmp_path / "other") as other:
+        r = other.log.import_parquet(tmp_path / "export")
+        assert r.inserted == n == 201
+        a = ws.log.events(limit=None).sort_by("message_id")
+        b = other.log.events(limit=None).sort_by("message_id")
+        assert a.equals(b)
+        again = other.log.import_parquet(tmp_path / "export")
+        assert (again.inserted, again.duplicates) == (0, 201)
+
+
+def test_exchange_rates_convert_to_base_currency(ws):
+    ws.log.append(_records(ws, 28))  # GBP, days 1..28 of March
+    assert ws.fx.unconverted() == 28
+    ws.fx.add([(dt.date(2025, 3, 1), "GBP", 1.25), (dt.date(2025, 3, 15), "GBP", 1.5)])
+    t = ws.backend.query("SELECT day, amount, amount_base FROM events_base ORDER BY day")
+    rows = t.to_pylist()
+    assert rows[0]["amount_base"] == rows[0]["amount"] * 1.25
+    assert rows[-1]["amount_base"] == rows[-1]["amount"] * 1.5
+    assert ws.fx.unconverted() == 0
+    assert ws.fx.convert(10, "USD", dt.date(2025, 1, 1)) == 10  # base currency
+    assert ws.fx.convert(10, "GBP", dt.date(2025, 2, 1)) is None  # no rate yet
+
+
+def test_filters_and_stats(ws):
+    ws.log.append(_records(ws, 30))
+    assert ws.log.events(user_id="u1", limit=None).num_rows == len([i for i in range(30) if i % 7 == 1])
+    t = ws.log.events(since="2025-03-10", until="2025-03-11", limit=None)
+    assert pc.all(pc.equal(t["day"], pc.cast(pc.strptime("2025-03-10", "%Y-%m-%d", "s"), t["day"].type))).as_py()
+    s = ws.log.stats()
+    assert s["events"] == 30 and s["rejected"] == 0 and s["by_type"] == {"track": 30}
+
+
+def test_parser_is_exported():
+    assert isinstance(plait.connect, object) and Parser
