@@ -246,8 +246,8 @@ def simulate(
 @app.command()
 def demo(
     workspace: WorkspaceOpt = None,
-    people: Annotated[int, typer.Option(help="People in the demo world.")] = 1500,
-    days: Annotated[int, typer.Option(help="Days of history.")] = 60,
+    people: Annotated[int, typer.Option(help="People in the demo world.")] = 5000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 180,
 ) -> None:
     """Simulate a small retailer, ingest it and show what is in the log (under a minute).
 
