@@ -45,6 +45,7 @@ class DuckDBBackend(Backend):
                     "DuckDB allows one writing process per file",
                 ) from e
             raise WorkspaceError(f"cannot open {self.path}: {msg}") from e
+        self._con.execute("SET enable_progress_bar = false")
         self._lock = threading.RLock()
         self._local = threading.local()
 

@@ -286,8 +286,8 @@ def _write_truth(directory: Path, w: World, exposures: list) -> int:
     parts.append(("loyalty_card", w.card_no(p[m]), p[m]))
     m = w.pos_customer
     parts.append(("pos_customer_id", w.pos_no(p[m]), p[m]))
-    m = w.newsletter
-    parts.append(("esp_id", w.esp_id(p[m]), p[m]))
+    # The messaging platform holds an id for everyone it has messaged (not only subscribers).
+    parts.append(("esp_id", w.esp_id(p), p))
     parts.append(("email", np.asarray(w.email, dtype=object), p))
     parts.append(("phone", np.array([f"+44{x:010d}" for x in w.phone], dtype=object), p))
     ident = pa.table({

@@ -169,9 +169,10 @@ def build_world(n: int, days: int, start: date, seed: int, n_products: int = 400
     w.local_events = {"store": rng.integers(0, n_stores, k), "day": rng.integers(0, days, k),
                       "lift": rng.uniform(1.5, 3.0, k)}
     # Campaigns: a channel, a send day, a true causal lift on buying in a window, a holdout share.
-    n_c = max(4, days // 10)
+    # Every channel runs at least one campaign.
+    n_c = max(len(CAMPAIGN_CHANNELS), days // 10)
     w.campaigns = {
-        "channel": np.array(CAMPAIGN_CHANNELS)[rng.integers(0, len(CAMPAIGN_CHANNELS), n_c)],
+        "channel": np.array(CAMPAIGN_CHANNELS)[rng.permutation(n_c) % len(CAMPAIGN_CHANNELS)],
         "day": np.sort(rng.integers(0, days, n_c)),
         "reach": rng.uniform(0.1, 0.5, n_c),
         "lift": np.round(rng.choice([0.0, 0.1, 0.25, 0.5, 1.0], n_c), 2),

