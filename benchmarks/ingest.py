@@ -1,0 +1,193 @@
+"""Ingestion benchmark: HTTP batches, HTTP single events, bulk Parquet and JSONL import.
+
+    python benchmarks/ingest.py [--quick]
+
+The collector runs as `plait serve` (one uvicorn worker) in its own process; the load
+comes from wrk (Debian package `wrk`) in another process, with unique message ids per
+request so every event is really written. Every 200 means the events are durably in the
+log (group commit). Bulk imports run in this process. Prints one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import plait
+
+LUA = r"""
+local n = tonumber(os.getenv("PLAIT_BATCH"))
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = os.getenv("PLAIT_AUTH")
+local run = tostring(os.time())
+request = function()
+  counter = counter + 1
+  local t = tid or 0
+  if n == 0 then
+    return wrk.format(nil, "/v1/track", nil, string.format(
+      '{"event":"Product Viewed","userId":"u%d","messageId":"%s-%d-%d","properties":{"product_id":"P%d","price":9.99}}',
+      counter % 997, run, t, counter, counter % 400))
+  end
+  local parts = {}
+  for i = 1, n do
+    parts[i] = string.format(
+      '{"type":"track","event":"Product Viewed","userId":"u%d","messageId":"%s-%d-%d-%d","properties":{"product_id":"P%d","price":9.99}}',
+      (counter * n + i) % 997, run, t, counter, i, i % 400)
+  end
+  return wrk.format(nil, "/v1/batch", nil, '{"batch":[' .. table.concat(parts, ",") .. ']}')
+end
+"""
+
+
+def _health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _serve(workspace: Path, port: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "plait.cli.main", "--workspace", str(workspace), "serve",
+                          "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            _health(port)
+            return p
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise RuntimeError("server did not start: " + p.stderr.read().decode()[-2000:])
+
+
+def _ms(s: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v if u == "ms" else v * 1000
+
+
+def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Path) -> dict:
+    env = {**os.environ, "PLAIT_BATCH": str(batch), "PLAIT_AUTH": auth}
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"requests_per_s": rps, "events_per_s": rps * max(batch, 1), "p50_ms": _ms(lat["50"]),
+            "p99_ms": _ms(lat["99"]), "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+def http(quick: bool) -> dict:
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk not installed (apt-get install wrk)"}
+    tmp = Path(tempfile.mkdtemp())
+    script = tmp / "load.lua"
+    script.write_text(LUA)
+    with plait.connect(tmp / "ws") as ws:
+        key = ws.keys.create("bench")
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    port = 18080
+    server = _serve(tmp / "ws", port)
+    secs = 5 if quick else 20
+    runs = 1 if quick else 3
+    try:
+        before = _health(port)["events"]
+        batch = [_wrk(port, auth, 100, 8, secs, script) for _ in range(runs)]
+        mid = _health(port)["events"]
+        single = [_wrk(port, auth, 0, 50, secs, script) for _ in range(runs)]
+        after = _health(port)["events"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    return {
+        "batch100_events_per_s": med(batch, "events_per_s"), "batch100_p99_ms": med(batch, "p99_ms"),
+        "batch100_non_2xx": sum(r["non_2xx"] for r in batch), "batch_events_logged": mid - before,
+        "single_requests_per_s": med(single, "requests_per_s"), "single_p50_ms": med(single, "p50_ms"),
+        "single_p99_ms": med(single, "p99_ms"), "single_non_2xx": sum(r["non_2xx"] for r in single),
+        "single_events_logged": after - mid, "runs": runs, "seconds_each": secs,
+    }
+
+
+def _pos_table(n: int, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    ts = np.datetime64("2025-01-01T00:00:00", "us") + rng.integers(0, 365 * 86400, n).astype("timedelta64[s]")
+    return pa.table({
+        "receipt": pa.array(np.char.add("r", np.arange(n).astype(str))),
+        "card": pa.array(np.char.add("LC", rng.integers(0, n // 5 + 1, n).astype(str))),
+        "ts": pa.array(ts), "total": np.round(rng.gamma(2, 20, n), 2), "store": rng.integers(0, 50, n),
+    })
+
+
+def bulk(quick: bool) -> dict:
+    n = 200_000 if quick else 2_000_000
+    tmp = Path(tempfile.mkdtemp())
+    pq.write_table(_pos_table(n), tmp / "pos.parquet")
+    from plait.collect.bulk import parse_mapping
+
+    m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=store"],
+                      ["event=Order Completed", "currency=USD"])
+    res: dict[str, float] = {"rows": n}
+    with plait.connect(tmp / "ws") as ws:
+        t0 = time.perf_counter()
+        r = ws.importer.file(tmp / "pos.parquet", mapping=m, only_mapped=True)
+        res["parquet_mapped_events_per_s"] = r.inserted / (time.perf_counter() - t0)
+        ws.log.export_parquet(tmp / "export")
+    with plait.connect(tmp / "ws2") as ws2:
+        t0 = time.perf_counter()
+        r2 = ws2.log.import_parquet(tmp / "export")
+        res["parquet_log_reimport_events_per_s"] = r2.inserted / (time.perf_counter() - t0)
+    nj = n // 4
+    with (tmp / "e.jsonl").open("w") as f:
+        for i in range(nj):
+            f.write(json.dumps({"type": "track", "event": "Product Viewed", "userId": f"u{i % 9973}",
+                                "messageId": f"m{i}", "timestamp": "2025-03-01T10:00:00Z",
+                                "context": {"library": {"name": "analytics.js", "version": "2.1"}},
+                                "properties": {"product_id": f"P{i % 400}", "price": 9.99, "currency": "USD"}}) + "\n")
+    with plait.connect(tmp / "ws3") as ws3:
+        t0 = time.perf_counter()
+        r3 = ws3.importer.file(tmp / "e.jsonl")
+        res["jsonl_events_per_s"] = r3.inserted / (time.perf_counter() - t0)
+        res["jsonl_rows"] = nj
+    shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small run, under a minute")
+    ap.add_argument("--only", choices=["http", "bulk"], default=None)
+    a = ap.parse_args()
+    out: dict = {"benchmark": "ingest", "quick": a.quick, "cpus": os.cpu_count()}
+    if a.only in (None, "bulk"):
+        out["bulk"] = bulk(a.quick)
+        print("bulk:", out["bulk"], file=sys.stderr)
+    if a.only in (None, "http"):
+        out["http"] = http(a.quick)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
