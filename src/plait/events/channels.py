@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Channel(StrEnum):
@@ -44,14 +45,8 @@ _LIBRARY_HINTS = (
 )
 
 
-def explicit_channel(value: object) -> str | None:
-    """Return the channel a sender named, or ``None`` when it names none we can use.
-
-    >>> explicit_channel("Store"), explicit_channel("browser"), explicit_channel("server")
-    ('store', 'web', None)
-    """
-    if not isinstance(value, str) or not value:
-        return None
+@lru_cache(maxsize=4096)
+def _explicit(value: str) -> str | None:
     v = value.strip().lower().replace("-", "_").replace(" ", "_")
     if v in _SEGMENT_RUNTIME:
         return _SEGMENT_RUNTIME[v].value
@@ -60,9 +55,25 @@ def explicit_channel(value: object) -> str | None:
     return v if _CUSTOM.match(v) else None
 
 
+def explicit_channel(value: object) -> str | None:
+    """Return the channel a sender named, or ``None`` when it names none we can use.
+
+    >>> explicit_channel("Store"), explicit_channel("browser"), explicit_channel("server")
+    ('store', 'web', None)
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    return _explicit(value)
+
+
 def library_channel(library_name: object) -> str | None:
     if not isinstance(library_name, str):
         return None
+    return _library(library_name)
+
+
+@lru_cache(maxsize=1024)
+def _library(library_name: str) -> str | None:
     name = library_name.lower()
     for hint, channel in _LIBRARY_HINTS:
         if name.startswith(hint):
