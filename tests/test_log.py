@@ -93,3 +93,34 @@ def test_filters_and_stats(ws):
 
 def test_parser_is_exported():
     assert isinstance(plait.connect, object) and Parser
+
+
+def test_seen_ids_survive_reopen_and_tier_merges(tmp_path, monkeypatch):
+    """Idempotency holds across restarts (the index reloads from the log) and tier merges."""
+    import plait.log.seen as seen
+
+    monkeypatch.setattr(seen, "_SMALL", 50)
+    monkeypatch.setattr(seen, "_MEDIUM", 120)
+    mk = lambda ws, ids: [ws.parser.parse({"type": "track", "event": "e", "userId": "u", "messageId": f"x{i}"},  # noqa: E731
+                                          received_at=0, source="t") for i in ids]
+    with plait.connect(tmp_path / "w") as ws:
+        for start in range(0, 400, 40):
+            ws.log.append(mk(ws, range(start, start + 60)))  # overlapping windows
+        assert ws.log.count() == 420
+    with plait.connect(tmp_path / "w") as ws:
+        r = ws.log.append(mk(ws, range(0, 500)))
+        assert (r.inserted, r.duplicates) == (80, 420)
+        assert ws.log.count() == 500
+
+
+def test_hash_collision_never_drops_an_event(ws, monkeypatch):
+    """Different ids with the same 64-bit hash are both kept (confirmed by exact id)."""
+    import numpy as np
+
+    monkeypatch.setattr(ws.backend, "hash64", lambda values: np.zeros(len(values), np.uint64))
+    recs = [ws.parser.parse({"type": "track", "event": "e", "userId": "u", "messageId": f"c{i}"}, received_at=0, source="t")
+            for i in range(5)]
+    assert ws.log.append(recs[:3]).inserted == 3
+    r = ws.log.append(recs)
+    assert (r.inserted, r.duplicates) == (2, 3)
+    assert ws.log.count() == 5

@@ -12,4 +12,13 @@ from plait.workspace import Workspace, connect
 
 __version__ = "0.1.0"
 
-__all__ = ["Channel", "Parser", "PlaitError", "Record", "Settings", "Workspace", "__version__", "connect"]
+__all__ = [
+    "Channel",
+    "Parser",
+    "PlaitError",
+    "Record",
+    "Settings",
+    "Workspace",
+    "__version__",
+    "connect",
+]

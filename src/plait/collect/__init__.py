@@ -4,4 +4,8 @@ from plait.collect.collector import GroupCommitter
 from plait.collect.intake import Intake
 from plait.collect.keys import KeyStore
 
-__all__ = ["GroupCommitter", "Intake", "KeyStore"]
+__all__ = [
+    "GroupCommitter",
+    "Intake",
+    "KeyStore",
+]

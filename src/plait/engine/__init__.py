@@ -4,4 +4,10 @@ from plait.engine.backend import Backend, Pipeline
 from plait.engine.dialects import Dialect, SparkDialect
 from plait.engine.duckdb import DuckDBBackend
 
-__all__ = ["Backend", "Dialect", "DuckDBBackend", "Pipeline", "SparkDialect"]
+__all__ = [
+    "Backend",
+    "Dialect",
+    "DuckDBBackend",
+    "Pipeline",
+    "SparkDialect",
+]

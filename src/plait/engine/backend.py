@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from plait.engine.dialects import Dialect
@@ -41,6 +42,10 @@ class Backend(ABC):
 
     @abstractmethod
     def transaction(self) -> Any: ...
+
+    @abstractmethod
+    def hash64(self, values: pa.Array) -> "np.ndarray":
+        """The engine's 64-bit hash of each string, the same function its SQL ``hash()`` uses."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from plait.engine.backend import Backend
@@ -96,6 +97,16 @@ class DuckDBBackend(Backend):
             except duckdb.Error as e:
                 raise EngineError(f"DuckDB failed to append to {table}: {e}", sql=sql) from e
         return int(res[0][0]) if res else 0
+
+    def hash64(self, values: pa.Array) -> np.ndarray:
+        cur = self._cursor()
+        with self._lock:
+            cur.register("__plait_hash", pa.table({"v": values}))
+            try:
+                out = cur.sql("SELECT hash(v) AS h FROM __plait_hash").to_arrow_table()
+            finally:
+                cur.unregister("__plait_hash")
+        return out.column(0).to_numpy()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -5,9 +5,9 @@ from plait.events.channels import Channel
 from plait.events.contract import CALL_TYPES, Batch, Call, Parser, Record
 
 __all__ = [
+    "Batch",
     "CALL_TYPES",
     "CATALOGUE",
-    "Batch",
     "Call",
     "Channel",
     "EventSpec",

@@ -50,7 +50,7 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS events (
-    message_id     VARCHAR PRIMARY KEY,
+    message_id     VARCHAR NOT NULL,
     type           VARCHAR NOT NULL,
     event          VARCHAR,
     schema_version VARCHAR,

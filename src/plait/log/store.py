@@ -8,6 +8,7 @@ the log through Parquet partitioned by day. It never updates or deletes an event
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from plait.engine.backend import Backend
 from plait.engine.dialects import quote_literal
 from plait.events.contract import Record
 from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_to_arrow
+from plait.log.seen import SeenIds
 from plait.log.vault import Vault
 
 _dec = msgspec.json.Decoder()
@@ -56,6 +58,8 @@ class EventLog:
     def __init__(self, backend: Backend, vault: Vault) -> None:
         self.backend = backend
         self.vault = vault
+        self.seen = SeenIds(backend)
+        self._write_lock = threading.Lock()
         for stmt in DDL.split(";"):
             if stmt.strip():
                 backend.execute(stmt)
@@ -75,11 +79,22 @@ class EventLog:
         return self.append_table(self.seal(records))
 
     def append_table(self, table: pa.Table) -> AppendResult:
-        """Append an Arrow table already in the log's layout (bulk paths)."""
+        """Append an Arrow table already in the log's layout (bulk paths); rows whose
+        message id is already in the log, or earlier in the table, are skipped."""
+        if table.num_rows == 0:
+            return AppendResult(0, 0)
         if table.schema != EVENT_SCHEMA:
             table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
-        inserted = self.backend.append("events", table, on_conflict="ignore")
-        return AppendResult(inserted, table.num_rows - inserted)
+        with self._write_lock:
+            ids = table.column("message_id").combine_chunks()
+            hashes = self.backend.hash64(ids)
+            keep = self.seen.new_rows(ids, hashes)
+            if keep.size < table.num_rows:
+                table = table.take(pa.array(keep))
+                hashes = hashes[keep]
+            inserted = self.backend.append("events", table)
+            self.seen.add(hashes)
+        return AppendResult(inserted, len(ids) - inserted)
 
     def reject(self, rejections: Sequence[Rejection], *, received_at: int | None = None) -> int:
         """Store rejected input with its reason in the dead-letter table."""
@@ -199,12 +214,12 @@ class EventLog:
         cols = ", ".join(
             f"CAST({c} AS DATE) AS {c}" if c == "day" else c for c in EVENT_COLUMNS
         )
-        before = self.count()
-        sql = f"INSERT OR IGNORE INTO events SELECT {cols} FROM {d.read_parquet(glob, hive=True)}"
-        total = int(self.backend.scalar(f"SELECT count(*) FROM {d.read_parquet(glob, hive=True)}"))
-        self.backend.execute(sql)
-        inserted = self.count() - before
-        return AppendResult(inserted, total - inserted)
+        inserted = duplicates = 0
+        for batch in self.backend.stream(f"SELECT {cols} FROM {d.read_parquet(glob, hive=True)}", batch_size=500_000):
+            r = self.append_table(pa.Table.from_batches([batch]))
+            inserted += r.inserted
+            duplicates += r.duplicates
+        return AppendResult(inserted, duplicates)
 
     def parquet_path_literal(self, path: str) -> str:
         return quote_literal(path)

@@ -2,4 +2,6 @@
 
 from plait.server.app import create_app
 
-__all__ = ["create_app"]
+__all__ = [
+    "create_app",
+]

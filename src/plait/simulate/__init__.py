@@ -3,4 +3,9 @@
 from plait.simulate.run import SimulationResult, simulate
 from plait.simulate.world import World, build_world
 
-__all__ = ["SimulationResult", "World", "build_world", "simulate"]
+__all__ = [
+    "SimulationResult",
+    "World",
+    "build_world",
+    "simulate",
+]
