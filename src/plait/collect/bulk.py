@@ -251,7 +251,7 @@ class Importer:
         try:
             rows_done = done
             for batch in self.backend.stream(sql, batch_size=self.chunk_rows * 2):
-                t = pa.Table.from_batches([batch])
+                t = batch
                 self._table_chunk(t, report, path)
                 rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
                 self._mark(fp, path, fmt, rows_done, False)

@@ -31,7 +31,7 @@ class Backend(ABC):
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
 
     @abstractmethod
-    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> pa.RecordBatchReader:
+    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> Iterator[pa.Table]:
         """Results in Arrow record batches, for work too large to hold at once."""
 
     @abstractmethod

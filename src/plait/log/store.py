@@ -216,7 +216,7 @@ class EventLog:
         )
         inserted = duplicates = 0
         for batch in self.backend.stream(f"SELECT {cols} FROM {d.read_parquet(glob, hive=True)}", batch_size=500_000):
-            r = self.append_table(pa.Table.from_batches([batch]))
+            r = self.append_table(batch)
             inserted += r.inserted
             duplicates += r.duplicates
         return AppendResult(inserted, duplicates)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import plait
 from plait.collect.collector import GroupCommitter
-from plait.collect.http import collector_router
+from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
 from plait.workspace import Workspace
 
@@ -37,5 +37,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     )
     app.state.workspace = workspace
     app.state.committer = committer
-    app.include_router(collector_router(intake, committer))
+    collect = Collect(intake, committer)
+    app.include_router(collector_router(collect))
+    app.add_middleware(FastCollect, collect=collect)
     return app
