@@ -117,10 +117,23 @@ def test_hash_collision_never_drops_an_event(ws, monkeypatch):
     """Different ids with the same 64-bit hash are both kept (confirmed by exact id)."""
     import numpy as np
 
-    monkeypatch.setattr(ws.backend, "hash64", lambda values: np.zeros(len(values), np.uint64))
+    import plait.log.store as store
+
+    monkeypatch.setattr(store, "id_hashes", lambda backend, values: np.zeros(len(values), np.uint64))
     recs = [ws.parser.parse({"type": "track", "event": "e", "userId": "u", "messageId": f"c{i}"}, received_at=0, source="t")
             for i in range(5)]
     assert ws.log.append(recs[:3]).inserted == 3
     r = ws.log.append(recs)
     assert (r.inserted, r.duplicates) == (2, 3)
     assert ws.log.count() == 5
+
+
+def test_python_and_engine_id_hashes_agree(ws):
+    import pyarrow as pa
+
+    import plait.log.seen as seen
+
+    ids = pa.array([f"id-{i}-ünï" for i in range(5000)])
+    small = seen.id_hashes(ws.backend, ids.slice(0, 100))
+    big = seen.id_hashes(ws.backend, ids)
+    assert (small == big[:100]).all()

@@ -27,7 +27,9 @@ Done = Callable[[BaseException | None], None]
 class _Job:
     records: Sequence[Record]
     rejections: Sequence[Rejection]
-    done: Done
+    done: Done | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    fut: asyncio.Future | None = None
 
 
 _STOP = object()
@@ -69,16 +71,18 @@ class GroupCommitter:
             raise RuntimeError("GroupCommitter is not running; call start()")
         self._q.put(_Job(records, rejections, done))
 
+    def _submit_async(self, job: _Job) -> None:
+        if self._thread is None:
+            raise RuntimeError("GroupCommitter is not running; call start()")
+        self._q.put(job)
+
     async def append(self, records: Sequence[Record], rejections: Sequence[Rejection] = ()) -> None:
         """Append and wait, without blocking the event loop, until durable (replays
         of events already in the log are durable too, and add nothing)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-
-        def done(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, fut, error)
-
-        self.submit(records, rejections, done)
+        # Futures are settled in one call per flush and event loop (one wake-up, not one per request).
+        self._submit_async(_Job(records, rejections, loop=loop, fut=fut))
         await fut
 
     def append_sync(self, records: Sequence[Record], rejections: Sequence[Rejection] = ()) -> None:
@@ -126,20 +130,33 @@ class GroupCommitter:
             self.log.reject(rejections, received_at=ts)
             result = self.log.append(records)
         except BaseException as e:  # noqa: BLE001 - every waiter must hear about it
-            for j in jobs:
-                j.done(e)
+            self._notify(jobs, e)
             return
         self.flushes += 1
         self.rows_written += result.inserted
         self.duplicates += result.duplicates
+        self._notify(jobs, None)
+
+    @staticmethod
+    def _notify(jobs: list[_Job], error: BaseException | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for j in jobs:
-            j.done(None)
+            if j.done is not None:
+                j.done(error)
+            else:
+                by_loop.setdefault(j.loop, []).append(j.fut)
+        for loop, futs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, futs, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
 
 
-def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(None)
+def _settle(futs: list[asyncio.Future], error: BaseException | None) -> None:
+    for fut in futs:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(None)

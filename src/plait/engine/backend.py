@@ -11,9 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 import pyarrow as pa
 
 from plait.engine.dialects import Dialect
@@ -43,9 +45,20 @@ class Backend(ABC):
     @abstractmethod
     def transaction(self) -> Any: ...
 
+    def id_hashes(self, values: pa.Array) -> "np.ndarray":
+        """:meth:`Dialect.id_hash` of each string, computed by the engine (for large batches)."""
+        t = pa.table({"v": values})
+        self.register_temp("__plait_ids", t)
+        try:
+            return self.query(f"SELECT {self.dialect.id_hash('v')} AS h FROM __plait_ids").column(0).to_numpy()
+        finally:
+            self.unregister_temp("__plait_ids")
+
     @abstractmethod
-    def hash64(self, values: pa.Array) -> "np.ndarray":
-        """The engine's 64-bit hash of each string, the same function its SQL ``hash()`` uses."""
+    def register_temp(self, name: str, data: pa.Table) -> None: ...
+
+    @abstractmethod
+    def unregister_temp(self, name: str) -> None: ...
 
     @abstractmethod
     def close(self) -> None: ...

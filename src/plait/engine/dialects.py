@@ -17,6 +17,10 @@ class Dialect:
         """A JSON field as text; ``path`` is dotted (``traits.email``)."""
         return f"json_extract_string({column}, '$.{path}')"
 
+    def id_hash(self, column: str) -> str:
+        """64-bit id hash: the first 8 bytes of MD5, read little-endian (see :mod:`plait.log.seen`)."""
+        return f"md5_number_upper({column})"
+
     def read_parquet(self, glob: str, *, hive: bool = False) -> str:
         hp = ", hive_partitioning = true" if hive else ""
         return f"read_parquet({quote_literal(glob)}{hp}, union_by_name = true)"
@@ -46,6 +50,11 @@ class SparkDialect(Dialect):
 
     def read_parquet(self, glob: str, *, hive: bool = False) -> str:
         return f"parquet.`{glob}`"
+
+    def id_hash(self, column: str) -> str:
+        # The first 16 hex digits of MD5 are its first 8 bytes; reverse their order for little-endian.
+        return (f"CAST(conv(concat_ws('', reverse(split(regexp_replace(substr(md5({column}), 1, 16), '(..)', '$1,'), ','))), "
+                "16, 10) AS DECIMAL(20, 0))")
 
     def as_of_rate(self, events: str, rates: str) -> str:
         return (

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from plait.engine.backend import Backend
@@ -107,10 +106,11 @@ class DuckDBBackend(Backend):
                 raise EngineError(f"DuckDB failed to append to {table}: {e}", sql=sql) from e
         return int(res[0][0]) if res else 0
 
-    def hash64(self, values: pa.Array) -> np.ndarray:
-        plait_values = pa.table({"v": values})  # noqa: F841 - read by DuckDB
-        out = self._cursor().sql("SELECT hash(v) AS h FROM plait_values").to_arrow_table()
-        return out.column(0).to_numpy()
+    def register_temp(self, name: str, data: pa.Table) -> None:
+        self._cursor().register(name, data)
+
+    def unregister_temp(self, name: str) -> None:
+        self._cursor().unregister(name)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

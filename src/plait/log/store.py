@@ -22,7 +22,7 @@ from plait.engine.backend import Backend
 from plait.engine.dialects import quote_literal
 from plait.events.contract import Record
 from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_to_arrow
-from plait.log.seen import SeenIds
+from plait.log.seen import SeenIds, id_hashes
 from plait.log.vault import Vault
 
 _dec = msgspec.json.Decoder()
@@ -87,7 +87,7 @@ class EventLog:
             table = table.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
         with self._write_lock:
             ids = table.column("message_id").combine_chunks()
-            hashes = self.backend.hash64(ids)
+            hashes = id_hashes(self.backend, ids)
             keep = self.seen.new_rows(ids, hashes)
             if keep.size < table.num_rows:
                 table = table.take(pa.array(keep))
