@@ -26,6 +26,11 @@ _enc = msgspec.json.Encoder()
 PATHS = {f"/v1/{k}": k for k in (*KINDS, "batch")}
 
 
+def _error(code: str, message: str, **extra: Any) -> bytes:
+    # `code` and `message` are what Segment's client libraries read from an error body.
+    return _enc.encode({"success": False, "code": code, "message": message, "error": message, **extra})
+
+
 class Collect:
     """Request bytes in, ``(status, JSON body)`` out; 200 only once the events are durable."""
 
@@ -38,9 +43,9 @@ class Collect:
         try:
             parsed = self.intake.parse(kind, raw, auth=auth, encoding=encoding, received_at=received)
         except AuthError as e:
-            return 401, _enc.encode({"success": False, "error": str(e)})
+            return 401, _error("unauthorized", str(e))
         except LimitError as e:
-            return 413, _enc.encode({"success": False, "error": str(e)})
+            return 413, _error("payload_too_large", str(e))
         except EventError as e:
             # The whole body is unusable; keep it in the dead-letter table so nothing is lost silently.
             rej = Rejection(reason=e.reason, field=e.field, origin=f"http:/v1/{kind}", position=e.index,
@@ -49,19 +54,16 @@ class Collect:
                 await self.committer.append([], [rej])
             except Exception:  # noqa: BLE001 - the 400 still goes out
                 pass
-            return 400, _enc.encode({"success": False, "error": str(e), "errors": [e.as_dict()]})
+            return 400, _error("invalid_request", str(e), errors=[e.as_dict()])
         try:
             await self.committer.append(parsed.records, parsed.rejections)
         except EngineError as e:
-            return 503, _enc.encode({"success": False, "error": f"the log could not be written: {e}"})
+            return 503, _error("unavailable", f"the log could not be written: {e}")
         if parsed.errors:
-            return 400, _enc.encode({
-                "success": False,
-                "error": f"{len(parsed.errors)} of {len(parsed.errors) + len(parsed.records)} events rejected; "
-                         "the others were accepted",
-                "accepted": len(parsed.records),
-                "errors": [e.as_dict() for e in parsed.errors],
-            })
+            return 400, _error(
+                "invalid_request",
+                f"{len(parsed.errors)} of {len(parsed.errors) + len(parsed.records)} events rejected; the others were accepted",
+                accepted=len(parsed.records), errors=[e.as_dict() for e in parsed.errors])
         return 200, _OK
 
 
@@ -95,7 +97,7 @@ class FastCollect:
             size += len(chunk)
             if size > limit:
                 # Stop reading: the body is refused whatever it holds.
-                status, body = 413, _enc.encode({"success": False, "error": f"request body is larger than the {limit}-byte limit"})
+                status, body = 413, _error("payload_too_large", f"request body is larger than the {limit}-byte limit")
                 break
             chunks.append(chunk)
             more = msg.get("more_body", False)
