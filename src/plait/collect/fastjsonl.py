@@ -1,0 +1,216 @@
+"""JSONL of Segment events, normalised by the engine in bulk.
+
+The parser (:mod:`plait.events.contract`) costs about 20 µs an event in Python; a
+bulk file of millions of events is better read, checked and laid out by the engine
+in one parallel pass. This module compiles the parser's rules into one SQL query:
+
+- a row is taken by the engine only when it is *surely* valid and simple: a JSON
+  object with a ``messageId``, ids, names and channels of plain printable text,
+  RFC 3339 timestamps, no personal fields (those must be sealed per subject) and,
+  for catalogued events, properties that pass :func:`plait.events.sql.surely_valid`;
+- every other line — malformed, invalid, unusual or personal — goes to the parser,
+  which stays the only authority on rejections and their reasons.
+
+``tests/test_fastpath.py`` checks, over random events, that the engine's rows equal
+the parser's.
+"""
+
+from __future__ import annotations
+
+from plait.engine.dialects import quote_literal
+from plait.events.catalogue import CATALOGUE
+from plait.events.contract import CALL_TYPES
+from plait.events.sql import amount, id_text, surely_valid
+
+FIELDS = ("type", "messageId", "anonymousId", "userId", "event", "name", "category", "properties", "traits",
+          "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "channel", "groupId", "previousId",
+          "integrations", "writeKey")
+_T = {f: i + 1 for i, f in enumerate(FIELDS)}
+TS_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
+# Printable ASCII with no space at either end: text Python's str.strip() leaves as it is.
+PLAIN_RE = r"^[!-~]([ -~]*[!-~])?$"
+_RUNTIME = {"browser": "web", "mobile": "app", "client": "web"}
+_LIBS = (("analytics.js", "web"), ("analytics-next", "web"), ("analytics-ios", "app"), ("analytics-swift", "app"),
+         ("analytics-android", "app"), ("analytics-kotlin", "app"), ("analytics-react-native", "app"),
+         ("analytics_flutter", "app"), ("analytics-flutter", "app"))
+
+
+def _t(field: str) -> str:
+    return f"__t[{_T[field]}]"
+
+
+def _lit(values) -> str:  # noqa: ANN001
+    return ", ".join(quote_literal(v) for v in values)
+
+
+def _absent(field: str) -> str:
+    return f"({_t(field)} IS NULL OR {_t(field)} = 'NULL')"
+
+
+def _plain(expr: str) -> str:
+    return f"regexp_full_match({expr}, {quote_literal(PLAIN_RE)})"
+
+
+def _id_ok(field: str) -> str:
+    """Absent, an integer, or plain text."""
+    s = f"json_extract_string(doc, '$.{field}')"
+    return f"({_absent(field)} OR {_t(field)} IN ('BIGINT', 'UBIGINT') OR ({_t(field)} = 'VARCHAR' AND ({s} = '' OR {_plain(s)})))"
+
+
+def _ts_ok(field: str) -> str:
+    s = f"json_extract_string(doc, '$.{field}')"
+    return (f"({_absent(field)} OR ({_t(field)} = 'VARCHAR' AND regexp_full_match({s}, {quote_literal(TS_RE)}) "
+            f"AND TRY_CAST({s} AS TIMESTAMPTZ) IS NOT NULL))")
+
+
+def _us(field: str) -> str:
+    return (f"CASE WHEN {_t(field)} = 'VARCHAR' THEN epoch_us(TRY_CAST(json_extract_string(doc, '$.{field}') "
+            "AS TIMESTAMPTZ)) END")
+
+
+def _explicit(expr: str) -> str:
+    """``channels.explicit_channel`` in SQL, for plain text (others never reach it)."""
+    v = f"lower(replace(replace({expr}, '-', '_'), ' ', '_'))"
+    runtime = " ".join(f"WHEN {quote_literal(k)} THEN {quote_literal(c)}" for k, c in _RUNTIME.items())
+    return (f"CASE {v} {runtime} WHEN 'server' THEN NULL ELSE "
+            f"CASE WHEN regexp_full_match({v}, '^[a-z][a-z0-9_]{{0,31}}$') THEN {v} END END")
+
+
+def _text_ok(expr_type: str, expr: str) -> str:
+    """A value Python would read as a channel name: absent, not text, or plain text."""
+    return f"({expr_type} IS DISTINCT FROM 'VARCHAR' OR {_plain(expr)})"
+
+
+def select_sql(reader: str, *, done: int, source: str, base_currency: str, now_us: int, pii_fields: list[str]) -> str:
+    """One row per non-blank line: the log layout, ``__fast`` and the raw ``line``."""
+    base = quote_literal(base_currency.upper())
+    pii = f"[{_lit(pii_fields)}]" if pii_fields else "CAST([] AS VARCHAR[])"
+    cat_names = _lit(CATALOGUE)
+    spec_ok = " ".join(
+        f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p')}" for n, s in CATALOGUE.items())
+    spec_amount = " ".join(f"WHEN {quote_literal(n)} THEN {amount(s, 'p')}" for n, s in CATALOGUE.items())
+    spec_channel = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}"
+                            for n, s in CATALOGUE.items() if s.channel)
+    libs = " ".join(f"WHEN starts_with(lower(__lib), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
+    typ = "lower(json_extract_string(doc, '$.type'))"
+    cur = "json_extract_string(p, '$.currency')"
+    return f"""
+WITH raw AS (SELECT row_number() OVER () AS __row, line FROM {reader}),
+r AS (SELECT __row, line FROM raw WHERE __row > {int(done)} AND line IS NOT NULL AND trim(line) <> ''),
+v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
+-- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
+w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),
+j AS (
+  SELECT __row, line, doc, __valid AND json_type(doc) = 'OBJECT' AS __obj,
+         CASE WHEN __valid AND json_type(doc) = 'OBJECT' THEN json_type(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __t
+  FROM w
+),
+k AS (
+  SELECT *,
+    {typ} AS __type,
+    CASE WHEN __t[{_T['properties']}] = 'OBJECT' THEN json_extract(doc, '$.properties') ELSE CAST('{{}}' AS JSON) END AS p,
+    CASE WHEN __t[{_T['context']}] = 'OBJECT' THEN json_extract(doc, '$.context') END AS ctx,
+    CASE WHEN __t[{_T['traits']}] = 'OBJECT' THEN json_extract(doc, '$.traits') END AS tr,
+    {id_text('doc', '$.userId')} AS __user_id,
+    {id_text('doc', '$.anonymousId')} AS __anonymous_id,
+    json_extract_string(doc, '$.event') AS __event_in,
+    json_extract_string(doc, '$.name') AS __name_in
+  FROM j
+),
+c AS (
+  SELECT *,
+    CASE WHEN __type = 'track' THEN __event_in WHEN __type IN ('page', 'screen') THEN nullif(__name_in, '') END AS __event,
+    json_extract_string(ctx, '$.library.name') AS __lib,
+    {_us('receivedAt')} AS __recv, {_us('sentAt')} AS __sent,
+    coalesce({_us('timestamp')}, {_us('originalTimestamp')}) AS __orig
+  FROM k
+),
+f AS (
+  SELECT *,
+    __obj
+    AND {_t('type')} = 'VARCHAR' AND __type IN ({_lit(CALL_TYPES)})
+    AND {_t('messageId')} IN ('VARCHAR', 'BIGINT', 'UBIGINT') AND {id_text('doc', '$.messageId')} IS NOT NULL
+    AND {_id_ok('messageId')} AND {_id_ok('userId')} AND {_id_ok('anonymousId')}
+    AND {_id_ok('groupId')} AND {_id_ok('previousId')}
+    AND (__user_id IS NOT NULL OR __anonymous_id IS NOT NULL)
+    AND ({_absent('event')} OR {_t('event')} = 'VARCHAR') AND ({_absent('name')} OR {_t('name')} = 'VARCHAR')
+    AND ({_absent('category')} OR ({_t('category')} = 'VARCHAR' AND __type <> 'page'))
+    AND ({_absent('channel')} OR ({_t('channel')} = 'VARCHAR' AND {_plain("json_extract_string(doc, '$.channel')")}))
+    AND ({_absent('writeKey')} OR {_t('writeKey')} = 'VARCHAR')
+    AND ({_absent('properties')} OR {_t('properties')} = 'OBJECT')
+    AND ({_absent('traits')} OR {_t('traits')} = 'OBJECT')
+    AND ({_absent('context')} OR {_t('context')} = 'OBJECT')
+    AND ({_absent('integrations')} OR {_t('integrations')} = 'OBJECT')
+    AND {_ts_ok('timestamp')} AND {_ts_ok('originalTimestamp')} AND {_ts_ok('sentAt')} AND {_ts_ok('receivedAt')}
+    AND (__type <> 'track' OR (__event_in IS NOT NULL AND {_plain('__event_in')}))
+    AND (__type NOT IN ('page', 'screen') OR __name_in IS NULL OR __name_in = '' OR {_plain('__name_in')})
+    AND (__type <> 'alias' OR (json_extract_string(doc, '$.previousId') <> '' AND __user_id IS NOT NULL))
+    AND (__type <> 'group' OR json_extract_string(doc, '$.groupId') <> '')
+    AND NOT list_has_any(coalesce(json_keys(p), []), {pii})
+    AND NOT list_has_any(coalesce(json_keys(tr), []), {pii})
+    AND NOT list_has_any(coalesce(json_keys(ctx), []), {pii})
+    AND (json_type(ctx, '$.traits') IS DISTINCT FROM 'OBJECT' OR NOT list_has_any(coalesce(json_keys(ctx, '$.traits'), []), {pii}))
+    AND {_text_ok("json_type(ctx, '$.channel')", "json_extract_string(ctx, '$.channel')")}
+    AND {_text_ok("json_type(p, '$.channel')", "json_extract_string(p, '$.channel')")}
+    AND coalesce(json_type(p, '$.order_id') IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
+    AND coalesce(json_type(p, '$.store_id') IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
+    AND (json_type(p, '$.order_id') IS DISTINCT FROM 'VARCHAR' OR json_extract_string(p, '$.order_id') = '' OR {_plain("json_extract_string(p, '$.order_id')")})
+    AND (json_type(p, '$.store_id') IS DISTINCT FROM 'VARCHAR' OR json_extract_string(p, '$.store_id') = '' OR {_plain("json_extract_string(p, '$.store_id')")})
+    AND (json_type(p, '$.currency') IS DISTINCT FROM 'VARCHAR' OR regexp_full_match({cur}, '^[A-Za-z]{{3}}$'))
+    AND (__type <> 'track' OR CASE __event {spec_ok} ELSE true END)
+    AS __fast,
+    CASE WHEN __type = 'track' THEN CASE __event {spec_amount} ELSE {amount(None, 'p')} END
+         ELSE {amount(None, 'p')} END AS __amount,
+    CASE WHEN json_type(p, '$.currency') = 'VARCHAR' THEN {cur} END AS __currency,
+    coalesce(__recv, {int(now_us)}) AS __received,
+    CASE WHEN __type = 'track' AND __event IN ({cat_names}) THEN __event END AS __spec
+  FROM c
+),
+g AS (
+  SELECT *,
+    CASE WHEN __orig IS NULL THEN __received
+         WHEN __recv IS NOT NULL AND __sent IS NOT NULL THEN __orig + (__received - __sent)
+         ELSE __orig END AS __event_us,
+    coalesce(
+      {_explicit("json_extract_string(doc, '$.channel')")},
+      CASE WHEN json_type(ctx, '$.channel') = 'VARCHAR' THEN {_explicit("json_extract_string(ctx, '$.channel')")} END,
+      CASE WHEN json_type(p, '$.channel') = 'VARCHAR' THEN {_explicit("json_extract_string(p, '$.channel')")} END,
+      CASE __spec {spec_channel or "WHEN NULL THEN NULL"} END,
+      CASE WHEN json_type(p, '$.store_id') IS NOT NULL AND json_type(p, '$.store_id') <> 'NULL'
+                AND NOT (json_type(p, '$.store_id') = 'VARCHAR' AND json_extract_string(p, '$.store_id') = '') THEN 'store' END,
+      CASE WHEN json_type(ctx, '$.library.name') = 'VARCHAR' THEN CASE {libs} END END,
+      CASE __type WHEN 'page' THEN 'web' WHEN 'screen' THEN 'app' END,
+      'other') AS __channel
+  FROM f
+)
+SELECT
+  {id_text('doc', '$.messageId')} AS message_id,
+  __type AS type, __event AS event,
+  CASE WHEN __spec IS NOT NULL THEN '1-0-0' END AS schema_version,
+  __channel AS channel, {quote_literal(source)} AS source,
+  __anonymous_id AS anonymous_id, __user_id AS user_id,
+  {id_text('doc', '$.groupId')} AS group_id, {id_text('doc', '$.previousId')} AS previous_id,
+  CAST(make_timestamp(__event_us) AS TIMESTAMPTZ) AS event_time,
+  CAST(make_timestamp(__orig) AS TIMESTAMPTZ) AS original_time,
+  CAST(make_timestamp(__sent) AS TIMESTAMPTZ) AS sent_at,
+  CAST(make_timestamp(__received) AS TIMESTAMPTZ) AS received_at,
+  CAST(CAST(make_timestamp(__event_us) AS TIMESTAMPTZ) AS DATE) AS day,
+  CASE WHEN __spec IS NULL OR __spec IN ({_lit(n for n, s in CATALOGUE.items() if "order_id" in s.schema.__struct_fields__)})
+       THEN {id_text('p', '$.order_id')} END AS order_id,
+  {id_text('p', '$.store_id')} AS store_id,
+  __amount AS amount,
+  CASE WHEN __amount IS NOT NULL THEN upper(coalesce(__currency, {base})) ELSE __currency END AS currency,
+  CASE WHEN len(json_keys(p)) > 0 THEN CAST(p AS VARCHAR) END AS properties,
+  CASE WHEN len(json_keys(tr)) > 0 THEN CAST(tr AS VARCHAR) END AS traits,
+  CASE WHEN len(json_keys(ctx)) > 0 THEN CAST(ctx AS VARCHAR) END AS context,
+  CASE WHEN __user_id IS NOT NULL THEN 'user_id:' || __user_id ELSE 'anonymous_id:' || __anonymous_id END AS subject,
+  CAST(NULL AS BLOB) AS pii,
+  coalesce(__fast, false) AS __fast, __row, line
+FROM g ORDER BY __row
+"""
+
+
+def reader_sql(path: str) -> str:
+    """Read a JSONL file as one text column, one row per line (blank lines included)."""
+    return (f"read_csv({quote_literal(path)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x1f', "
+            "quote = '', escape = '', auto_detect = false, strict_mode = false, new_line = '\\n')")

@@ -1,0 +1,124 @@
+"""The contract, compiled to SQL for bulk paths: "surely valid" checks and typed fields.
+
+:class:`~plait.events.contract.Parser` is the authority on what an event means and
+why one is rejected. Bulk imports are too large for Python per event, so the same
+catalogue is compiled here into SQL expressions over a JSON ``properties`` column:
+
+- :func:`surely_valid` is true only when msgspec would certainly accept the
+  properties (exact JSON types, required fields present). It is deliberately
+  conservative — anything unusual is left to the parser, so rejections and their
+  reasons always come from one place;
+- :func:`amount` and :func:`id_text` give the typed columns exactly as the parser does.
+
+A property test (``tests/test_fastpath.py``) checks that rows taken by the SQL path
+equal what the parser makes of them.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+
+import msgspec
+
+from plait.engine.dialects import quote_literal
+from plait.events.catalogue import EventSpec
+
+NUM = ("DOUBLE", "BIGINT", "UBIGINT")
+INT = ("BIGINT", "UBIGINT")
+
+
+def _allowed(tp: object) -> tuple[tuple[str, ...], object | None]:
+    """JSON types surely accepted for an annotation, and the item type of a list."""
+    args = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+    out: set[str] = set()
+    item = None
+    for a in args:
+        if a is type(None):
+            out.add("NULL")
+        elif a is str:
+            out.add("VARCHAR")
+        elif a is bool:
+            out.add("BOOLEAN")
+        elif a is int:
+            out.update(INT)
+        elif a is float:
+            out.update(NUM)
+        elif typing.get_origin(a) is list:
+            out.add("ARRAY")
+            item = typing.get_args(a)[0]
+        else:
+            raise TypeError(f"no SQL check for {a!r}")
+    return tuple(sorted(out)), item
+
+
+def _in(expr: str, allowed: tuple[str, ...]) -> str:
+    return f"{expr} IN ({', '.join(quote_literal(t) for t in allowed)})"
+
+
+def _list_ok(types_list: str, allowed: tuple[str, ...]) -> str:
+    """Every element type of a ``json_type(..., '$.x[*]')`` list is allowed."""
+    return f"len(list_filter({types_list}, lambda t: NOT ({_in('t', allowed)}))) = 0"
+
+
+def _struct_checks(col: str, prefix: str, schema: type[msgspec.Struct]) -> list[str]:
+    checks = []
+    for f in msgspec.structs.fields(schema):
+        path = f"{prefix}.{f.encode_name}"
+        allowed, item = _allowed(f.type)
+        jt = f"json_type({col}, {quote_literal(path)})"
+        if f.required:
+            checks.append(f"coalesce({_in(jt, tuple(a for a in allowed if a != 'NULL'))}, false)")
+        else:
+            checks.append(f"({jt} IS NULL OR {_in(jt, allowed)})")
+        if item is not None:
+            elems = f"json_type({col}, {quote_literal(path + '[*]')})"
+            if isinstance(item, type) and issubclass(item, msgspec.Struct):
+                checks.append(f"({jt} IS DISTINCT FROM 'ARRAY' OR ({_list_ok(elems, ('OBJECT',))} AND "
+                              + " AND ".join(_item_checks(col, path, item)) + "))")
+            else:
+                ia, _ = _allowed(item)
+                checks.append(f"({jt} IS DISTINCT FROM 'ARRAY' OR {_list_ok(elems, tuple(a for a in ia if a != 'NULL'))})")
+    return checks
+
+
+def _item_checks(col: str, path: str, schema: type[msgspec.Struct]) -> list[str]:
+    out = []
+    for f in msgspec.structs.fields(schema):
+        allowed, item = _allowed(f.type)
+        if item is not None or f.required:
+            raise TypeError("nested lists and required item fields are not compiled")
+        out.append(_list_ok(f"json_type({col}, {quote_literal(f'{path}[*].{f.encode_name}')})", allowed))
+    return out
+
+
+def surely_valid(spec: EventSpec, col: str = "properties") -> str:
+    """True only where ``spec.validate`` would accept the JSON object in ``col``."""
+    return "(" + " AND ".join(_struct_checks(col, "$", spec.schema)) + ")"
+
+
+def number(col: str, path: str) -> str:
+    jt = f"json_type({col}, {quote_literal(path)})"
+    return f"CASE WHEN {_in(jt, NUM)} THEN CAST(json_extract({col}, {quote_literal(path)}) AS DOUBLE) END"
+
+
+def amount(spec: EventSpec | None, col: str = "properties") -> str:
+    """The event's amount as :func:`plait.events.contract._money` computes it."""
+    if spec is None:
+        return f"coalesce({', '.join(number(col, f'$.{n}') for n in ('total', 'revenue', 'value'))})"
+    declared = set(spec.schema.__struct_fields__)
+    parts = [number(col, f"$.{n}") for n in spec.monetary if n in declared]
+    if any(f.name == "products" for f in msgspec.structs.fields(spec.schema)):
+        lines = (f"list_sum(list_transform(json_extract({col}, '$.products[*]'), lambda x: "
+                 f"CASE WHEN json_type(x, '$.price') IN ('DOUBLE', 'BIGINT', 'UBIGINT') "
+                 f"THEN CAST(json_extract(x, '$.price') AS DOUBLE) * coalesce({number('x', '$.quantity')}, 1.0) "
+                 "ELSE 0.0 END))")
+        parts.append(f"CASE WHEN json_array_length({col}, '$.products') > 0 THEN coalesce({lines}, 0.0) END")
+    return f"coalesce({', '.join(parts)})" if parts else "CAST(NULL AS DOUBLE)"
+
+
+def id_text(col: str, path: str, *, numbers: bool = True) -> str:
+    """An id (string or integer) as text, as ``contract._id`` makes it; NULL when empty."""
+    jt = f"json_type({col}, {quote_literal(path)})"
+    ok = ("VARCHAR",) + (INT if numbers else ())
+    return f"CASE WHEN {_in(jt, ok)} THEN nullif(json_extract_string({col}, {quote_literal(path)}), '') END"

@@ -1,0 +1,138 @@
+"""The engine's bulk JSONL path makes exactly the rows the parser makes."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pyarrow as pa
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+import plait
+import plait.collect.bulk as bulk
+from plait.events import CATALOGUE
+
+NOW = 1_760_000_000_000_000
+
+text = st.one_of(st.sampled_from(["a", "u1", "Web", "store", " pad ", "", "Call-Center", "browser", "server", "é"]),
+                 st.text(max_size=6))
+ids = st.one_of(st.none(), text, st.integers(-5, 10**6), st.floats(allow_nan=False, allow_infinity=False))
+num = st.one_of(st.integers(-100, 10**6), st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from(["12.5", "x", None]))
+ts = st.one_of(st.none(), st.sampled_from(["2025-03-01T10:00:00Z", "2025-03-01T10:00:00.123+02:00",
+                                           "2025-03-01T10:00:00", "2025-03-01 10:00:00", "2025-02-30T00:00:00Z",
+                                           "yesterday", "2025-03-01T10:00:00.1234567Z"]), st.integers())
+product = st.fixed_dictionaries({}, optional={"product_id": ids, "price": num, "quantity": num, "name": text})
+props = st.dictionaries(
+    st.sampled_from(["order_id", "store_id", "total", "revenue", "value", "currency", "products", "channel",
+                     "platform", "geofence_id", "email", "coupons", "x", "category", "subtotal", "price"]),
+    st.one_of(ids, num, st.sampled_from(["EUR", "usd", "EURO"]), st.lists(product, max_size=3),
+              st.lists(st.one_of(text, st.integers()), max_size=2), st.booleans()),
+    max_size=5)
+events = st.fixed_dictionaries(
+    {"type": st.sampled_from(["track", "track", "track", "page", "screen", "identify", "alias", "group", "Track", "x"]),
+     "messageId": st.one_of(ids, st.uuids().map(str))},
+    optional={
+        "userId": ids, "anonymousId": ids, "event": st.one_of(st.sampled_from(list(CATALOGUE)), text, st.integers()),
+        "name": text, "category": text, "properties": st.one_of(props, st.just([])), "traits": props,
+        "context": st.fixed_dictionaries({}, optional={
+            "library": st.fixed_dictionaries({"name": st.sampled_from(["analytics.js", "analytics-ios", "x", 3])}),
+            "channel": st.one_of(text, st.integers()), "ip": st.just("1.2.3.4"), "traits": props, "page": props}),
+        "timestamp": ts, "originalTimestamp": ts, "sentAt": ts, "receivedAt": ts, "channel": st.one_of(text, st.integers()),
+        "previousId": ids, "groupId": ids, "integrations": st.one_of(st.just({"All": True}), st.integers()),
+    })
+
+plain = st.sampled_from(["u1", "u-2", "Anna", "42", "st-1", "o 9", "web", "Store", "Call-Center", "browser", "server",
+                         "mobile", "partner_api", "x" * 40])
+nums = st.one_of(st.integers(-10, 10**6), st.floats(-1e5, 1e5, allow_nan=False).map(lambda x: round(x, 2)))
+good_product = st.fixed_dictionaries({}, optional={"product_id": st.one_of(plain, st.integers(0, 99)), "price": nums,
+                                                   "quantity": st.integers(0, 5), "name": plain})
+good_props = st.dictionaries(
+    st.sampled_from(["order_id", "store_id", "total", "revenue", "value", "currency", "products", "channel",
+                     "platform", "geofence_id", "coupons", "x", "subtotal", "price", "product_id", "campaign_id"]),
+    st.one_of(plain, nums, st.sampled_from(["EUR", "usd", ""]), st.lists(good_product, max_size=3),
+              st.lists(plain, max_size=2)),
+    max_size=6)
+good_ts = st.sampled_from(["2025-03-01T10:00:00Z", "2025-03-01T10:00:00.123+02:00", "2025-03-01T10:00:00",
+                           "2024-12-31T23:59:59.999999-05:00"])
+good = st.fixed_dictionaries(
+    {"type": st.sampled_from(["track", "track", "track", "page", "screen", "identify", "alias", "group"]),
+     "messageId": st.one_of(st.uuids().map(str), st.integers(0, 10**9)),
+     "userId": st.one_of(plain, st.integers(0, 10**6)),
+     "event": st.one_of(st.sampled_from(list(CATALOGUE)), plain),
+     "previousId": plain, "groupId": plain,
+     "properties": good_props},
+    optional={
+        "anonymousId": plain, "name": plain, "traits": good_props, "timestamp": good_ts, "sentAt": good_ts,
+        "receivedAt": good_ts, "originalTimestamp": good_ts, "channel": plain,
+        "context": st.fixed_dictionaries({}, optional={
+            "library": st.fixed_dictionaries({"name": st.sampled_from(["analytics.js", "analytics-ios", "analytics-python"])}),
+            "channel": plain, "page": good_props}),
+    })
+
+COLS = ["message_id", "type", "event", "schema_version", "channel", "source", "anonymous_id", "user_id", "group_id",
+        "previous_id", "event_time", "original_time", "sent_at", "received_at", "day", "order_id", "store_id",
+        "currency", "subject"]
+
+
+def _rows(ws):
+    t = ws.log.events(limit=None).sort_by("message_id")
+    out = []
+    for r in t.to_pylist():
+        row = {c: r[c] for c in COLS}
+        row["amount"] = None if r["amount"] is None else round(r["amount"], 6)
+        for c in ("properties", "traits", "context"):
+            row[c] = json.loads(r[c]) if r[c] else None
+        row["pii"] = ws.vault.open(r["subject"], r["message_id"], r["pii"])
+        out.append(row)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(st.lists(st.one_of(good, good, good, events), min_size=1, max_size=25))
+def test_engine_rows_equal_parser_rows(tmp_path_factory, monkeypatch, evs):
+    monkeypatch.setattr(bulk, "now_us", lambda: NOW)
+    d = tmp_path_factory.mktemp("fp")
+    f = d / "e.jsonl"
+    f.write_bytes(b"\n".join(msgspec.json.encode(e) for e in evs) + b"\n{broken\n")
+    note(f.read_text())
+    with plait.connect(d / "engine") as a, plait.connect(d / "python") as b:
+        ra = a.importer.jsonl(f)
+        rb = b.importer.jsonl(f, engine=False)
+        assert (ra.inserted, ra.rejected, ra.duplicates) == (rb.inserted, rb.rejected, rb.duplicates)
+        rows_a, rows_b = _rows(a), _rows(b)
+        assert [r["message_id"] for r in rows_a] == [r["message_id"] for r in rows_b]
+        for x, y in zip(rows_a, rows_b):
+            diff = {k: (x[k], y[k]) for k in x if x[k] != y[k]}
+            assert not diff, f"engine vs parser differ for {x['message_id']}: {diff}"
+        dead = lambda ws: sorted((r["position"], r["field"], r["reason"]) for r in ws.log.rejected(1000))  # noqa: E731
+        assert dead(a) == dead(b)
+
+
+def test_plain_events_take_the_engine_path(ws, tmp_path):
+    f = tmp_path / "e.jsonl"
+    with f.open("w") as out:
+        for i in range(3000):
+            out.write(json.dumps({"type": "track", "event": "Order Completed", "userId": f"u{i}", "messageId": f"m{i}",
+                                  "timestamp": "2025-03-01T10:00:00Z", "context": {"library": {"name": "analytics.js"}},
+                                  "properties": {"order_id": f"o{i}", "products": [{"price": 2.5, "quantity": 2}]}}) + "\n")
+        out.write(json.dumps({"type": "identify", "userId": "u1", "messageId": "id1", "traits": {"email": "a@b.c"}}) + "\n")
+    r = ws.importer.jsonl(f)
+    assert r.engine_rows == 3000 and r.inserted == 3001
+    row = ws.log.events(event="Order Completed", limit=1).to_pylist()[0]
+    assert (row["amount"], row["currency"], row["channel"], row["schema_version"]) == (5.0, "USD", "web", "1-0-0")
+    ident = ws.log.events(type="identify", limit=1).to_pylist()[0]
+    assert b"a@b.c" not in ident["pii"]  # personal fields went through the parser and were sealed
+
+
+def test_crlf_files_use_the_parser(ws, tmp_path):
+    f = tmp_path / "e.jsonl"
+    f.write_bytes(b'{"type":"track","event":"x","userId":"u","messageId":"1"}\r\n\r\n{"type":"track"}\r\n')
+    r = ws.importer.jsonl(f)
+    assert (r.inserted, r.rejected, r.engine_rows) == (1, 1, 0)
+    assert ws.log.rejected()[0]["position"] == 3
+
+
+def test_arrow_layout_is_used(ws):
+    assert isinstance(ws.log.events(limit=1), pa.Table)
