@@ -39,6 +39,15 @@ def _t(field: str) -> str:
     return f"__t[{_T[field]}]"
 
 
+def _s(field: str) -> str:
+    """A top-level field's value as text (each line is parsed once, into ``__v``)."""
+    return f"json_extract_string(__v[{_T[field]}], '$')"
+
+
+def _top_id(field: str) -> str:
+    return f"CASE WHEN {_t(field)} IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif({_s(field)}, '') END"
+
+
 def _lit(values) -> str:  # noqa: ANN001
     return ", ".join(quote_literal(v) for v in values)
 
@@ -53,18 +62,18 @@ def _plain(expr: str) -> str:
 
 def _id_ok(field: str) -> str:
     """Absent, an integer, or plain text."""
-    s = f"json_extract_string(doc, '$.{field}')"
+    s = _s(field)
     return f"({_absent(field)} OR {_t(field)} IN ('BIGINT', 'UBIGINT') OR ({_t(field)} = 'VARCHAR' AND ({s} = '' OR {_plain(s)})))"
 
 
 def _ts_ok(field: str) -> str:
-    s = f"json_extract_string(doc, '$.{field}')"
+    s = _s(field)
     return (f"({_absent(field)} OR ({_t(field)} = 'VARCHAR' AND regexp_full_match({s}, {quote_literal(TS_RE)}) "
             f"AND TRY_CAST({s} AS TIMESTAMPTZ) IS NOT NULL))")
 
 
 def _us(field: str) -> str:
-    return (f"CASE WHEN {_t(field)} = 'VARCHAR' THEN epoch_us(TRY_CAST(json_extract_string(doc, '$.{field}') "
+    return (f"CASE WHEN {_t(field)} = 'VARCHAR' THEN epoch_us(TRY_CAST({_s(field)} "
             "AS TIMESTAMPTZ)) END")
 
 
@@ -92,7 +101,7 @@ def select_sql(reader: str, *, done: int, source: str, base_currency: str, now_u
     spec_channel = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}"
                             for n, s in CATALOGUE.items() if s.channel)
     libs = " ".join(f"WHEN starts_with(lower(__lib), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
-    typ = "lower(json_extract_string(doc, '$.type'))"
+    typ = f"lower({_s('type')})"
     cur = "json_extract_string(p, '$.currency')"
     return f"""
 WITH raw AS (SELECT row_number() OVER () AS __row, line FROM {reader}),
@@ -101,21 +110,24 @@ v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
 -- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
 w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),
 j AS (
-  SELECT __row, line, doc, __valid AND json_type(doc) = 'OBJECT' AS __obj,
-         CASE WHEN __valid AND json_type(doc) = 'OBJECT' THEN json_type(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __t
+  SELECT __row, line, __valid AND json_type(doc) = 'OBJECT' AS __obj,
+         CASE WHEN __valid AND json_type(doc) = 'OBJECT' THEN json_extract(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __v
   FROM w
+),
+j2 AS (
+  SELECT *, list_transform(__v, lambda x: json_type(x)) AS __t FROM j
 ),
 k AS (
   SELECT *,
     {typ} AS __type,
-    CASE WHEN __t[{_T['properties']}] = 'OBJECT' THEN json_extract(doc, '$.properties') ELSE CAST('{{}}' AS JSON) END AS p,
-    CASE WHEN __t[{_T['context']}] = 'OBJECT' THEN json_extract(doc, '$.context') END AS ctx,
-    CASE WHEN __t[{_T['traits']}] = 'OBJECT' THEN json_extract(doc, '$.traits') END AS tr,
-    {id_text('doc', '$.userId')} AS __user_id,
-    {id_text('doc', '$.anonymousId')} AS __anonymous_id,
-    json_extract_string(doc, '$.event') AS __event_in,
-    json_extract_string(doc, '$.name') AS __name_in
-  FROM j
+    CASE WHEN __t[{_T['properties']}] = 'OBJECT' THEN __v[{_T['properties']}] ELSE CAST('{{}}' AS JSON) END AS p,
+    CASE WHEN __t[{_T['context']}] = 'OBJECT' THEN __v[{_T['context']}] END AS ctx,
+    CASE WHEN __t[{_T['traits']}] = 'OBJECT' THEN __v[{_T['traits']}] END AS tr,
+    {_top_id('userId')} AS __user_id,
+    {_top_id('anonymousId')} AS __anonymous_id,
+    {_s('event')} AS __event_in,
+    {_s('name')} AS __name_in
+  FROM j2
 ),
 c AS (
   SELECT *,
@@ -129,13 +141,13 @@ f AS (
   SELECT *,
     __obj
     AND {_t('type')} = 'VARCHAR' AND __type IN ({_lit(CALL_TYPES)})
-    AND {_t('messageId')} IN ('VARCHAR', 'BIGINT', 'UBIGINT') AND {id_text('doc', '$.messageId')} IS NOT NULL
+    AND {_t('messageId')} IN ('VARCHAR', 'BIGINT', 'UBIGINT') AND {_top_id('messageId')} IS NOT NULL
     AND {_id_ok('messageId')} AND {_id_ok('userId')} AND {_id_ok('anonymousId')}
     AND {_id_ok('groupId')} AND {_id_ok('previousId')}
     AND (__user_id IS NOT NULL OR __anonymous_id IS NOT NULL)
     AND ({_absent('event')} OR {_t('event')} = 'VARCHAR') AND ({_absent('name')} OR {_t('name')} = 'VARCHAR')
     AND ({_absent('category')} OR ({_t('category')} = 'VARCHAR' AND __type <> 'page'))
-    AND ({_absent('channel')} OR ({_t('channel')} = 'VARCHAR' AND {_plain("json_extract_string(doc, '$.channel')")}))
+    AND ({_absent('channel')} OR ({_t('channel')} = 'VARCHAR' AND {_plain(_s('channel'))}))
     AND ({_absent('writeKey')} OR {_t('writeKey')} = 'VARCHAR')
     AND ({_absent('properties')} OR {_t('properties')} = 'OBJECT')
     AND ({_absent('traits')} OR {_t('traits')} = 'OBJECT')
@@ -144,8 +156,8 @@ f AS (
     AND {_ts_ok('timestamp')} AND {_ts_ok('originalTimestamp')} AND {_ts_ok('sentAt')} AND {_ts_ok('receivedAt')}
     AND (__type <> 'track' OR (__event_in IS NOT NULL AND {_plain('__event_in')}))
     AND (__type NOT IN ('page', 'screen') OR __name_in IS NULL OR __name_in = '' OR {_plain('__name_in')})
-    AND (__type <> 'alias' OR (json_extract_string(doc, '$.previousId') <> '' AND __user_id IS NOT NULL))
-    AND (__type <> 'group' OR json_extract_string(doc, '$.groupId') <> '')
+    AND (__type <> 'alias' OR ({_s('previousId')} <> '' AND __user_id IS NOT NULL))
+    AND (__type <> 'group' OR {_s('groupId')} <> '')
     AND NOT list_has_any(coalesce(json_keys(p), []), {pii})
     AND NOT list_has_any(coalesce(json_keys(tr), []), {pii})
     AND NOT list_has_any(coalesce(json_keys(ctx), []), {pii})
@@ -172,7 +184,7 @@ g AS (
          WHEN __recv IS NOT NULL AND __sent IS NOT NULL THEN __orig + (__received - __sent)
          ELSE __orig END AS __event_us,
     coalesce(
-      {_explicit("json_extract_string(doc, '$.channel')")},
+      {_explicit(_s('channel'))},
       CASE WHEN json_type(ctx, '$.channel') = 'VARCHAR' THEN {_explicit("json_extract_string(ctx, '$.channel')")} END,
       CASE WHEN json_type(p, '$.channel') = 'VARCHAR' THEN {_explicit("json_extract_string(p, '$.channel')")} END,
       CASE __spec {spec_channel or "WHEN NULL THEN NULL"} END,
@@ -184,12 +196,12 @@ g AS (
   FROM f
 )
 SELECT
-  {id_text('doc', '$.messageId')} AS message_id,
+  {_top_id('messageId')} AS message_id,
   __type AS type, __event AS event,
   CASE WHEN __spec IS NOT NULL THEN '1-0-0' END AS schema_version,
   __channel AS channel, {quote_literal(source)} AS source,
   __anonymous_id AS anonymous_id, __user_id AS user_id,
-  {id_text('doc', '$.groupId')} AS group_id, {id_text('doc', '$.previousId')} AS previous_id,
+  {_top_id('groupId')} AS group_id, {_top_id('previousId')} AS previous_id,
   CAST(make_timestamp(__event_us) AS TIMESTAMPTZ) AS event_time,
   CAST(make_timestamp(__orig) AS TIMESTAMPTZ) AS original_time,
   CAST(make_timestamp(__sent) AS TIMESTAMPTZ) AS sent_at,
