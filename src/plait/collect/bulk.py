@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 from plait.engine.dialects import quote_ident, quote_literal
 from plait.errors import EventError, ImportFormatError
 from plait.events.catalogue import CATALOGUE
-from plait.log.schema import DAY_US, EVENT_COLUMNS, EVENT_SCHEMA
+from plait.events.contract import Record
+from plait.log.schema import EVENT_COLUMNS, EVENT_SCHEMA
 from plait.log.store import AppendResult, Rejection, now_us
 
 if TYPE_CHECKING:
@@ -152,6 +153,25 @@ class Importer:
         rows = self.backend.rows("SELECT rows_done, completed FROM imports WHERE fingerprint = ?", [fp])
         return (int(rows[0]["rows_done"]), bool(rows[0]["completed"])) if rows else (0, False)
 
+    def _resume(self, fp: str, path: Path, t0: float) -> tuple[int, ImportReport | None]:
+        """Rows already imported from this file, and the report if it is complete."""
+        done, completed = self._done(fp)
+        if not completed:
+            return done, None
+        return done, ImportReport(str(path), skipped=done, seconds=time.perf_counter() - t0)
+
+    def _parse_line(self, raw: bytes, lineno: int, now: int, source: str, path: Path) -> Record | Rejection:
+        """One JSONL line through the parser: a record, or a rejection naming line, field and reason."""
+        parser = self.parser
+        try:
+            call = parser.decode(raw, index=lineno)
+            received = call.received_at
+            return parser.normalise(call, received_at=received and _us(received) or now, source=source,
+                                    index=lineno, correct_skew=received is not None)
+        except EventError as e:
+            return Rejection(reason=e.reason, field=e.field, origin=f"file:{path.name}", position=lineno,
+                             payload=raw[:65536].decode("utf-8", "replace"), source=source)
+
     def _mark(self, fp: str, path: Path, kind: str, rows_done: int, completed: bool) -> None:
         self.backend.append("imports", pa.table({
             "fingerprint": [fp], "path": [str(path)], "kind": [kind], "rows_done": pa.array([rows_done], pa.int64()),
@@ -189,16 +209,13 @@ class Importer:
         fp, plain = _scan(path)
         if engine and plain and path.suffix.lower() != ".gz":
             return self._jsonl_engine(path, fp, source or f"import:{path.name}", progress, t0)
-        done, completed = self._done(fp)
+        done, finished = self._resume(fp, path, t0)
+        if finished is not None:
+            return finished
         report = ImportReport(str(path))
-        if completed:
-            report.skipped = done
-            report.seconds = time.perf_counter() - t0
-            return report
         source = source or f"import:{path.name}"
         bar = _Progress(progress, path.stat().st_size, path.name)
         now = now_us()
-        parser = self.parser
         lineno = 0
         records: list = []
         rejections: list[Rejection] = []
@@ -210,16 +227,8 @@ class Importer:
                     line = line.strip()
                     if line:
                         report.rows += 1
-                        try:
-                            call = parser.decode(line, index=lineno)
-                            received = call.received_at
-                            records.append(parser.normalise(
-                                call, received_at=received and _us(received) or now, source=source,
-                                index=lineno, correct_skew=received is not None))
-                        except EventError as e:
-                            rejections.append(Rejection(reason=e.reason, field=e.field, origin=f"file:{path.name}",
-                                                        position=lineno, payload=line[:65536].decode("utf-8", "replace"),
-                                                        source=source))
+                        out = self._parse_line(line, lineno, now, source, path)
+                        (rejections if isinstance(out, Rejection) else records).append(out)
                     if lineno % self.chunk_rows == 0:
                         self._flush(records, rejections, report)
                         records, rejections = [], []
@@ -236,18 +245,15 @@ class Importer:
     def _jsonl_engine(self, path: Path, fp: str, source: str, progress: bool, t0: float) -> ImportReport:
         from plait.collect.fastjsonl import reader_sql, select_sql
 
-        done, completed = self._done(fp)
+        done, finished = self._resume(fp, path, t0)
+        if finished is not None:
+            return finished
         report = ImportReport(str(path))
-        if completed:
-            report.skipped = done
-            report.seconds = time.perf_counter() - t0
-            return report
         now = now_us()
         sql = select_sql(reader_sql(str(path)), done=done, source=source, base_currency=self.ws.settings.base_currency,
                          now_us=now, pii_fields=list(self.parser.pii_fields))
         total = int(self.backend.scalar(f"SELECT count(*) FROM {reader_sql(str(path))}"))
         bar = _Progress(progress, total, path.name)
-        parser = self.parser
         rows_done = done
         try:
             for t in self.backend.stream(sql, batch_size=self.chunk_rows):
@@ -260,17 +266,12 @@ class Importer:
                 positions: list[int] = []
                 rejections: list[Rejection] = []
                 for lineno, line in zip(slow["__row"].to_pylist(), slow["line"].to_pylist()):
-                    raw = line.encode()
-                    try:
-                        call = parser.decode(raw, index=lineno)
-                        received = call.received_at
-                        records.append(parser.normalise(
-                            call, received_at=received and _us(received) or now, source=source,
-                            index=lineno, correct_skew=received is not None))
+                    out = self._parse_line(line.encode(), lineno, now, source, path)
+                    if isinstance(out, Rejection):
+                        rejections.append(out)
+                    else:
+                        records.append(out)
                         positions.append(lineno)
-                    except EventError as e:
-                        rejections.append(Rejection(reason=e.reason, field=e.field, origin=f"file:{path.name}",
-                                                    position=lineno, payload=line[:65536], source=source))
                 self.log.reject(rejections)
                 report.rejected += len(rejections)
                 # One append in line order, so the first of two lines with one message id wins, as in the parser.
@@ -304,12 +305,10 @@ class Importer:
         mapping.check()
         t0 = time.perf_counter()
         fp = fingerprint(path)
-        done, completed = self._done(fp)
+        done, finished = self._resume(fp, path, t0)
+        if finished is not None:
+            return finished
         report = ImportReport(str(path))
-        if completed:
-            report.skipped = done
-            report.seconds = time.perf_counter() - t0
-            return report
         source = source or f"import:{path.name}"
         reader = (f"read_parquet({quote_literal(str(path))}, file_row_number = true)" if fmt == "parquet"
                   else f"read_csv({quote_literal(str(path))}, header = true, auto_detect = true)")
