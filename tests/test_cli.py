@@ -60,3 +60,48 @@ def test_demo_runs(tmp_path):
     r = run("--workspace", str(tmp_path / "d"), "demo", "--people", "300", "--days", "30")
     assert r.exit_code == 0
     assert "idempotent" in r.stdout and "orders by channel" in r.stdout
+
+
+def test_init_sets_base_currency(tmp_path):
+    r = run("--workspace", str(tmp_path / "w"), "init", "--base-currency", "eur")
+    assert r.exit_code == 0
+    assert json.loads((tmp_path / "w" / "settings.json").read_text())["base_currency"] == "EUR"
+
+
+def test_serve_accepts_events_over_http(tmp_path):
+    import base64
+    import socket
+    import time
+    import urllib.request
+
+    w = str(tmp_path / "w")
+    key = run("--workspace", w, "keys", "create", "--name", "web").stdout.strip().splitlines()[-1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "plait.cli.main", "--workspace", w, "serve", "--host", "127.0.0.1",
+                          "--port", str(port)], stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/track", method="POST",
+            data=b'{"userId":"u1","event":"Store Visit","properties":{"store_id":"s1"},"messageId":"x1"}',
+            headers={"Content-Type": "application/json",
+                     "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200 and json.loads(resp.read()) == {"success": True}
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+        assert health["events"] == 1
+        docs = urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=5).read()
+        assert b"swagger" in docs.lower()
+    finally:
+        p.kill()  # a crash, not a clean shutdown
+        p.wait(20)
+    # The acknowledged event survived the crash (it was in DuckDB's WAL before the 200).
+    r = run("--workspace", w, "stats", "--json")
+    assert json.loads(r.stdout.strip().splitlines()[-1])["events"] == 1
