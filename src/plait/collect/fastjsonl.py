@@ -20,8 +20,11 @@ from __future__ import annotations
 from plait.engine.dialects import quote_literal
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import CALL_TYPES
-from plait.events.sql import amount, id_text, surely_valid
+from plait.events.sql import amount, surely_valid
 
+# Paths read from properties and context on every row, each object parsed once for all of them.
+_PP = ("channel", "order_id", "store_id", "currency")
+_CP = ("channel", "traits", "library.name")
 FIELDS = ("type", "messageId", "anonymousId", "userId", "event", "name", "category", "properties", "traits",
           "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "channel", "groupId", "previousId",
           "integrations", "writeKey")
@@ -100,9 +103,9 @@ def select_sql(reader: str, *, done: int, source: str, base_currency: str, now_u
     spec_amount = " ".join(f"WHEN {quote_literal(n)} THEN {amount(s, 'p')}" for n, s in CATALOGUE.items())
     spec_channel = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}"
                             for n, s in CATALOGUE.items() if s.channel)
-    libs = " ".join(f"WHEN starts_with(lower(__lib), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
+    libs = " ".join(f"WHEN starts_with(lower(__cs[3]), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
     typ = f"lower({_s('type')})"
-    cur = "json_extract_string(p, '$.currency')"
+    cur = "__ps[4]"
     return f"""
 WITH raw AS (SELECT row_number() OVER () AS __row, line FROM {reader}),
 r AS (SELECT __row, line FROM raw WHERE __row > {int(done)} AND line IS NOT NULL AND trim(line) <> ''),
@@ -132,7 +135,10 @@ k AS (
 c AS (
   SELECT *,
     CASE WHEN __type = 'track' THEN __event_in WHEN __type IN ('page', 'screen') THEN nullif(__name_in, '') END AS __event,
-    json_extract_string(ctx, '$.library.name') AS __lib,
+    json_type(p, [{_lit('$.' + k for k in _PP)}]) AS __pt,
+    json_extract_string(p, [{_lit('$.' + k for k in _PP)}]) AS __ps,
+    json_type(ctx, [{_lit('$.' + k for k in _CP)}]) AS __ct,
+    json_extract_string(ctx, [{_lit('$.' + k for k in _CP)}]) AS __cs,
     {_us('receivedAt')} AS __recv, {_us('sentAt')} AS __sent,
     coalesce({_us('timestamp')}, {_us('originalTimestamp')}) AS __orig
   FROM k
@@ -161,19 +167,19 @@ f AS (
     AND NOT list_has_any(coalesce(json_keys(p), []), {pii})
     AND NOT list_has_any(coalesce(json_keys(tr), []), {pii})
     AND NOT list_has_any(coalesce(json_keys(ctx), []), {pii})
-    AND (json_type(ctx, '$.traits') IS DISTINCT FROM 'OBJECT' OR NOT list_has_any(coalesce(json_keys(ctx, '$.traits'), []), {pii}))
-    AND {_text_ok("json_type(ctx, '$.channel')", "json_extract_string(ctx, '$.channel')")}
-    AND {_text_ok("json_type(p, '$.channel')", "json_extract_string(p, '$.channel')")}
-    AND coalesce(json_type(p, '$.order_id') IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
-    AND coalesce(json_type(p, '$.store_id') IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
-    AND (json_type(p, '$.order_id') IS DISTINCT FROM 'VARCHAR' OR json_extract_string(p, '$.order_id') = '' OR {_plain("json_extract_string(p, '$.order_id')")})
-    AND (json_type(p, '$.store_id') IS DISTINCT FROM 'VARCHAR' OR json_extract_string(p, '$.store_id') = '' OR {_plain("json_extract_string(p, '$.store_id')")})
-    AND (json_type(p, '$.currency') IS DISTINCT FROM 'VARCHAR' OR regexp_full_match({cur}, '^[A-Za-z]{{3}}$'))
+    AND (__ct[2] IS DISTINCT FROM 'OBJECT' OR NOT list_has_any(coalesce(json_keys(ctx, '$.traits'), []), {pii}))
+    AND {_text_ok("__ct[1]", "__cs[1]")}
+    AND {_text_ok("__pt[1]", "__ps[1]")}
+    AND coalesce(__pt[2] IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
+    AND coalesce(__pt[3] IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
+    AND (__pt[2] IS DISTINCT FROM 'VARCHAR' OR __ps[2] = '' OR {_plain("__ps[2]")})
+    AND (__pt[3] IS DISTINCT FROM 'VARCHAR' OR __ps[3] = '' OR {_plain("__ps[3]")})
+    AND (__pt[4] IS DISTINCT FROM 'VARCHAR' OR regexp_full_match({cur}, '^[A-Za-z]{{3}}$'))
     AND (__type <> 'track' OR CASE __event {spec_ok} ELSE true END)
     AS __fast,
     CASE WHEN __type = 'track' THEN CASE __event {spec_amount} ELSE {amount(None, 'p')} END
          ELSE {amount(None, 'p')} END AS __amount,
-    CASE WHEN json_type(p, '$.currency') = 'VARCHAR' THEN {cur} END AS __currency,
+    CASE WHEN __pt[4] = 'VARCHAR' THEN {cur} END AS __currency,
     coalesce(__recv, {int(now_us)}) AS __received,
     CASE WHEN __type = 'track' AND __event IN ({cat_names}) THEN __event END AS __spec
   FROM c
@@ -185,12 +191,12 @@ g AS (
          ELSE __orig END AS __event_us,
     coalesce(
       {_explicit(_s('channel'))},
-      CASE WHEN json_type(ctx, '$.channel') = 'VARCHAR' THEN {_explicit("json_extract_string(ctx, '$.channel')")} END,
-      CASE WHEN json_type(p, '$.channel') = 'VARCHAR' THEN {_explicit("json_extract_string(p, '$.channel')")} END,
+      CASE WHEN __ct[1] = 'VARCHAR' THEN {_explicit("__cs[1]")} END,
+      CASE WHEN __pt[1] = 'VARCHAR' THEN {_explicit("__ps[1]")} END,
       CASE __spec {spec_channel or "WHEN NULL THEN NULL"} END,
-      CASE WHEN json_type(p, '$.store_id') IS NOT NULL AND json_type(p, '$.store_id') <> 'NULL'
-                AND NOT (json_type(p, '$.store_id') = 'VARCHAR' AND json_extract_string(p, '$.store_id') = '') THEN 'store' END,
-      CASE WHEN json_type(ctx, '$.library.name') = 'VARCHAR' THEN CASE {libs} END END,
+      CASE WHEN __pt[3] IS NOT NULL AND __pt[3] <> 'NULL'
+                AND NOT (__pt[3] = 'VARCHAR' AND __ps[3] = '') THEN 'store' END,
+      CASE WHEN __ct[3] = 'VARCHAR' THEN CASE {libs} END END,
       CASE __type WHEN 'page' THEN 'web' WHEN 'screen' THEN 'app' END,
       'other') AS __channel
   FROM f
@@ -208,8 +214,8 @@ SELECT
   CAST(make_timestamp(__received) AS TIMESTAMPTZ) AS received_at,
   CAST(CAST(make_timestamp(__event_us) AS TIMESTAMPTZ) AS DATE) AS day,
   CASE WHEN __spec IS NULL OR __spec IN ({_lit(n for n, s in CATALOGUE.items() if "order_id" in s.schema.__struct_fields__)})
-       THEN {id_text('p', '$.order_id')} END AS order_id,
-  {id_text('p', '$.store_id')} AS store_id,
+       THEN CASE WHEN __pt[2] IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps[2], '') END END AS order_id,
+  CASE WHEN __pt[3] IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps[3], '') END AS store_id,
   __amount AS amount,
   CASE WHEN __amount IS NOT NULL THEN upper(coalesce(__currency, {base})) ELSE __currency END AS currency,
   CASE WHEN len(json_keys(p)) > 0 THEN CAST(p AS VARCHAR) END AS properties,

@@ -62,23 +62,31 @@ def _list_ok(types_list: str, allowed: tuple[str, ...]) -> str:
 
 
 def _struct_checks(col: str, prefix: str, schema: type[msgspec.Struct]) -> list[str]:
-    checks = []
-    for f in msgspec.structs.fields(schema):
-        path = f"{prefix}.{f.encode_name}"
-        allowed, item = _allowed(f.type)
-        jt = f"json_type({col}, {quote_literal(path)})"
+    fields = msgspec.structs.fields(schema)
+    # One parse of the object for every field's type: `__ty[i]` is the type at field i's path.
+    paths = [f"{prefix}.{f.encode_name}" for f in fields]
+    flat = []
+    for i, f in enumerate(fields, start=1):
+        allowed, _ = _allowed(f.type)
+        jt = f"__ty[{i}]"
         if f.required:
-            checks.append(f"coalesce({_in(jt, tuple(a for a in allowed if a != 'NULL'))}, false)")
+            flat.append(f"coalesce({_in(jt, tuple(a for a in allowed if a != 'NULL'))}, false)")
         else:
-            checks.append(f"({jt} IS NULL OR {_in(jt, allowed)})")
-        if item is not None:
-            elems = f"json_type({col}, {quote_literal(path + '[*]')})"
-            if isinstance(item, type) and issubclass(item, msgspec.Struct):
-                checks.append(f"({jt} IS DISTINCT FROM 'ARRAY' OR ({_list_ok(elems, ('OBJECT',))} AND "
-                              + " AND ".join(_item_checks(col, path, item)) + "))")
-            else:
-                ia, _ = _allowed(item)
-                checks.append(f"({jt} IS DISTINCT FROM 'ARRAY' OR {_list_ok(elems, tuple(a for a in ia if a != 'NULL'))})")
+            flat.append(f"({jt} IS NULL OR {_in(jt, allowed)})")
+    checks = [f"list_transform([json_type({col}, [{', '.join(quote_literal(p) for p in paths)}])], "
+              f"lambda __ty: {' AND '.join(flat)})[1]"]
+    for f, path in zip(fields, paths):
+        allowed, item = _allowed(f.type)
+        if item is None:
+            continue
+        jt = f"json_type({col}, {quote_literal(path)})"
+        elems = f"json_type({col}, {quote_literal(path + '[*]')})"
+        if isinstance(item, type) and issubclass(item, msgspec.Struct):
+            checks.append(f"({jt} IS DISTINCT FROM 'ARRAY' OR ({_list_ok(elems, ('OBJECT',))} AND "
+                          + " AND ".join(_item_checks(col, path, item)) + "))")
+        else:
+            ia, _ = _allowed(item)
+            checks.append(f"({jt} IS DISTINCT FROM 'ARRAY' OR {_list_ok(elems, tuple(a for a in ia if a != 'NULL'))})")
     return checks
 
 
