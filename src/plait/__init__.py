@@ -1,8 +1,11 @@
 """Plait: every channel a retailer has, braided into one customer.
 
->>> import plait
->>> sorted(plait.__all__)[:3]
-['Channel', 'PlaitError', 'Record']
+>>> import tempfile, plait
+>>> with plait.connect(tempfile.mkdtemp()) as ws:
+...     r = ws.log.append([ws.parser.parse({"type": "track", "event": "Store Visit", "userId": "u1",
+...                                         "properties": {"store_id": "s1"}}, received_at=0, source="docs")])
+...     (r.inserted, ws.log.events().to_pylist()[0]["channel"])
+(1, 'store')
 """
 
 from plait.config import Settings

@@ -1,7 +1,7 @@
 """The engine seam: the only code that runs SQL."""
 
 from plait.engine.backend import Backend, Pipeline
-from plait.engine.dialects import Dialect, SparkDialect
+from plait.engine.dialects import Dialect
 from plait.engine.duckdb import DuckDBBackend
 
 __all__ = [
@@ -9,5 +9,4 @@ __all__ = [
     "Dialect",
     "DuckDBBackend",
     "Pipeline",
-    "SparkDialect",
 ]

@@ -1,8 +1,9 @@
 """SQL dialects: the only place engine differences live.
 
 Steps elsewhere write SQL in DuckDB's dialect and call the dialect for the few
-constructs that differ (JSON access, partitioned Parquet, as-of joins). Spark's
-dialect transpiles the rest with sqlglot when its backend runs a step.
+constructs that differ (JSON access, partitioned Parquet, as-of joins, id hashes).
+A Spark dialect will override these and transpile the rest (sqlglot turns DuckDB SQL
+into Spark SQL); it arrives with the Spark backend.
 """
 
 from __future__ import annotations
@@ -38,35 +39,6 @@ class Dialect:
 
     def transpile(self, sql: str) -> str:
         return sql
-
-
-class SparkDialect(Dialect):
-    """Apache Spark SQL; DuckDB SQL is translated by sqlglot."""
-
-    name = "spark"
-
-    def json_text(self, column: str, path: str) -> str:
-        return f"get_json_object({column}, '$.{path}')"
-
-    def read_parquet(self, glob: str, *, hive: bool = False) -> str:
-        return f"parquet.`{glob}`"
-
-    def id_hash(self, column: str) -> str:
-        # The first 16 hex digits of MD5 are its first 8 bytes; reverse their order for little-endian.
-        return (f"CAST(conv(concat_ws('', reverse(split(regexp_replace(substr(md5({column}), 1, 16), '(..)', '$1,'), ','))), "
-                "16, 10) AS DECIMAL(20, 0))")
-
-    def as_of_rate(self, events: str, rates: str) -> str:
-        return (
-            f"SELECT e.*, (SELECT max_by(r.rate, r.day) FROM {rates} r "
-            f"WHERE r.currency = e.currency AND r.day <= e.day) AS fx_rate FROM {events} e"
-        )
-
-    def transpile(self, sql: str) -> str:
-        from plait.errors import require
-
-        sqlglot = require("sqlglot", "spark")
-        return ";\n".join(sqlglot.transpile(sql, read="duckdb", write="spark"))
 
 
 def quote_literal(value: str) -> str:
