@@ -60,9 +60,7 @@ class EventLog:
         self.vault = vault
         self.seen = SeenIds(backend)
         self._write_lock = threading.Lock()
-        for stmt in DDL.split(";"):
-            if stmt.strip():
-                backend.execute(stmt)
+        backend.execute(DDL)
 
     # -- writing ------------------------------------------------------------------
     def seal(self, records: Sequence[Record]) -> pa.Table:
