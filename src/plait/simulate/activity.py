@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from plait.simulate.world import World
 
@@ -62,8 +63,8 @@ class Facts:
             cols[c] = arr
         t = pa.table(cols)
         for c in ("store", "order_no", "product", "campaign"):
-            t = t.set_column(t.schema.get_field_index(c), c, pa.compute.if_else(
-                pa.compute.less(t[c], 0), pa.nulls(t.num_rows, t[c].type), t[c]))
+            t = t.set_column(t.schema.get_field_index(c), c, pc.if_else(
+                pc.less(t[c], 0), pa.nulls(t.num_rows, t[c].type), t[c]))
         return t
 
 
