@@ -105,3 +105,11 @@ def test_serve_accepts_events_over_http(tmp_path):
     # The acknowledged event survived the crash (it was in DuckDB's WAL before the 200).
     r = run("--workspace", w, "stats", "--json")
     assert json.loads(r.stdout.strip().splitlines()[-1])["events"] == 1
+
+
+def test_demo_in_a_fresh_interpreter(tmp_path):
+    """The front door, as a user runs it: a new process importing only what plait imports."""
+    p = subprocess.run([sys.executable, "-m", "plait.cli.main", "--workspace", str(tmp_path / "d"), "demo",
+                        "--people", "300", "--days", "20"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "orders by channel" in p.stdout
