@@ -42,3 +42,15 @@ def test_log_has_no_update_path():
     from plait.log import EventLog
 
     assert not [n for n in dir(EventLog) if any(w in n.lower() for w in ("update", "delete", "remove", "edit"))]
+
+
+def test_pyarrow_submodules_are_imported_not_reached_through_pa():
+    """`pa.compute` exists only after something imports it: plait demo once failed on a fresh
+    install (no pandas) because of `pa.compute.if_else`. Submodules must be imported by name."""
+    import pathlib
+    import re
+
+    src = pathlib.Path(__file__).resolve().parents[1] / "src" / "plait"
+    bad = [f"{p.name}:{i}" for p in src.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
+           if re.search(r"\bpa\.(compute|parquet|csv|dataset|ipc|json)\.", line)]
+    assert bad == []
