@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import msgspec
-import pyarrow as pa
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -132,7 +131,3 @@ def test_crlf_files_use_the_parser(ws, tmp_path):
     r = ws.importer.jsonl(f)
     assert (r.inserted, r.rejected, r.engine_rows) == (1, 1, 0)
     assert ws.log.rejected()[0]["position"] == 3
-
-
-def test_arrow_layout_is_used(ws):
-    assert isinstance(ws.log.events(limit=1), pa.Table)

@@ -87,6 +87,20 @@ def test_csv_and_parquet_with_mapping(ws, tmp_path):
     assert (r.inserted, r.duplicates, r.rejected) == (2, 0, 2)  # another file: its own ids
 
 
+def test_table_channels_follow_the_parser_rules(ws, tmp_path):
+    """A channel named in a table is normalised exactly as in a JSON event."""
+    import msgspec
+
+    names = ["Call-Center", "browser", "server", "In Store", "!!", "email"]
+    t = pa.table({"u": [f"u{i}" for i in range(len(names))], "ch": names})
+    pq.write_table(t, tmp_path / "c.parquet")
+    ws.importer.file(tmp_path / "c.parquet", mapping=parse_mapping(["user_id=u", "channel=ch"], ["event=Thing"]))
+    got = {r["user_id"]: r["channel"] for r in ws.log.events(limit=None).to_pylist()}
+    for i, name in enumerate(names):
+        body = msgspec.json.encode({"type": "track", "event": "Thing", "userId": "x", "channel": name})
+        assert got[f"u{i}"] == ws.parser.parse(body, received_at=0, source="t").channel, name
+
+
 def test_bad_mapping_is_a_clear_error(ws, tmp_path):
     pq.write_table(pa.table({"a": [1]}), tmp_path / "x.parquet")
     with pytest.raises(ImportFormatError, match="no column `nope`"):

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import plait
-from plait.events import Parser
 
 
 def _records(ws, n, start=0, **extra):
@@ -89,10 +88,6 @@ def test_filters_and_stats(ws):
     assert pc.all(pc.equal(t["day"], pc.cast(pc.strptime("2025-03-10", "%Y-%m-%d", "s"), t["day"].type))).as_py()
     s = ws.log.stats()
     assert s["events"] == 30 and s["rejected"] == 0 and s["by_type"] == {"track": 30}
-
-
-def test_parser_is_exported():
-    assert isinstance(plait.connect, object) and Parser
 
 
 def test_seen_ids_survive_reopen_and_tier_merges(tmp_path, monkeypatch):

@@ -46,8 +46,8 @@ def test_world_has_the_omnichannel_mix_and_known_causes(ws):
         f"contains(CAST(properties AS VARCHAR), '\"{a}\"') AND contains(CAST(properties AS VARCHAR), '\"{b}\"')")
     only_a = ws.backend.scalar(
         f"SELECT count(*) FROM events WHERE event = 'Order Completed' AND contains(CAST(properties AS VARCHAR), '\"{a}\"')")
-    if only_a:
-        assert both / only_a > 0.3
+    assert only_a > 0
+    assert both / only_a > 0.3  # planted partner follows in ~60 % of baskets; chance is well under 5 %
     # Personal fields from sign-ups are sealed, and the truth campaigns have lifts.
     assert ws.backend.scalar("SELECT count(*) FROM events WHERE pii IS NOT NULL") > 500
     lifts = pq.read_table(ws.truth_dir / "campaigns.parquet")["true_lift"].to_pylist()

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import pyarrow as pa
@@ -27,7 +26,8 @@ import pyarrow.compute as pc
 from plait.engine.dialects import quote_ident, quote_literal
 from plait.errors import EventError, ImportFormatError
 from plait.events.catalogue import CATALOGUE
-from plait.events.contract import Record
+from plait.events.contract import Record, _micros
+from plait.events.sql import catalogue_channel, explicit_channel
 from plait.log.schema import EVENT_COLUMNS, EVENT_SCHEMA
 from plait.log.store import AppendResult, Rejection, now_us
 
@@ -166,7 +166,7 @@ class Importer:
         try:
             call = parser.decode(raw, index=lineno)
             received = call.received_at
-            return parser.normalise(call, received_at=received and _us(received) or now, source=source,
+            return parser.normalise(call, received_at=received and _micros(received) or now, source=source,
                                     index=lineno, correct_skew=received is not None)
         except EventError as e:
             return Rejection(reason=e.reason, field=e.field, origin=f"file:{path.name}", position=lineno,
@@ -207,7 +207,7 @@ class Importer:
         path = Path(path)
         t0 = time.perf_counter()
         fp, plain = _scan(path)
-        if engine and plain and path.suffix.lower() != ".gz":
+        if engine and plain:
             return self._jsonl_engine(path, fp, source or f"import:{path.name}", progress, t0)
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
@@ -364,12 +364,6 @@ class Importer:
         report.add(self.log.append_table(good))
 
 
-def _us(dt: Any) -> int:
-    from plait.events.contract import _micros
-
-    return _micros(dt)
-
-
 def _table_sql(reader: str, fmt: str, columns: list[str], m: Mapping, only_mapped: bool, fp: str, source: str,
                pii_fields: set[str], base_currency: str, done: int) -> str:
     """One SELECT that maps, types and checks every row of the table."""
@@ -422,9 +416,6 @@ def _table_sql(reader: str, fmt: str, columns: list[str], m: Mapping, only_mappe
     row = "file_row_number + 1" if fmt == "parquet" else "row_number() OVER ()"
     ts = f"TRY_CAST({ts_src} AS TIMESTAMPTZ)" if ts_src else "NULL"
     amount = f"TRY_CAST({amount_src} AS DOUBLE)" if amount_src else "CAST(NULL AS DOUBLE)"
-    default_channel = "CASE __event " + " ".join(
-        f"WHEN {quote_literal(s.name)} THEN {quote_literal(s.channel)}" for s in CATALOGUE.values() if s.channel
-    ) + " ELSE NULL END"
     required = []
     for spec in CATALOGUE.values():
         for f in msgspec.structs.fields(spec.schema):
@@ -459,7 +450,7 @@ m AS (
     {text('group_id')} AS __group_id,
     {text('previous_id')} AS __previous_id,
     {ts} AS __ts,
-    lower({text('channel')}) AS __channel,
+    {explicit_channel(text('channel'))} AS __channel,
     {text('order_id')} AS __order_id,
     {text('store_id')} AS __store_id,
     {amount} AS __amount,
@@ -472,7 +463,7 @@ SELECT
   __type AS type,
   CASE WHEN __type IN ('page', 'screen', 'track') THEN __event END AS event,
   CASE WHEN __type = 'track' AND __event IN ({", ".join(quote_literal(n) for n in CATALOGUE)}) THEN '1-0-0' END AS schema_version,
-  coalesce(__channel, {default_channel}, CASE WHEN __store_id IS NOT NULL THEN 'store' END, 'other') AS channel,
+  coalesce(__channel, {catalogue_channel('__event')}, CASE WHEN __store_id IS NOT NULL THEN 'store' END, 'other') AS channel,
   {quote_literal(source)} AS source,
   __anonymous_id AS anonymous_id, __user_id AS user_id, __group_id AS group_id, __previous_id AS previous_id,
   coalesce(__ts, {now}) AS event_time,
@@ -491,13 +482,6 @@ SELECT
   CASE WHEN __check IS NOT NULL THEN CAST(json_object({payload_cols}) AS VARCHAR) END AS __payload
 FROM c ORDER BY __row
 """
-
-
-def iter_jsonl(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        for line in f:
-            if line.strip():
-                yield line
 
 
 __all__ = ["ImportReport", "Importer", "Mapping", "parse_mapping"]

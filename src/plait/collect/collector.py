@@ -14,22 +14,20 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from plait.events.contract import Record
 from plait.log.store import EventLog, Rejection, now_us
 
-Done = Callable[[BaseException | None], None]
 
 
 @dataclass
 class _Job:
     records: Sequence[Record]
     rejections: Sequence[Rejection]
-    done: Done | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    fut: asyncio.Future | None = None
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future
 
 
 _STOP = object()
@@ -66,37 +64,16 @@ class GroupCommitter:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def submit(self, records: Sequence[Record], rejections: Sequence[Rejection], done: Done) -> None:
-        if self._thread is None:
-            raise RuntimeError("GroupCommitter is not running; call start()")
-        self._q.put(_Job(records, rejections, done))
-
-    def _submit_async(self, job: _Job) -> None:
-        if self._thread is None:
-            raise RuntimeError("GroupCommitter is not running; call start()")
-        self._q.put(job)
-
     async def append(self, records: Sequence[Record], rejections: Sequence[Rejection] = ()) -> None:
         """Append and wait, without blocking the event loop, until durable (replays
         of events already in the log are durable too, and add nothing)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         # Futures are settled in one call per flush and event loop (one wake-up, not one per request).
-        self._submit_async(_Job(records, rejections, loop=loop, fut=fut))
+        if self._thread is None:
+            raise RuntimeError("GroupCommitter is not running; call start()")
+        self._q.put(_Job(records, rejections, loop, fut))
         await fut
-
-    def append_sync(self, records: Sequence[Record], rejections: Sequence[Rejection] = ()) -> None:
-        box: list[BaseException | None] = []
-        ev = threading.Event()
-
-        def done(error: BaseException | None) -> None:
-            box.append(error)
-            ev.set()
-
-        self.submit(records, rejections, done)
-        ev.wait()
-        if box[0] is not None:
-            raise box[0]
 
     def _run(self) -> None:
         while True:
@@ -141,10 +118,7 @@ class GroupCommitter:
     def _notify(jobs: list[_Job], error: BaseException | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for j in jobs:
-            if j.done is not None:
-                j.done(error)
-            else:
-                by_loop.setdefault(j.loop, []).append(j.fut)
+            by_loop.setdefault(j.loop, []).append(j.fut)
         for loop, futs in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, futs, error)

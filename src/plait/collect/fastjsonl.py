@@ -20,7 +20,7 @@ from __future__ import annotations
 from plait.engine.dialects import quote_literal
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import CALL_TYPES
-from plait.events.sql import amount, surely_valid
+from plait.events.sql import amount, catalogue_channel, explicit_channel, surely_valid
 
 # Paths read from properties and context on every row, each object parsed once for all of them.
 _PP = ("channel", "order_id", "store_id", "currency")
@@ -32,7 +32,6 @@ _T = {f: i + 1 for i, f in enumerate(FIELDS)}
 TS_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
 # Printable ASCII with no space at either end: text Python's str.strip() leaves as it is.
 PLAIN_RE = r"^[!-~]([ -~]*[!-~])?$"
-_RUNTIME = {"browser": "web", "mobile": "app", "client": "web"}
 _LIBS = (("analytics.js", "web"), ("analytics-next", "web"), ("analytics-ios", "app"), ("analytics-swift", "app"),
          ("analytics-android", "app"), ("analytics-kotlin", "app"), ("analytics-react-native", "app"),
          ("analytics_flutter", "app"), ("analytics-flutter", "app"))
@@ -80,14 +79,6 @@ def _us(field: str) -> str:
             "AS TIMESTAMPTZ)) END")
 
 
-def _explicit(expr: str) -> str:
-    """``channels.explicit_channel`` in SQL, for plain text (others never reach it)."""
-    v = f"lower(replace(replace({expr}, '-', '_'), ' ', '_'))"
-    runtime = " ".join(f"WHEN {quote_literal(k)} THEN {quote_literal(c)}" for k, c in _RUNTIME.items())
-    return (f"CASE {v} {runtime} WHEN 'server' THEN NULL ELSE "
-            f"CASE WHEN regexp_full_match({v}, '^[a-z][a-z0-9_]{{0,31}}$') THEN {v} END END")
-
-
 def _text_ok(expr_type: str, expr: str) -> str:
     """A value Python would read as a channel name: absent, not text, or plain text."""
     return f"({expr_type} IS DISTINCT FROM 'VARCHAR' OR {_plain(expr)})"
@@ -101,8 +92,6 @@ def select_sql(reader: str, *, done: int, source: str, base_currency: str, now_u
     spec_ok = " ".join(
         f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p')}" for n, s in CATALOGUE.items())
     spec_amount = " ".join(f"WHEN {quote_literal(n)} THEN {amount(s, 'p')}" for n, s in CATALOGUE.items())
-    spec_channel = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}"
-                            for n, s in CATALOGUE.items() if s.channel)
     libs = " ".join(f"WHEN starts_with(lower(__cs[3]), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
     typ = f"lower({_s('type')})"
     cur = "__ps[4]"
@@ -190,10 +179,10 @@ g AS (
          WHEN __recv IS NOT NULL AND __sent IS NOT NULL THEN __orig + (__received - __sent)
          ELSE __orig END AS __event_us,
     coalesce(
-      {_explicit(_s('channel'))},
-      CASE WHEN __ct[1] = 'VARCHAR' THEN {_explicit("__cs[1]")} END,
-      CASE WHEN __pt[1] = 'VARCHAR' THEN {_explicit("__ps[1]")} END,
-      CASE __spec {spec_channel or "WHEN NULL THEN NULL"} END,
+      {explicit_channel(_s('channel'))},
+      CASE WHEN __ct[1] = 'VARCHAR' THEN {explicit_channel("__cs[1]")} END,
+      CASE WHEN __pt[1] = 'VARCHAR' THEN {explicit_channel("__ps[1]")} END,
+      {catalogue_channel("__spec")},
       CASE WHEN __pt[3] IS NOT NULL AND __pt[3] <> 'NULL'
                 AND NOT (__pt[3] = 'VARCHAR' AND __ps[3] = '') THEN 'store' END,
       CASE WHEN __ct[3] = 'VARCHAR' THEN CASE {libs} END END,

@@ -16,14 +16,14 @@ import msgspec
 from fastapi import APIRouter, Request, Response
 
 from plait.collect.collector import GroupCommitter
-from plait.collect.intake import KINDS, Intake
+from plait.collect.intake import Intake
 from plait.errors import AuthError, EngineError, EventError, LimitError
-from plait.events.contract import Batch, Call
+from plait.events.contract import CALL_TYPES, Batch, Call
 from plait.log.store import Rejection, now_us
 
 _OK = b'{"success":true}'
 _enc = msgspec.json.Encoder()
-PATHS = {f"/v1/{k}": k for k in (*KINDS, "batch")}
+PATHS = {f"/v1/{k}": k for k in (*CALL_TYPES, "batch")}
 
 
 def _error(code: str, message: str, **extra: Any) -> bytes:
@@ -102,7 +102,7 @@ class FastCollect:
             chunks.append(chunk)
             more = msg.get("more_body", False)
         else:
-            status, body = await self.collect.handle(kind, b"".join(chunks) if len(chunks) != 1 else chunks[0], auth, encoding)
+            status, body = await self.collect.handle(kind, b"".join(chunks), auth, encoding)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -144,7 +144,7 @@ def collector_router(collect: Collect) -> APIRouter:
             openapi_extra=_schema(body), responses=_RESPONSES,
         )
 
-    for kind in KINDS:
+    for kind in CALL_TYPES:
         add(kind, Call)
     add("batch", Batch)
 

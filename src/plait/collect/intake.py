@@ -21,7 +21,6 @@ from plait.errors import AuthError, EventError, LimitError
 from plait.events.contract import Parser, Record
 from plait.log.store import Rejection
 
-KINDS = ("track", "identify", "page", "screen", "group", "alias")
 
 
 @dataclass
@@ -144,4 +143,4 @@ def _rejection(e: EventError, origin: str, payload: bytes, source: str) -> Rejec
     )
 
 
-__all__ = ["AuthError", "Intake", "KINDS", "Parsed", "basic_user", "gunzip"]
+__all__ = ["AuthError", "Intake", "Parsed", "basic_user", "gunzip"]

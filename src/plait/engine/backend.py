@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,22 +42,12 @@ class Backend(ABC):
         (``"replace"``, for reference data only, never the log). Returns rows written."""
 
     @abstractmethod
-    def transaction(self) -> Any: ...
+    def temp_table(self, name: str, data: pa.Table) -> None:
+        """(Re)create the session-local table ``name`` holding ``data``."""
 
+    @abstractmethod
     def id_hashes(self, values: pa.Array) -> "np.ndarray":
         """:meth:`Dialect.id_hash` of each string, computed by the engine (for large batches)."""
-        t = pa.table({"v": values})
-        self.register_temp("__plait_ids", t)
-        try:
-            return self.query(f"SELECT {self.dialect.id_hash('v')} AS h FROM __plait_ids").column(0).to_numpy()
-        finally:
-            self.unregister_temp("__plait_ids")
-
-    @abstractmethod
-    def register_temp(self, name: str, data: pa.Table) -> None: ...
-
-    @abstractmethod
-    def unregister_temp(self, name: str) -> None: ...
 
     @abstractmethod
     def close(self) -> None: ...
@@ -96,8 +85,3 @@ class Pipeline:
             raise ValueError("empty pipeline")
         ctes = ",\n".join(f"{name} AS ({sql})" for name, sql in self.steps)
         return f"WITH {ctes}\n{final or f'SELECT * FROM {self.steps[-1][0]}'}"
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield

@@ -1,7 +1,7 @@
 """SQL dialects: the only place engine differences live.
 
 Steps elsewhere write SQL in DuckDB's dialect and call the dialect for the few
-constructs that differ (JSON access, partitioned Parquet, as-of joins, id hashes).
+constructs that differ (partitioned Parquet, as-of joins, id hashes).
 A Spark dialect will override these and transpile the rest (sqlglot turns DuckDB SQL
 into Spark SQL); it arrives with the Spark backend.
 """
@@ -13,10 +13,6 @@ class Dialect:
     """Base dialect (DuckDB semantics)."""
 
     name = "duckdb"
-
-    def json_text(self, column: str, path: str) -> str:
-        """A JSON field as text; ``path`` is dotted (``traits.email``)."""
-        return f"json_extract_string({column}, '$.{path}')"
 
     def id_hash(self, column: str) -> str:
         """64-bit id hash: the first 8 bytes of MD5, read little-endian (see :mod:`plait.log.seen`)."""
@@ -36,9 +32,6 @@ class Dialect:
             f"SELECT e.*, r.rate AS fx_rate FROM {events} e "
             f"ASOF LEFT JOIN {rates} r ON e.currency = r.currency AND e.day >= r.day"
         )
-
-    def transpile(self, sql: str) -> str:
-        return sql
 
 
 def quote_literal(value: str) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from plait.engine.backend import Backend
@@ -106,24 +106,19 @@ class DuckDBBackend(Backend):
                 raise EngineError(f"DuckDB failed to append to {table}: {e}", sql=sql) from e
         return int(res[0][0]) if res else 0
 
-    def register_temp(self, name: str, data: pa.Table) -> None:
-        self._cursor().register(name, data)
-
-    def unregister_temp(self, name: str) -> None:
-        self._cursor().unregister(name)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def temp_table(self, name: str, data: pa.Table) -> None:
+        plait_temp = data  # noqa: F841 - read by DuckDB from this frame (replacement scan)
+        sql = f"CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS SELECT * FROM plait_temp"
         with self._lock:
-            cur = self._cursor()
-            cur.execute("BEGIN TRANSACTION")
             try:
-                yield
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
+                self._cursor().execute(sql)
+            except duckdb.Error as e:
+                raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+
+    def id_hashes(self, values: pa.Array) -> np.ndarray:
+        plait_ids = pa.table({"v": values})  # noqa: F841 - read by DuckDB (replacement scan)
+        out = self._cursor().sql(f"SELECT {self.dialect.id_hash('v')} AS h FROM plait_ids").to_arrow_table()
+        return out.column(0).to_numpy()
 
     def checkpoint(self) -> None:
         self.execute("CHECKPOINT")

@@ -29,8 +29,8 @@ class Channel(StrEnum):
 
 
 # Segment's own top-level `channel` values describe the sending runtime.
-_SEGMENT_RUNTIME = {"browser": Channel.WEB, "mobile": Channel.APP, "client": Channel.WEB}
-_CUSTOM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+SEGMENT_RUNTIME = {"browser": Channel.WEB, "mobile": Channel.APP, "client": Channel.WEB}
+CUSTOM_CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 _LIBRARY_HINTS = (
     ("analytics.js", Channel.WEB),
@@ -48,11 +48,11 @@ _LIBRARY_HINTS = (
 @lru_cache(maxsize=4096)
 def _explicit(value: str) -> str | None:
     v = value.strip().lower().replace("-", "_").replace(" ", "_")
-    if v in _SEGMENT_RUNTIME:
-        return _SEGMENT_RUNTIME[v].value
+    if v in SEGMENT_RUNTIME:
+        return SEGMENT_RUNTIME[v].value
     if v == "server":
         return None
-    return v if _CUSTOM.match(v) else None
+    return v if CUSTOM_CHANNEL.match(v) else None
 
 
 def explicit_channel(value: object) -> str | None:

@@ -8,7 +8,8 @@ catalogue is compiled here into SQL expressions over a JSON ``properties`` colum
   properties (exact JSON types, required fields present). It is deliberately
   conservative — anything unusual is left to the parser, so rejections and their
   reasons always come from one place;
-- :func:`amount` and :func:`id_text` give the typed columns exactly as the parser does.
+- :func:`amount`, :func:`explicit_channel` and :func:`catalogue_channel` give the typed
+  columns exactly as the parser does.
 
 A property test (``tests/test_fastpath.py``) checks that rows taken by the SQL path
 equal what the parser makes of them.
@@ -22,7 +23,8 @@ import typing
 import msgspec
 
 from plait.engine.dialects import quote_literal
-from plait.events.catalogue import EventSpec
+from plait.events.catalogue import CATALOGUE, EventSpec
+from plait.events.channels import CUSTOM_CHANNEL, SEGMENT_RUNTIME
 
 NUM = ("DOUBLE", "BIGINT", "UBIGINT")
 INT = ("BIGINT", "UBIGINT")
@@ -125,8 +127,16 @@ def amount(spec: EventSpec | None, col: str = "properties") -> str:
     return f"coalesce({', '.join(parts)})" if parts else "CAST(NULL AS DOUBLE)"
 
 
-def id_text(col: str, path: str, *, numbers: bool = True) -> str:
-    """An id (string or integer) as text, as ``contract._id`` makes it; NULL when empty."""
-    jt = f"json_type({col}, {quote_literal(path)})"
-    ok = ("VARCHAR",) + (INT if numbers else ())
-    return f"CASE WHEN {_in(jt, ok)} THEN nullif(json_extract_string({col}, {quote_literal(path)}), '') END"
+def explicit_channel(expr: str) -> str:
+    """:func:`plait.events.channels.explicit_channel` for a text expression (callers pass only
+    text without surrounding whitespace, which both trim alike)."""
+    v = f"lower(replace(replace(trim({expr}), '-', '_'), ' ', '_'))"
+    runtime = " ".join(f"WHEN {quote_literal(k)} THEN {quote_literal(c.value)}" for k, c in SEGMENT_RUNTIME.items())
+    return (f"CASE {v} {runtime} WHEN 'server' THEN NULL ELSE "
+            f"CASE WHEN regexp_full_match({v}, {quote_literal(CUSTOM_CHANNEL.pattern)}) THEN {v} END END")
+
+
+def catalogue_channel(event_expr: str) -> str:
+    """The channel a catalogued event implies (``EventSpec.channel``), else NULL."""
+    whens = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}" for n, s in CATALOGUE.items() if s.channel)
+    return f"CASE {event_expr} {whens} END"

@@ -19,7 +19,6 @@ import msgspec
 import pyarrow as pa
 
 from plait.engine.backend import Backend
-from plait.engine.dialects import quote_literal
 from plait.events.contract import Record
 from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_to_arrow
 from plait.log.seen import SeenIds, id_hashes
@@ -218,6 +217,3 @@ class EventLog:
             inserted += r.inserted
             duplicates += r.duplicates
         return AppendResult(inserted, duplicates)
-
-    def parquet_path_literal(self, path: str) -> str:
-        return quote_literal(path)

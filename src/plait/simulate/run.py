@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from plait.engine.dialects import quote_literal
 from plait.simulate.activity import KINDS, Facts, simulate_block
-from plait.simulate.world import CAMPAIGN_CHANNELS, NICK, World, build_world, typo
+from plait.simulate.world import NICK, World, build_world, typo
 
 if TYPE_CHECKING:
     from plait.workspace import Workspace
@@ -68,9 +68,7 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
         for bi, lo in enumerate(blocks):
             facts = Facts()
             order_no = simulate_block(w, np.arange(lo, min(people, lo + BLOCK)), rng, facts, order_no, exposures)
-            b.execute("DROP TABLE IF EXISTS sim_facts")
-            table = facts.table()
-            _load_facts(ws, table)
+            b.temp_table("sim_facts", facts.table())
             rows = b.query(_facts_sql(seed, bi, ws.settings.base_currency))
             ws.log.append_table(rows)
             if bar:
@@ -85,38 +83,21 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
         b.execute("DROP TABLE IF EXISTS sim_facts")
     ids = _write_truth(ws.truth_dir, w, exposures)
     counts = {r["k"]: r["n"] for r in b.rows(
-        "SELECT coalesce(event, type) AS k, count(*) AS n FROM events WHERE source <> 'import' GROUP BY 1 ORDER BY 2 DESC")}
+        "SELECT coalesce(event, type) AS k, count(*) AS n FROM events WHERE starts_with(message_id, ?) "
+        "GROUP BY 1 ORDER BY 2 DESC", [f"sim{seed}-"])}
     return SimulationResult(people, days, seed, ws.log.count() - before, ids, time.perf_counter() - t0, ws.truth_dir, counts)
 
 
 def _register_lookups(ws: "Workspace", w: World) -> None:
     b = ws.backend
-    b.execute("CREATE OR REPLACE TEMP TABLE sim_kinds (kind SMALLINT, type VARCHAR, event VARCHAR)")
-    b.append("sim_kinds", pa.table({"kind": pa.array(range(len(KINDS)), pa.int16()),
-                                    "type": [k[0] for k in KINDS], "event": [k[1] for k in KINDS]}))
-    b.execute("CREATE OR REPLACE TEMP TABLE sim_products (product INTEGER, category VARCHAR, department VARCHAR)")
+    b.temp_table("sim_kinds", pa.table({"kind": pa.array(range(len(KINDS)), pa.int16()),
+                                        "type": [k[0] for k in KINDS], "event": [k[1] for k in KINDS]}))
     cat = w.products["category"]
-    b.append("sim_products", pa.table({"product": pa.array(np.arange(cat.size), pa.int32()),
-                                       "category": [w.categories[c] for c in cat],
-                                       "department": [w.category_department[c] for c in cat]}))
-    b.execute("CREATE OR REPLACE TEMP TABLE sim_campaigns (campaign INTEGER, channel VARCHAR)")
-    b.append("sim_campaigns", pa.table({"campaign": pa.array(np.arange(len(w.campaigns["day"])), pa.int32()),
-                                        "channel": list(w.campaigns["channel"])}))
-
-
-def _load_facts(ws: "Workspace", table: pa.Table) -> None:
-    b = ws.backend
-    cols = ", ".join(f"{f.name} {_ddl(f.type)}" for f in table.schema)
-    b.execute(f"CREATE OR REPLACE TEMP TABLE sim_facts ({cols})")
-    b.append("sim_facts", table)
-
-
-def _ddl(t: pa.DataType) -> str:
-    if pa.types.is_string(t):
-        return "VARCHAR"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    return "BIGINT"
+    b.temp_table("sim_products", pa.table({"product": pa.array(np.arange(cat.size), pa.int32()),
+                                           "category": [w.categories[c] for c in cat],
+                                           "department": [w.category_department[c] for c in cat]}))
+    b.temp_table("sim_campaigns", pa.table({"campaign": pa.array(np.arange(len(w.campaigns["day"])), pa.int32()),
+                                            "channel": list(w.campaigns["channel"])}))
 
 
 def _facts_sql(seed: int, block: int, currency: str) -> str:
@@ -339,4 +320,4 @@ def _write_truth(directory: Path, w: World, exposures: list) -> int:
     return ident.num_rows
 
 
-__all__ = ["CAMPAIGN_CHANNELS", "SimulationResult", "simulate"]
+__all__ = ["SimulationResult", "simulate"]
