@@ -68,6 +68,76 @@ class PiiSettings(_Strict):
     encrypt: bool = True
 
 
+class IdentifierTypeSettings(_Strict):
+    """One kind of identifier: how it is read, compared and limited.
+
+    ``normalise`` names the rule applied to values (``email``, ``phone``, ``text``,
+    ``lower``); ``limit`` is the most distinct values one profile may hold (a merge
+    that would exceed it is refused and recorded); ``priority`` orders identifiers
+    when an event's identifiers cannot all be joined (lower wins); ``blocked`` lists
+    values (shell patterns, matched after normalisation) that never link anything.
+    ``store_as`` files the values under another type (a caller number is a phone).
+    """
+
+    normalise: Literal["email", "phone", "text", "lower"] = "text"
+    limit: int | None = Field(default=None, ge=1)
+    priority: int = Field(default=50, ge=0)
+    blocked: list[str] = Field(default_factory=list)
+    store_as: str | None = None
+
+
+def _default_identifier_types() -> dict[str, IdentifierTypeSettings]:
+    t = IdentifierTypeSettings
+    junk = ["null", "undefined", "none", "nil", "0", "-1", "unknown", "anonymous", "guest", "test", "n/a", ""]
+    return {
+        "user_id": t(limit=1, priority=0, blocked=junk),
+        "loyalty_card": t(limit=3, priority=10, blocked=junk),
+        "pos_customer_id": t(limit=3, priority=15, blocked=junk),
+        "email": t(normalise="email", limit=5, priority=20, blocked=[
+            "test@*", "*@example.com", "*@example.org", "*@test.com", "noreply@*", "no-reply@*", "none@*",
+            "noemail@*", "nomail@*", "na@*", "null@*", "a@a.*", "x@x.*"]),
+        "phone": t(normalise="phone", limit=5, priority=25, blocked=[
+            "+1000*", "+0*", "*0000000", "*1111111", "*1234567", "*9999999"]),
+        "caller_number": t(normalise="phone", store_as="phone", priority=25),
+        "device_id": t(limit=20, priority=30, blocked=junk + ["kiosk*", "shared-*", "00000000-0000-0000-0000-000000000000"]),
+        "anonymous_id": t(priority=40, blocked=junk + ["00000000-0000-0000-0000-000000000000"]),
+    }
+
+
+class IdentitySettings(_Strict):
+    """How identifiers are read, stitched and matched into customers (see :mod:`plait.identity`).
+
+    ``types`` may add user-defined identifier types (read from ``context.externalIds``
+    entries with that ``type``). ``hash_values`` stores identifier values as salted
+    HMAC-SHA256 instead of clear text. A value seen with more distinct values of a
+    higher-priority type than a customer may hold (a family computer's cookie with two
+    logins), or with more than ``supernode_threshold`` values of any type, is taken for a
+    shared value and stops linking; it is reported (see :class:`plait.identity.graph.SuperNodes`).
+    """
+
+    types: dict[str, IdentifierTypeSettings] = Field(default_factory=_default_identifier_types)
+    default_region: str = Field(default="US", min_length=2, max_length=2)
+    hash_values: bool = False
+    supernode_threshold: int = Field(default=200, ge=2)
+    match: "MatchSettings" = Field(default_factory=lambda: MatchSettings())
+    keep_versions: int = Field(default=5, ge=1)
+
+
+class MatchSettings(_Strict):
+    """Probabilistic matching of records that share no identifier (Fellegi–Sunter, EM-trained).
+
+    ``threshold`` is the match probability a pair needs to be linked; ``min_fields`` the
+    number of compared fields both records must hold; ``extra_traits`` adds exact-or-fuzzy
+    comparisons on further traits.
+    """
+
+    enabled: bool = True
+    threshold: float = Field(default=0.99, gt=0, lt=1)
+    min_fields: int = Field(default=2, ge=1)
+    extra_traits: list[str] = Field(default_factory=list)
+    max_iterations: int = Field(default=50, ge=1)
+
+
 class Settings(_Strict):
     """Everything configurable about a workspace."""
 
@@ -75,6 +145,7 @@ class Settings(_Strict):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     pii: PiiSettings = Field(default_factory=PiiSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
 
     @classmethod
     def load(cls, workspace: Path) -> "Settings":

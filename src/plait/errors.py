@@ -11,6 +11,7 @@ context needed to act on it (the event index, the field, the file, the SQL)::
     ├── LimitError             request or batch larger than allowed
     ├── ImportFormatError      a bulk file cannot be read or mapped (path, line, column)
     ├── EngineError            SQL failed inside the engine (sql kept as attribute)
+    ├── IdentityError          an identifier, profile or split request that cannot be honoured
     └── MissingExtraError      an optional dependency is not installed (ImportError too)
 """
 
@@ -83,6 +84,10 @@ class EngineError(PlaitError):
     def __init__(self, message: str, *, sql: str = "") -> None:
         self.sql = sql
         super().__init__(message)
+
+
+class IdentityError(PlaitError):
+    """An identifier cannot be read, a profile is unknown, or a split is impossible."""
 
 
 class MissingExtraError(PlaitError, ImportError):

@@ -24,6 +24,8 @@ from plait.log.vault import Vault
 
 if TYPE_CHECKING:
     from plait.collect.bulk import Importer
+    from plait.identity import Identity
+    from plait.profiles import Profiles
 
 ENV_VAR = "PLAIT_WORKSPACE"
 VAULT_FILE = "keys.sqlite"
@@ -55,6 +57,26 @@ class Workspace:
         self.log = EventLog(self.backend, self.vault)
         self.fx = ExchangeRates(self.backend, self.settings.base_currency)
         self.keys = KeyStore(self.backend)
+        self._identity: "Identity | None" = None
+        self._profiles: "Profiles | None" = None
+
+    @property
+    def identity(self) -> "Identity":
+        """Who is who: the identity view (see :mod:`plait.identity`)."""
+        if self._identity is None:
+            from plait.identity import Identity
+
+            self._identity = Identity(self)
+        return self._identity
+
+    @property
+    def profiles(self) -> "Profiles":
+        """Golden records, features and timelines (see :mod:`plait.profiles`)."""
+        if self._profiles is None:
+            from plait.profiles import Profiles
+
+            self._profiles = Profiles(self)
+        return self._profiles
 
     @property
     def truth_dir(self) -> Path:

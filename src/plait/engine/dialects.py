@@ -33,6 +33,14 @@ class Dialect:
             f"ASOF LEFT JOIN {rates} r ON e.currency = r.currency AND e.day >= r.day"
         )
 
+    def similarity(self, a: str, b: str) -> str:
+        """Jaro–Winkler similarity of two strings, 0..1."""
+        return f"jaro_winkler_similarity({a}, {b})"
+
+    def edit_distance(self, a: str, b: str) -> str:
+        """Damerau–Levenshtein distance (a transposition counts as one edit)."""
+        return f"damerau_levenshtein({a}, {b})"
+
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,13 @@ class EventLog:
         self.vault = vault
         self.seen = SeenIds(backend)
         self._write_lock = threading.Lock()
+        self._followers: list[Callable[[Sequence[Record]], None]] = []
         backend.execute(DDL)
+
+    def follow(self, fn: Callable[[Sequence[Record]], None]) -> None:
+        """Call ``fn`` with every batch of records once it is durably appended (the
+        real-time identity path listens here, so the log never imports its readers)."""
+        self._followers.append(fn)
 
     # -- writing ------------------------------------------------------------------
     def seal(self, records: Sequence[Record]) -> pa.Table:
@@ -73,7 +79,10 @@ class EventLog:
         """Append records durably; those whose ``message_id`` is present are skipped."""
         if not records:
             return AppendResult(0, 0)
-        return self.append_table(self.seal(records))
+        result = self.append_table(self.seal(records))
+        for fn in self._followers:
+            fn(records)
+        return result
 
     def append_table(self, table: pa.Table) -> AppendResult:
         """Append an Arrow table already in the log's layout (bulk paths); rows whose

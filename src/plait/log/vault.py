@@ -98,6 +98,17 @@ class Vault:
         if row is not None:
             self._cache[subject] = AESGCM(row[0])
 
+    def secret(self, name: str) -> bytes:
+        """A named 32-byte workspace secret (the identifier-hashing salt), made on first use."""
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            row = self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = (os.urandom(32),)
+                self._db.execute("INSERT INTO secrets VALUES (?, ?)", (name, row[0]))
+                self._db.commit()
+            return row[0]
+
     def count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM subject_keys").fetchone()[0]

@@ -49,6 +49,10 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
              progress: bool = False) -> SimulationResult:
     """Simulate ``people`` customers of an omnichannel retailer for ``days`` days."""
     t0 = time.perf_counter()
+    # The simulated retailer is British: its tills and call center write national phone numbers.
+    if ws.settings.identity.default_region != "GB":
+        ws.settings.identity.default_region = "GB"
+        ws.settings.save(ws.path)
     w = build_world(people, days, start, seed)
     rng = np.random.default_rng(seed + 1)
     b = ws.backend

@@ -133,6 +133,7 @@ def build_world(n: int, days: int, start: date, seed: int, n_products: int = 400
     sep = _pick(rng, [".", "_", ""], n)
     email = [f"{f}{s}{l.lower()}{i % 97 if i % 3 == 0 else ''}@{d}" for i, (f, s, l, d) in
              enumerate(zip(local, sep, last, _pick(rng, DOMAINS, n)))]
+    email = _unique_mailboxes(email)
     phone = 7_700_000_000 + rng.permutation(n) * 37 + 11
     nums = rng.integers(1, 200, n)
     street = [f"{a} {s}" for a, s in zip(nums, _pick(rng, STREETS, n))]
@@ -180,6 +181,22 @@ def build_world(n: int, days: int, start: date, seed: int, n_products: int = 400
         "holdout": np.full(n_c, 0.1),
     }
     return w
+
+
+def _unique_mailboxes(emails: list[str]) -> list[str]:
+    """One mailbox per person: providers ignore separators and case, so ``ann.lee`` and
+    ``annlee`` at one domain would be the same inbox; later holders get a number."""
+    seen: set[str] = set()
+    out = []
+    for e in emails:
+        local, domain = e.split("@")
+        base, k = local, 1
+        while (local.replace(".", "").replace("_", ""), domain) in seen:
+            k += 1
+            local = f"{base}{k}"
+        seen.add((local.replace(".", "").replace("_", ""), domain))
+        out.append(f"{local}@{domain}")
+    return out
 
 
 def typo(rng: np.random.Generator, s: str) -> str:

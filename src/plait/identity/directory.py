@@ -1,0 +1,268 @@
+"""The identity view of a workspace: who is behind an identifier, why, and since when.
+
+:class:`Identity` (``ws.identity``) answers from the newest resolved version and, once
+:meth:`Identity.follow` is on (the server turns it on), from the real-time stitcher that
+assigns each collected event as it is appended — the same guarded union-find the batch
+uses, restored from the newest version's links.
+
+>>> import tempfile, plait
+>>> ws = plait.connect(tempfile.mkdtemp())
+>>> from plait.events import Call
+>>> _ = ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "anonymousId": "c1",
+...                                     "traits": {"email": "Ann@Example.co"}})])
+>>> report = ws.identity.resolve()
+>>> ws.identity.profile_of("email:ann@example.co") == ws.identity.profile_of("anonymous_id:c1")
+True
+>>> ws.close()
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from plait.errors import IdentityError
+from plait.identity import tables
+from plait.identity.graph import Stitcher, SuperNodes, profile_id
+from plait.identity.identifiers import Registry
+from plait.identity.resolver import ResolveReport, resolve
+
+if TYPE_CHECKING:
+    from plait.events.contract import Record
+    from plait.workspace import Workspace
+
+_CUR = tables.CURRENT
+
+
+class Identity:
+    """Lookups, explanations, splits and real-time assignment over the identity view."""
+
+    def __init__(self, ws: "Workspace") -> None:
+        self.ws = ws
+        s = ws.settings.identity
+        self.registry = Registry(s, salt=ws.vault.secret("identifier-salt") if s.hash_values else None)
+        self._live: Stitcher | None = None
+        self._hubs: SuperNodes | None = None
+        self._lock = threading.Lock()
+
+    # -- batch ------------------------------------------------------------------------------
+    def resolve(self, *, progress: Any = None) -> ResolveReport:
+        """Derive a new version from the whole log (and restart real-time stitching from it)."""
+        report = resolve(self.ws, progress=progress)
+        if self._live is not None:
+            self._restore()
+        return report
+
+    @property
+    def version(self) -> int | None:
+        return tables.current_version(self.ws.backend)
+
+    def report(self) -> dict[str, Any] | None:
+        v = self.version
+        if v is None:
+            return None
+        return json.loads(self.ws.backend.scalar("SELECT report FROM identity_versions WHERE version = ?", [v]))
+
+    def key(self, identifier: str) -> str:
+        """``TYPE:VALUE`` as typed by a person, normalised (and hashed) as stored."""
+        try:
+            return self.registry.parse_key(identifier)
+        except ValueError as e:
+            raise IdentityError(str(e), hint="write identifiers as TYPE:VALUE, e.g. email:ann@example.com") from e
+
+    # -- lookups ----------------------------------------------------------------------------
+    def profile_of(self, identifier: str) -> str | None:
+        """The profile id behind ``TYPE:VALUE`` (real-time when following), or ``None``."""
+        key = self.key(identifier)
+        if self._live is not None:
+            with self._lock:
+                return self._live.profile_of(key)
+        self._require_version()
+        return self.ws.backend.scalar(
+            f"SELECT profile_id FROM identity_map WHERE version = {_CUR} AND identifier = ?", [key])
+
+    def resolve_ref(self, ref: str) -> str | None:
+        """A profile id given either itself or any of its identifiers."""
+        if ref.startswith("prof_") and ":" not in ref:
+            return ref if self.identifiers(ref) else None
+        return self.profile_of(ref)
+
+    def identifiers(self, profile: str) -> list[dict[str, Any]]:
+        if self._live is not None:
+            with self._lock:
+                live = self._live_members(profile)
+            if live:
+                return live
+        self._require_version()
+        return self.ws.backend.rows(
+            f"SELECT identifier_type, identifier_value, first_seen FROM identity_map WHERE version = {_CUR} "
+            "AND profile_id = ? ORDER BY seq", [profile])
+
+    def links(self, profile: str) -> list[dict[str, Any]]:
+        """Why the profile is one customer: each merge with its reason and evidence."""
+        self._require_version()
+        rows = self.ws.backend.rows(
+            f"""SELECT l.a, l.b, l.event_time, l.message_id, l.kind, l.reason, l.probability, l.evidence
+                FROM identity_links l JOIN identity_map m ON m.version = l.version AND m.identifier = l.a
+                WHERE l.version = {_CUR} AND m.profile_id = ? ORDER BY l.seq""", [profile])
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None
+        return rows
+
+    def conflicts(self, profile: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        self._require_version()
+        where = "" if profile is None else "AND (ma.profile_id = ? OR mb.profile_id = ?)"
+        return self.ws.backend.rows(
+            f"""SELECT c.a, c.b, c.event_time, c.message_id, c.reason FROM identity_conflicts c
+                LEFT JOIN identity_map ma ON ma.version = c.version AND ma.identifier = c.a
+                LEFT JOIN identity_map mb ON mb.version = c.version AND mb.identifier = c.b
+                WHERE c.version = {_CUR} {where} ORDER BY c.event_time LIMIT {int(limit)}""",
+            [] if profile is None else [profile, profile])
+
+    def supernodes(self) -> list[dict[str, Any]]:
+        self._require_version()
+        return self.ws.backend.rows(f"SELECT identifier, reason FROM identity_supernodes WHERE version = {_CUR}")
+
+    def as_of(self, identifier: str, when: datetime | str) -> dict[str, Any] | None:
+        """Who ``identifier`` was as of an event time: its profile then and the identifiers it held."""
+        self._require_version()
+        at = datetime.fromisoformat(when) if isinstance(when, str) else when
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
+        key = self.key(identifier)
+        b = self.ws.backend
+        known = b.rows(f"SELECT seq, identifier FROM identity_map WHERE version = {_CUR} AND first_seen <= ? "
+                       "ORDER BY seq", [at])
+        idx = {r["identifier"]: r["seq"] for r in known}
+        if key not in idx:
+            return None
+        parent = {s: s for s in idx.values()}
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for r in b.rows(f"SELECT a, b FROM identity_links WHERE version = {_CUR} AND event_time <= ? ORDER BY seq", [at]):
+            if r["a"] in idx and r["b"] in idx:
+                x, y = find(idx[r["a"]]), find(idx[r["b"]])
+                if x != y:
+                    parent[max(x, y)] = min(x, y)
+        root = find(idx[key])
+        members = [k for k, s in idx.items() if find(s) == root]
+        canon = min(members, key=idx.__getitem__)
+        return {"identifier": key, "as_of": at.isoformat(), "profile_id": profile_id(canon), "identifiers": members}
+
+    def export(self) -> pa.Table:
+        """``identifier_type, identifier_value, profile_id``: one row per identifier."""
+        self._require_version()
+        return self.ws.backend.query(
+            f"SELECT identifier_type, identifier_value, profile_id FROM identity_map WHERE version = {_CUR} ORDER BY seq")
+
+    # -- corrections ------------------------------------------------------------------------
+    def split(self, profile: str, identifiers: Sequence[str], *, reason: str = "split by request") -> dict[str, Any]:
+        """Separate ``identifiers`` from the rest of ``profile`` for good, and re-derive.
+
+        The split is kept (``identity_splits``): every later resolution honours it.
+        Returns the split and the profiles the two sides now belong to.
+        """
+        members = [f"{r['identifier_type']}:{r['identifier_value']}" for r in self.identifiers(profile)]
+        if not members:
+            raise IdentityError(f"no profile {profile!r}", hint="look the profile up with `plait profiles show`")
+        side_a = [self.key(i) for i in identifiers]
+        missing = [k for k in side_a if k not in members]
+        if missing:
+            raise IdentityError(f"{', '.join(missing)} not in profile {profile}",
+                                hint="list its identifiers with `plait profiles show " + profile + "`")
+        side_b = [m for m in members if m not in side_a]
+        if not side_b:
+            raise IdentityError("a split must leave at least one identifier on each side")
+        b = self.ws.backend
+        tables.create(b)
+        sid = int(b.scalar("SELECT coalesce(max(split_id), 0) + 1 FROM identity_splits"))
+        b.execute("INSERT INTO identity_splits VALUES (?, now(), ?, ?, ?, ?)",
+                  [sid, profile, json.dumps(side_a), json.dumps(side_b), reason])
+        report = self.resolve()
+        return {"split_id": sid, "version": report.version, "reason": reason,
+                "profiles": sorted({self._table_profile(k) for k in side_a + side_b} - {None})}
+
+    def _table_profile(self, key: str) -> str | None:
+        return self.ws.backend.scalar(
+            f"SELECT profile_id FROM identity_map WHERE version = {_CUR} AND identifier = ?", [key])
+
+    # -- real time --------------------------------------------------------------------------
+    def follow(self) -> None:
+        """Assign every event appended from now on as it arrives (idempotent)."""
+        if self._live is None:
+            self._restore()
+            self.ws.log.follow(self.observe)
+
+    def _restore(self) -> None:
+        b = self.ws.backend
+        tables.create(b)
+        s = self.ws.settings.identity
+        st = Stitcher(self.registry, separations=tables.separations(b))
+        v = self.version
+        if v is not None:
+            for r in b.query(f"SELECT identifier, epoch_us(first_seen) AS t FROM identity_map WHERE version = {v} "
+                             "ORDER BY seq").to_pylist():
+                st._add(r["identifier"], r["t"])
+            for r in b.query(f"SELECT a, b FROM identity_links WHERE version = {v} ORDER BY seq").to_pylist():
+                x, y = st.find(st.index[r["a"]]), st.find(st.index[r["b"]])
+                if x != y:
+                    st._union(x, y)
+            st.quarantined.update(r["identifier"] for r in b.rows(
+                f"SELECT identifier FROM identity_supernodes WHERE version = {v}"))
+        with self._lock:
+            self._live = st
+            self._hubs = SuperNodes(self.registry, s.supernode_threshold)
+
+    def observe(self, records: Sequence["Record"]) -> list[str | None]:
+        """Assign collected records to profiles now; their profile ids."""
+        if self._live is None:
+            self._restore()
+        out = []
+        with self._lock:
+            st, hubs = self._live, self._hubs
+            for r in records:
+                keys = self.registry.extract(r.user_id, r.anonymous_id, r.context, record_traits(r))
+                for k in hubs.see(keys):  # type: ignore[union-attr]
+                    st.quarantined.add(k)  # type: ignore[union-attr]
+                root = st.observe(keys, r.event_time, r.message_id)  # type: ignore[union-attr]
+                out.append(None if root is None else st.profile_of_root(root))  # type: ignore[union-attr]
+        return out
+
+    def _live_members(self, profile: str) -> list[dict[str, Any]]:
+        st = self._live
+        assert st is not None
+        out = []
+        for i, k in enumerate(st.keys):
+            if st.profile_of_root(st.find(i)) == profile:
+                t, v = k.split(":", 1)
+                out.append({"identifier_type": t, "identifier_value": v,
+                            "first_seen": datetime.fromtimestamp(st.first_seen[i] / 1e6, tz=timezone.utc)})
+        return out
+
+    def _require_version(self) -> None:
+        if self.version is None:
+            raise IdentityError("identity has not been resolved in this workspace yet", hint="run `plait resolve`")
+
+
+def record_traits(r: "Record") -> list[tuple[str, Any]]:
+    """``(trait, value)`` pairs of a collected record: traits, context.traits and personal fields."""
+    out: list[tuple[str, Any]] = list((r.traits or {}).items())
+    ct = (r.context or {}).get("traits")
+    if isinstance(ct, dict):
+        out.extend(ct.items())
+    for path, value in (r.pii or {}).items():
+        out.append((path.rsplit(".", 1)[-1], value))
+    return out
+
+
+__all__ = ["Identity", "record_traits"]

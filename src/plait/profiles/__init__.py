@@ -1,0 +1,4 @@
+"""Profiles."""
+class Profiles:
+    def __init__(self, ws): self.ws = ws
+
