@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from plait.engine.backend import Backend
 
 RECORD_FIELDS = ("first", "first_canon", "last", "street", "postcode", "city", "birthday", "email", "email_local",
-                 "email_domain", "phone")
+                 "email_domain", "email_letters", "email_digits", "phone")
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,13 @@ def default_comparisons(extra: list[str] = ()) -> list[Comparison]:
         )),
         Comparison("email", "l.email IS NULL OR r.email IS NULL", (
             ("email equal", "l.email = r.email"),
-            ("email one typo apart", "l.email_domain = r.email_domain AND {dist:email_local} <= 1"),
-            ("same mailbox name, other domain", "l.email_local = r.email_local"),
+            # A typo changes a letter; mailboxes that differ only in separators or digits
+            # (ann.lee@ / ann_lee@ / annlee2@) usually belong to different people.
+            ("email one typo apart", "l.email_domain = r.email_domain AND l.email_digits = r.email_digits "
+                                     "AND l.email_letters <> r.email_letters AND {dist:email_letters} <= 1"),
+            # No "same mailbox name at another domain" level: mailbox names repeat people's
+            # names (ann.lee@ at two providers is usually two Ann Lees), so it would count
+            # the name twice.
         )),
         Comparison("phone", "l.phone IS NULL OR r.phone IS NULL", (
             ("phone equal", "l.phone = r.phone"),
@@ -198,14 +203,15 @@ class Matcher:
         w = patterns.column("n").to_numpy().astype(float)
         known = patterns.column("known").to_numpy(zero_copy_only=False).astype(bool)
         m.pairs_ = int(w[~known].sum())
-        self._em(G, w, known)
-        # The prior for scoring is the chance that two *random* records match (as Splink
-        # estimates it from deterministic rules), not the share of matches among blocked
-        # pairs: blocking already made those pairs look alike, and that evidence is in the
-        # comparisons. Known matches over all record pairs, so the estimate errs low.
+        # The prior is the chance that two *random* records match, estimated (as Splink
+        # does) from the deterministic links: known matching pairs over all record pairs.
+        # Blocking made candidate pairs look alike, but that evidence is already in the
+        # comparisons, so it must not be counted again through a blocked-set prior.
         sizes = np.unique(records.column("comp").to_numpy(), return_counts=True)[1].astype(float)
         known_pairs = float((sizes * (sizes - 1) / 2).sum())
-        m.prior_ = float(np.clip(known_pairs / (n * (n - 1) / 2), 1e-12, 0.5))
+        prior = float(np.clip(known_pairs / (n * (n - 1) / 2), 1e-12, 0.5))
+        self._em(G, w, known, prior)
+        m.prior_ = prior
         prob, weight = self._score(G)
         fields = (G >= 0).sum(axis=1)
         keep = (prob >= m.threshold) & (fields >= m.min_fields) & ~known
@@ -216,20 +222,23 @@ class Matcher:
         return b.query(f"SELECT p.* EXCLUDE (known), s.probability, s.weight FROM match_pairs p "
                        f"JOIN match_patterns s ON {on} WHERE NOT p.known ORDER BY s.probability DESC, p.rid_l, p.rid_r")
 
-    def _em(self, G: np.ndarray, w: np.ndarray, known: np.ndarray) -> None:
+    def _em(self, G: np.ndarray, w: np.ndarray, known: np.ndarray, prior: float) -> None:
+        """EM for ``m`` with ``u`` (random pairs) and the prior held fixed; known pairs are matches."""
         m = self.model
         k = G.shape[1]
         nlev = [len(c.levels) + 1 for c in m.comparisons]
         # Start m from the pairs already known to match (same deterministic customer), or
         # from "the top level is likely for matches" (Splink's default) where there are none.
         m.m_ = []
+        starts = []
         for i, n in enumerate(nlev):
             g = G[known, i]
             ok = g >= 0
             counts = np.bincount(g[ok], weights=w[known][ok], minlength=n)
             start = np.geomspace(0.05, 1.0, n)
-            m.m_.append(_probabilities(counts + start, floor=1e-6))
-        lam = float(np.clip(w[known].sum() / w.sum(), 0.01, 0.5))
+            starts.append(start / start.sum())
+            m.m_.append(_probabilities(counts + starts[-1], floor=1e-3))
+        lam = prior
         for it in range(m.max_iterations):
             logm = np.zeros(G.shape[0])
             logu = np.zeros(G.shape[0])
@@ -240,21 +249,24 @@ class Matcher:
                 logu[ok] += np.log(m.u_[i][g[ok]])
             z = logm - logu + math.log(lam / (1 - lam))
             p = 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
+            # Pairs inside one deterministic customer are matches, not guesses (semi-supervised EM).
+            p[known] = 1.0
             pw = p * w
-            new_lam = float(np.clip(pw.sum() / w.sum(), 1e-9, 1 - 1e-9))
-            change = abs(new_lam - lam)
+            unknown = w[~known].sum()
+            change = 0.0
             for i in range(k):
                 g = G[:, i]
                 ok = g >= 0
-                counts = np.bincount(g[ok], weights=pw[ok], minlength=nlev[i])
-                new = _probabilities(counts, floor=1e-6)
+                # One pseudo-pair spread like the start keeps unseen levels sensible, and the
+                # floor admits that people do change numbers, move and mistype.
+                new = _probabilities(np.bincount(g[ok], weights=pw[ok], minlength=nlev[i]) + starts[i], floor=1e-3)
                 change = max(change, float(np.abs(new - m.m_[i]).max()))
                 m.m_[i] = new
-            lam = new_lam
             m.iterations_ = it + 1
             if change < 1e-6:
                 break
-        m.lambda_ = lam
+        # Share of the unknown candidate pairs the model takes for matches (a diagnostic).
+        m.lambda_ = float(pw[~known].sum() / unknown) if unknown else 0.0
 
     def _score(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.model

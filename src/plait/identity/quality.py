@@ -72,6 +72,9 @@ def pairwise_scores(pred: pa.Table, truth: pa.Table) -> dict[str, Any]:
     }
 
 
+COMPARED = ("last", "street", "postcode", "birthday", "email", "phone")
+
+
 def truth_keys(ws: "Workspace") -> pa.Table:
     """The simulator's truth (``identifier, person_id``) in the workspace's stored identifier form."""
     t = pq.read_table(ws.truth_dir / "identifiers.parquet")
@@ -85,7 +88,8 @@ def truth_keys(ws: "Workspace") -> pa.Table:
 def evidenced_truth(ws: "Workspace", truth: pa.Table) -> pa.Table:
     """The truth narrowed to what the log can show: one person's identifiers count as one
     only where events connect them (identifiers carried together) or where they carry
-    personal data a matcher could compare. Identifiers nothing ties together (an
+    personal data a matcher could compare (two records holding at least two of the same
+    fields: name, street, postcode, birthday, email, phone). Identifiers nothing ties together (an
     unregistered visitor's second browser) become separate "people".
     """
     from plait.identity.resolver import observations, person_record
@@ -108,18 +112,21 @@ def evidenced_truth(ws: "Workspace", truth: pa.Table) -> pa.Table:
         if ra != rb:
             parent[rb] = ra
 
-    with_records: dict[int, str] = {}
+    records: dict[int, list[tuple[str, set[str]]]] = {}
     for o in observations(ws, reg):
         ks = [k for k in o.keys if owner.get(k, -1) >= 0]
         for k in ks[1:]:
             if owner[k] == owner[ks[0]]:
                 union(ks[0], k)
-        if ks and o.traits and person_record(o.traits, reg, []) is not None:
-            p = owner[ks[0]]
-            if p in with_records:
-                union(with_records[p], ks[0])
-            else:
-                with_records[p] = ks[0]
+        rec = person_record(o.traits, reg, []) if ks and o.traits else None
+        if rec is not None:
+            held = {f for f in COMPARED if rec.get(f) is not None}
+            mine = records.setdefault(owner[ks[0]], [])
+            # Two records can be matched only if both hold at least two of the compared fields.
+            for other, fields in mine:
+                if len(held & fields) >= 2:
+                    union(other, ks[0])
+            mine.append((ks[0], held))
     comp = [find(k) if owner.get(k, -1) >= 0 else k for k in ids]
     return pa.table({"identifier": ids, "person_id": comp})
 

@@ -131,20 +131,23 @@ def person_record(traits: list[tuple[str, Any, str]], registry: Registry, extra:
         "first": clean_text(first), "first_canon": canonical_first(first), "last": clean_text(last),
         "street": clean_text(addr.get("street")), "postcode": clean_postcode(addr.get("postalCode") or t.get("postalCode")),
         "city": clean_text(addr.get("city")), "birthday": clean_date(t.get("birthday")),
-        "email": None, "email_local": None, "email_domain": None, "phone": None,
+        "email": None, "email_local": None, "email_domain": None, "email_letters": None, "email_digits": None,
+        "phone": None,
     }
     if t.get("email") not in (None, ""):
         _, e, ok = registry.normalise("email", t["email"])
         if ok and not registry.blocked("email", e):
             rec["email"] = e
             rec["email_local"], rec["email_domain"] = e.split("@", 1)
+            rec["email_letters"] = "".join(c for c in rec["email_local"] if c.isalpha())
+            rec["email_digits"] = "".join(c for c in rec["email_local"] if c.isdigit())
     if t.get("phone") not in (None, ""):
         _, p, ok = registry.normalise("phone", t["phone"])
         if ok and not registry.blocked("phone", p):
             rec["phone"] = p
     for x in extra:
         rec[f"x_{x}"] = clean_text(t.get(x))
-    if sum(v is not None for k, v in rec.items() if k != "first_canon") < 2:
+    if sum(rec[k] is not None for k in ("first", "last", "street", "postcode", "city", "birthday", "email", "phone")) < 2:
         return None
     return rec
 

@@ -204,7 +204,8 @@ def _identity_events(w: World, rng: np.random.Generator, ws: "Workspace") -> lis
                 traits["phone"] = phone_fmt(int(w.phone[p]), 0)
             if rng.random() < 0.5:
                 traits["birthday"] = w.birthday[p]
-            add({"type": "identify", "userId": f"web-{p}", "anonymousId": f"ck-{p}-0", "traits": traits,
+            add({"type": "identify", "userId": f"web-{p}", "anonymousId": str(w.cookie(np.array([p]), np.zeros(1, int))[0]),
+                 "traits": traits,
                  "timestamp": when(), "context": {"library": {"name": "analytics.js", "version": "2.11.1"}}}, "web")
         if w.app_user[p]:
             call = {"type": "identify", "anonymousId": f"dev-{p}", "timestamp": when(),
