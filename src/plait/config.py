@@ -104,25 +104,6 @@ def _default_identifier_types() -> dict[str, IdentifierTypeSettings]:
     }
 
 
-class IdentitySettings(_Strict):
-    """How identifiers are read, stitched and matched into customers (see :mod:`plait.identity`).
-
-    ``types`` may add user-defined identifier types (read from ``context.externalIds``
-    entries with that ``type``). ``hash_values`` stores identifier values as salted
-    HMAC-SHA256 instead of clear text. A value seen with more distinct values of a
-    higher-priority type than a customer may hold (a family computer's cookie with two
-    logins), or with more than ``supernode_threshold`` values of any type, is taken for a
-    shared value and stops linking; it is reported (see :class:`plait.identity.graph.SuperNodes`).
-    """
-
-    types: dict[str, IdentifierTypeSettings] = Field(default_factory=_default_identifier_types)
-    default_region: str = Field(default="US", min_length=2, max_length=2)
-    hash_values: bool = False
-    supernode_threshold: int = Field(default=200, ge=2)
-    match: "MatchSettings" = Field(default_factory=lambda: MatchSettings())
-    keep_versions: int = Field(default=5, ge=1)
-
-
 class MatchSettings(_Strict):
     """Probabilistic matching of records that share no identifier (Fellegi–Sunter, EM-trained).
 
@@ -138,6 +119,40 @@ class MatchSettings(_Strict):
     max_iterations: int = Field(default=50, ge=1)
 
 
+class IdentitySettings(_Strict):
+    """How identifiers are read, stitched and matched into customers (see :mod:`plait.identity`).
+
+    ``types`` may add user-defined identifier types (read from ``context.externalIds``
+    entries with that ``type``). ``hash_values`` stores identifier values as salted
+    HMAC-SHA256 instead of clear text. A value seen with more distinct values of a
+    higher-priority type than a customer may hold (a family computer's cookie with two
+    logins), or with more than ``supernode_threshold`` values of any type, is taken for a
+    shared value and stops linking; it is reported (see :class:`plait.identity.graph.SuperNodes`).
+    """
+
+    types: dict[str, IdentifierTypeSettings] = Field(default_factory=_default_identifier_types)
+    default_region: str = Field(default="US", min_length=2, max_length=2)
+    hash_values: bool = False
+    supernode_threshold: int = Field(default=200, ge=2)
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    keep_versions: int = Field(default=5, ge=1)
+
+
+class ProfileSettings(_Strict):
+    """How the golden record picks each trait's value among what the systems say.
+
+    Rules: ``most_trusted`` (declared by the customer over observed over inferred, then
+    the source earliest in ``source_trust``, then the newest), ``most_recent``,
+    ``most_frequent``. ``rules`` sets a rule per trait; others use ``default_rule``.
+    """
+
+    default_rule: Literal["most_trusted", "most_recent", "most_frequent"] = "most_trusted"
+    rules: dict[str, Literal["most_trusted", "most_recent", "most_frequent"]] = Field(
+        default_factory=lambda: {"address": "most_recent", "phone": "most_recent", "email": "most_recent"})
+    source_trust: list[str] = Field(default_factory=lambda: ["web", "app", "pos", "store", "call_center", "esp"])
+    timeline_limit: int = Field(default=100, ge=1)
+
+
 class Settings(_Strict):
     """Everything configurable about a workspace."""
 
@@ -146,6 +161,7 @@ class Settings(_Strict):
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     pii: PiiSettings = Field(default_factory=PiiSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    profiles: ProfileSettings = Field(default_factory=ProfileSettings)
 
     @classmethod
     def load(cls, workspace: Path) -> "Settings":

@@ -78,6 +78,10 @@ class Workspace:
             self._profiles = Profiles(self)
         return self._profiles
 
+    def resolve(self) -> tuple[Any, Any]:
+        """Resolve identity from the whole log, then rebuild profiles: ``(identity report, profile report)``."""
+        return self.identity.resolve(), self.profiles.build()
+
     @property
     def truth_dir(self) -> Path:
         return self.path / TRUTH_DIR

@@ -7,9 +7,8 @@ uses, restored from the newest version's links.
 
 >>> import tempfile, plait
 >>> ws = plait.connect(tempfile.mkdtemp())
->>> from plait.events import Call
->>> _ = ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "anonymousId": "c1",
-...                                     "traits": {"email": "Ann@Example.co"}})])
+>>> call = {"type": "identify", "userId": "u1", "anonymousId": "c1", "traits": {"email": "Ann@Example.co"}}
+>>> _ = ws.log.append([ws.parser.parse(call, received_at=0, source="docs")])
 >>> report = ws.identity.resolve()
 >>> ws.identity.profile_of("email:ann@example.co") == ws.identity.profile_of("anonymous_id:c1")
 True

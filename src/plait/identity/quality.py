@@ -5,11 +5,6 @@ a predicted pair is two identifiers in one profile, a true pair two identifiers 
 person. Counting goes through cluster-size contingency (no pair is materialised).
 
 >>> import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    from plait.workspace import Workspace
 >>> pred = pa.table({"identifier": ["a", "b", "c", "d"], "profile_id": ["p", "p", "q", "q"]})
 >>> truth = pa.table({"identifier": ["a", "b", "c", "d"], "person_id": [1, 1, 1, 2]})
 >>> s = pairwise_scores(pred, truth)

@@ -75,6 +75,7 @@ class Observation:
     at: int
     message_id: str
     keys: list[str]
+    subject: str | None = None
     source: str | None = None
     traits: list[tuple[str, Any, str]] | None = None   # (trait, value, confidence)
 
@@ -93,7 +94,8 @@ def observations(ws: "Workspace", registry: Registry) -> Iterator[Observation]:
             ctx = None
             if ext is not None or dev is not None:
                 ctx = {"externalIds": _dec.decode(ext) if ext else None, "device": {"id": dev} if dev else None}
-            yield Observation(t, mid, registry.extract(uid, anon, ctx, ()))
+            yield Observation(t, mid, registry.extract(uid, anon, ctx, ()),
+                              f"user_id:{uid}" if uid is not None else f"anonymous_id:{anon}")
     detailed = ("SELECT message_id, subject, user_id, anonymous_id, type, source, context, traits, pii, "
                 "epoch_us(event_time) AS t FROM events WHERE NOT (" + _PLAIN + ")")
     vault = ws.vault
@@ -113,7 +115,7 @@ def observations(ws: "Workspace", registry: Registry) -> Iterator[Observation]:
             conf = "declared" if row["type"] == "identify" else "observed"
             pairs = [(k, v, conf) for k, v in traits.items()] + [(k, v, "observed") for k, v in ctraits.items()]
             keys = registry.extract(row["user_id"], row["anonymous_id"], ctx, ((k, v) for k, v, _ in pairs))
-            yield Observation(row["t"], row["message_id"], keys, row["source"], pairs)
+            yield Observation(row["t"], row["message_id"], keys, row["subject"], row["source"], pairs)
 
 
 def person_record(traits: list[tuple[str, Any, str]], registry: Registry, extra: list[str]) -> dict[str, Any] | None:
@@ -224,7 +226,13 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
                              reason=f"probabilistic match ({top}: {evidence.get(top)})",
                              probability=float(row["probability"]), evidence=evidence):
                 match_links += 1
-    version = tables.write(b, stitcher, hubs.found, trait_rows, settings.keep_versions,
+    # Each event's subject (the id its personal fields are sealed under, and how the rest of
+    # Plait finds an event's customer) belongs to the customer of the event's first identifier.
+    subjects: dict[str, int] = {}
+    for o in obs:
+        if o.subject is not None and o.subject not in subjects:
+            subjects[o.subject] = stitcher.index[o.keys[0]]
+    version = tables.write(b, stitcher, hubs.found, trait_rows, settings.keep_versions, subjects,
                            model=None if model is None else {"lambda": model.lambda_, "prior": model.prior_, "iterations": model.iterations_,
                                                              "pairs": model.pairs_, "levels": model.explain()},
                            events=n_events)

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS identity_links (
 CREATE TABLE IF NOT EXISTS identity_conflicts (
   version INTEGER NOT NULL, a VARCHAR NOT NULL, b VARCHAR NOT NULL, event_time TIMESTAMPTZ, message_id VARCHAR, reason VARCHAR
 );
+CREATE TABLE IF NOT EXISTS identity_subjects (version INTEGER NOT NULL, subject VARCHAR NOT NULL, profile_id VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS identity_supernodes (version INTEGER NOT NULL, identifier VARCHAR NOT NULL, reason VARCHAR);
 CREATE TABLE IF NOT EXISTS identity_splits (
   split_id INTEGER PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL, profile_id VARCHAR, side_a VARCHAR NOT NULL,
@@ -65,7 +66,8 @@ def _ts(values: list[int | None]) -> pa.Array:
     return pa.array(values, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
-def write(b: "Backend", st: "Stitcher", supernodes: dict[str, str], traits: list[tuple], keep: int, *,
+def write(b: "Backend", st: "Stitcher", supernodes: dict[str, str], traits: list[tuple], keep: int,
+          subjects: dict[str, int], *,
           model: dict[str, Any] | None, events: int) -> int:
     """Write a new version (not yet visible: :func:`finish` publishes it)."""
     version = int(b.scalar("SELECT coalesce(max(version), 0) + 1 FROM identity_versions"))
@@ -80,6 +82,9 @@ def write(b: "Backend", st: "Stitcher", supernodes: dict[str, str], traits: list
         "identifier_value": pa.array([s[1] for s in split], pa.string()), "profile_id": pa.array(profiles, pa.string()),
         "first_seen": _ts(st.first_seen),
     }))
+    b.append("identity_subjects", pa.table({
+        "version": pa.array([version] * len(subjects), pa.int32()), "subject": pa.array(list(subjects), pa.string()),
+        "profile_id": pa.array([profiles[i] for i in subjects.values()], pa.string())}))
     m = st.merges
     b.append("identity_links", pa.table({
         "version": pa.array([version] * len(m), pa.int32()), "seq": pa.array(range(len(m)), pa.int64()),
@@ -107,7 +112,7 @@ def write(b: "Backend", st: "Stitcher", supernodes: dict[str, str], traits: list
     }))
     old = version - keep
     if old > 0:
-        for t in ("identity_map", "identity_links", "identity_conflicts", "identity_supernodes", "trait_observations"):
+        for t in ("identity_map", "identity_subjects", "identity_links", "identity_conflicts", "identity_supernodes", "trait_observations"):
             b.execute(f"DELETE FROM {t} WHERE version <= ?", [old])
     return version
 
