@@ -30,6 +30,10 @@ fx_app = typer.Typer(help="Exchange rates to the workspace's base currency.", no
 app.add_typer(keys_app, name="keys")
 app.add_typer(log_app, name="log")
 app.add_typer(fx_app, name="fx")
+profiles_app = typer.Typer(help="Customers: golden record, features, timeline, splits.", no_args_is_help=True)
+export_app = typer.Typer(help="Export derived data (identities).", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+app.add_typer(export_app, name="export")
 
 out = Console()
 err = Console(stderr=True)
@@ -256,6 +260,173 @@ def demo(
     from plait.cli.demo import run
 
     run(out, workspace or state.workspace, people=people, days=days)
+
+
+# -- identity and profiles -------------------------------------------------------------
+@app.command()
+def resolve(
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    evaluate: Annotated[bool, typer.Option(help="Score against the simulator's ground truth when the workspace has one.")] = False,
+) -> None:
+    """Resolve identity over the whole log (stitching + probabilistic matching), then rebuild profiles.
+
+    Example: [bold]plait resolve --evaluate[/]
+    """
+    with _ws(workspace) as ws:
+        ident, prof = ws.resolve()
+        result = {"identity": ident.as_dict(), "profiles": prof.__dict__}
+        if evaluate and (ws.truth_dir / "identifiers.parquet").exists():
+            result["accuracy"] = _score(ws)
+        if as_json:
+            out.print_json(json.dumps(result, default=str))
+            return
+        out.print(ident.summary())
+        out.print(prof.summary())
+        if "accuracy" in result:
+            for name, sc in result["accuracy"].items():
+                out.print(f"  vs {name} truth: precision {sc['precision']:.4f} recall {sc['recall']:.4f} "
+                          f"F1 {sc['f1']:.4f} purity {sc['purity']:.4f} over {sc['identifiers']:,} identifiers")
+
+
+def _score(ws) -> dict:  # noqa: ANN001
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from plait.identity.quality import evidenced_truth, pairwise_scores, truth_keys
+
+    m = ws.identity.export()
+    pred = pa.table({"identifier": pc.binary_join_element_wise(m["identifier_type"], m["identifier_value"], ":"),
+                     "profile_id": m["profile_id"]})
+    truth = truth_keys(ws)
+    return {"full": pairwise_scores(pred, truth), "evidenced": pairwise_scores(pred, evidenced_truth(ws, truth))}
+
+
+@profiles_app.command("show")
+def profiles_show(
+    ref: Annotated[str, typer.Argument(help="A profile id (prof_…) or an identifier TYPE:VALUE.")],
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One customer: identifiers, golden traits with source and confidence, features, links.
+
+    Example: [bold]plait profiles show email:ann@example.com[/]
+    """
+    with _ws(workspace) as ws:
+        p = ws.profiles.get(ref)
+    if as_json:
+        out.print_json(json.dumps(p, default=str))
+        return
+    out.print(f"[bold]{p['profile_id']}[/]")
+    t = Table(title="identifiers", show_edge=False)
+    for c in ("type", "value", "first seen"):
+        t.add_column(c)
+    for i in p["identifiers"]:
+        t.add_row(i["identifier_type"], i["identifier_value"], str(i["first_seen"])[:19])
+    out.print(t)
+    t = Table(title="golden traits", show_edge=False)
+    for c in ("trait", "value", "source", "confidence", "seen", "support", "others"):
+        t.add_column(c)
+    for name, tr in p["traits"].items():
+        t.add_row(name, json.dumps(tr["value"])[:60], str(tr["source"]), tr["confidence"], str(tr["observed_at"])[:10],
+                  str(tr["support"]), str(tr["alternatives"]))
+    out.print(t)
+    f = p["features"]
+    if f:
+        out.print("features: " + ", ".join(f"{k}={v}" for k, v in f.items() if v not in (None, 0, 0.0, [])))
+    for link in p["links"]:
+        why = link["reason"] + (f" p={link['probability']:.4f}" if link["probability"] is not None else "")
+        out.print(f"  link {link['a']} — {link['b']}: {why}")
+
+
+@profiles_app.command("timeline")
+def profiles_timeline(
+    ref: Annotated[str, typer.Argument(help="A profile id or TYPE:VALUE.")],
+    workspace: WorkspaceOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 30,
+) -> None:
+    """The customer's events across every channel, newest first.
+
+    Example: [bold]plait profiles timeline loyalty_card:LC40000003 -n 10[/]
+    """
+    with _ws(workspace) as ws:
+        rows = ws.profiles.timeline(ref, limit=limit)
+    t = Table(show_edge=False)
+    for c in ("time", "event", "channel", "source", "amount", "via"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["event_time"])[:19], r["event"], r["channel"], r["source"] or "",
+                  "" if r["amount"] is None else f"{r['amount']:.2f} {r['currency']}", r["subject"])
+    out.print(t)
+
+
+@profiles_app.command("split")
+def profiles_split(
+    ref: Annotated[str, typer.Argument(help="The profile to split (id or TYPE:VALUE).")],
+    identifier: Annotated[list[str], typer.Option("--identifier", "-i", help="TYPE:VALUE to separate (repeatable).")],
+    reason: Annotated[str, typer.Option(help="Why (kept with the split).")] = "split by request",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Unmerge: separate identifiers from a customer for good, then re-derive identity.
+
+    Example: [bold]plait profiles split prof_1a2b… -i anonymous_id:kiosk-7 --reason "shared kiosk"[/]
+    """
+    with _ws(workspace) as ws:
+        pid = ws.identity.resolve_ref(ref) or ref
+        result = ws.identity.split(pid, identifier, reason=reason)
+        ws.profiles.build()
+    out.print(f"split #{result['split_id']} recorded; identity v{result['version']}: now {', '.join(result['profiles'])}")
+
+
+@profiles_app.command("as-of")
+def profiles_as_of(
+    identifier: Annotated[str, typer.Argument(help="TYPE:VALUE.")],
+    when: Annotated[str, typer.Argument(help="ISO date or time, e.g. 2025-06-01.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Who an identifier was as of a moment: its customer then and the identifiers it held.
+
+    Example: [bold]plait profiles as-of anonymous_id:ck-12-0 2025-02-01[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.identity.as_of(identifier, when)
+    if r is None:
+        out.print(f"{identifier} was not known by {when}")
+        return
+    out.print(f"as of {r['as_of']}: {r['profile_id']} holding {', '.join(r['identifiers'])}")
+
+
+@export_app.command("identities")
+def export_identities(
+    workspace: WorkspaceOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File (default: standard output).")] = None,
+) -> None:
+    """One row per identifier: identifier_type,identifier_value,profile_id.
+
+    Example: [bold]plait export identities --format csv -o identities.csv[/]
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt not in ("csv", "parquet"):
+        raise PlaitError(f"unknown format {fmt!r}", hint="use --format csv or --format parquet")
+    with _ws(workspace) as ws:
+        table = ws.identity.export()
+    if fmt == "parquet":
+        if output is None:
+            raise PlaitError("Parquet needs a file", hint="add --output identities.parquet")
+        pq.write_table(table, output)
+    elif output is None:
+        import io
+
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="needed"))
+        sys.stdout.write(buf.getvalue().decode())
+    else:
+        pacsv.write_csv(table, output, pacsv.WriteOptions(quoting_style="needed"))
+    if output is not None:
+        err.print(f"{table.num_rows:,} identifiers written to {output}")
 
 
 # -- keys ----------------------------------------------------------------------------
