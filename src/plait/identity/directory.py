@@ -47,6 +47,7 @@ class Identity:
         self.registry = Registry(s, salt=ws.vault.secret("identifier-salt") if s.hash_values else None)
         self._live: Stitcher | None = None
         self._hubs: SuperNodes | None = None
+        self._live_keys: dict[str, str] = {}   # profile id → canonical key, for customers born live
         self._lock = threading.Lock()
 
     # -- batch ------------------------------------------------------------------------------
@@ -221,6 +222,7 @@ class Identity:
         with self._lock:
             self._live = st
             self._hubs = SuperNodes(self.registry, s.supernode_threshold)
+            self._live_keys = {}
 
     def observe(self, records: Sequence["Record"]) -> list[str | None]:
         """Assign collected records to profiles now; their profile ids."""
@@ -234,19 +236,35 @@ class Identity:
                 for k in hubs.see(keys):  # type: ignore[union-attr]
                     st.quarantined.add(k)  # type: ignore[union-attr]
                 root = st.observe(keys, r.event_time, r.message_id)  # type: ignore[union-attr]
-                out.append(None if root is None else st.profile_of_root(root))  # type: ignore[union-attr]
+                if root is None:
+                    out.append(None)
+                    continue
+                pid = st.profile_of_root(root)  # type: ignore[union-attr]
+                self._live_keys.setdefault(pid, st.keys[st.canon[root]])  # type: ignore[union-attr]
+                out.append(pid)
         return out
 
     def _live_members(self, profile: str) -> list[dict[str, Any]]:
         st = self._live
         assert st is not None
+        key = self._live_keys.get(profile)
+        if key is None:
+            # A profile id names its first identifier; the table knows it, or a new customer does.
+            key = self._table_canonical(profile)
+        if key is None or st.profile_of(key) != profile:
+            return []
         out = []
-        for i, k in enumerate(st.keys):
-            if st.profile_of_root(st.find(i)) == profile:
-                t, v = k.split(":", 1)
-                out.append({"identifier_type": t, "identifier_value": v,
-                            "first_seen": datetime.fromtimestamp(st.first_seen[i] / 1e6, tz=timezone.utc)})
+        for k in st.members_of(key):
+            t, v = k.split(":", 1)
+            out.append({"identifier_type": t, "identifier_value": v,
+                        "first_seen": datetime.fromtimestamp(st.first_seen[st.index[k]] / 1e6, tz=timezone.utc)})
         return out
+
+    def _table_canonical(self, profile: str) -> str | None:
+        if self.version is None:
+            return None
+        return self.ws.backend.scalar(
+            f"SELECT identifier FROM identity_map WHERE version = {_CUR} AND profile_id = ? ORDER BY seq LIMIT 1", [profile])
 
     def _require_version(self) -> None:
         if self.version is None:

@@ -118,6 +118,7 @@ class Stitcher:
         self.canon: list[int] = []                      # smallest member index, per root
         self.counts: list[dict[str, int] | None] = []   # limited-type counts, per root
         self.tags: list[frozenset | None] = []          # separation sides, per root
+        self.members: list[list[int] | None] = []       # member indexes, per root
         self.first_seen: list[int] = []
         self.merges: list[Merge] = []
         self.conflicts: list[Conflict] = []
@@ -141,6 +142,7 @@ class Stitcher:
         tags = self._sep.get(key)
         self.tags.append(frozenset(tags) if tags else None)
         self.first_seen.append(at)
+        self.members.append([i])
         return i
 
     def find(self, i: int) -> int:
@@ -182,7 +184,13 @@ class Stitcher:
         if tb:
             ta = self.tags[ra]
             self.tags[ra] = tb if ta is None else ta | tb
-        self.counts[rb] = self.tags[rb] = None
+        ma, mb = self.members[ra], self.members[rb]
+        if len(ma) < len(mb):  # type: ignore[arg-type]
+            mb.extend(ma)  # type: ignore[union-attr, arg-type]
+            self.members[ra] = mb
+        else:
+            ma.extend(mb)  # type: ignore[union-attr, arg-type]
+        self.counts[rb] = self.tags[rb] = self.members[rb] = None
         return ra
 
     # -- linking ----------------------------------------------------------------------------
@@ -240,6 +248,11 @@ class Stitcher:
     def profile_of(self, key: str) -> str | None:
         r = self.root_of(key)
         return None if r is None else profile_id(self.keys[self.canon[r]])
+
+    def members_of(self, key: str) -> list[str]:
+        """Every identifier of the customer holding ``key``, in the order they were first seen."""
+        r = self.root_of(key)
+        return [] if r is None else [self.keys[i] for i in sorted(self.members[r])]  # type: ignore[arg-type]
 
     def profile_of_root(self, root: int) -> str:
         return profile_id(self.keys[self.canon[root]])

@@ -11,11 +11,12 @@ import plait
 from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
+from plait.profiles.http import profiles_router
 from plait.workspace import Workspace
 
 
 def create_app(workspace: Workspace) -> FastAPI:
-    """The FastAPI app serving ``workspace`` (collector now; profiles and decisions later)."""
+    """The FastAPI app serving ``workspace``: the collector and profiles (decisions later)."""
     s = workspace.settings.collector
     committer = GroupCommitter(workspace.log, max_rows=s.max_flush_rows, linger_ms=s.flush_interval_ms)
     intake = Intake(workspace.parser, workspace.keys, s)
@@ -39,6 +40,9 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.state.committer = committer
     collect = Collect(intake, committer)
     app.include_router(collector_router(collect))
+    app.include_router(profiles_router(workspace))
+    # Collected events are assigned to customers as they are appended (real-time stitching).
+    workspace.identity.follow()
     # Outside Starlette's middleware stack: the hot route pays for nothing it does not use.
     fast = FastCollect(app.build_middleware_stack(), collect)
     app.middleware_stack = fast

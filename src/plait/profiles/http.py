@@ -1,0 +1,83 @@
+"""Profile routes: read a customer by id or identifier, their timeline, and split them.
+
+Reads need a workspace key (HTTP Basic user name or ``Bearer``) while the collector
+requires write keys; finer roles (read-only analyst, admin) arrive with the privacy work.
+Blocking work (engine queries, a re-derivation after a split) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from plait.collect.intake import basic_user
+from plait.errors import AuthError, IdentityError
+
+if TYPE_CHECKING:
+    from plait.workspace import Workspace
+
+
+class SplitRequest(BaseModel):
+    """Identifiers to separate from the profile, as ``TYPE:VALUE``."""
+
+    identifiers: list[str] = Field(min_length=1, examples=[["anonymous_id:kiosk-7"]])
+    reason: str = Field(default="split by request", examples=["shared in-store kiosk"])
+
+
+def profiles_router(ws: "Workspace") -> APIRouter:
+    router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+    def authorised(request: Request) -> None:
+        if not ws.settings.collector.require_write_key:
+            return
+        header = request.headers.get("authorization") or ""
+        key = header[7:].strip() if header.lower().startswith("bearer ") else basic_user(header)
+        try:
+            ws.keys.source_for(key)
+        except AuthError as e:
+            raise HTTPException(401, {"code": "unauthorized", "message": str(e)}) from e
+
+    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IdentityError as e:
+            code = 404 if "no customer" in str(e) or "no profile" in str(e) else 400
+            raise HTTPException(code, {"code": "not_found" if code == 404 else "invalid_request", "message": str(e)}) from e
+
+    @router.get("/lookup", summary="Find a customer by any identifier", dependencies=[Depends(authorised)])
+    async def lookup(identifier: str) -> dict[str, Any]:
+        """``?identifier=email:ann@example.com`` → the full profile."""
+        return await run_in_threadpool(call, ws.profiles.get, identifier)
+
+    @router.get("/{ref}", summary="A customer: identifiers, golden traits, features, links",
+                dependencies=[Depends(authorised)])
+    async def get(ref: str) -> dict[str, Any]:
+        """``ref`` is a profile id (``prof_…``) or an identifier ``TYPE:VALUE``."""
+        return await run_in_threadpool(call, ws.profiles.get, ref)
+
+    @router.get("/{ref}/timeline", summary="The customer's events across channels, newest first",
+                dependencies=[Depends(authorised)])
+    async def timeline(ref: str, limit: int = 100, before: str | None = None) -> dict[str, Any]:
+        rows = await run_in_threadpool(call, ws.profiles.timeline, ref, limit=min(limit, 1000), before=before)
+        return {"profile_id": await run_in_threadpool(call, ws.profiles._id, ref), "events": rows}
+
+    @router.post("/{ref}/split", summary="Unmerge: separate identifiers from this customer for good",
+                 dependencies=[Depends(authorised)])
+    async def split(ref: str, body: SplitRequest) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            pid = ws.identity.resolve_ref(ref)
+            if pid is None:
+                raise IdentityError(f"no customer known by {ref!r}")
+            result = ws.identity.split(pid, body.identifiers, reason=body.reason)
+            ws.profiles.build()
+            return result
+
+        return await run_in_threadpool(call, work)
+
+    return router
+
+
+__all__ = ["SplitRequest", "profiles_router"]
