@@ -34,7 +34,7 @@ def profile_id(canonical_key: str) -> str:
     return "prof_" + hashlib.md5(canonical_key.encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(slots=True)
 class Merge:
     """One link that joined two customers: why, when and on what evidence."""
 
@@ -48,7 +48,7 @@ class Merge:
     evidence: dict[str, Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Conflict:
     """A link refused by a guard, kept so it can be explained."""
 
@@ -66,44 +66,61 @@ class SuperNodes:
     A value is *shared* when it appears with more distinct values of a higher-priority
     limited type than a customer may hold (a family computer's cookie with two logins, a
     store's phone number with four loyalty cards), and a *super-node* when it appears
-    with more than ``threshold`` distinct values of any other type. Either way it stops
+    with more than ``threshold`` distinct values of any limited type. Either way it stops
     linking and is reported; the higher-priority values keep their own customers.
     """
 
     registry: Registry
     threshold: int
-    partners: dict[str, dict[str, set[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+    partners: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     found: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._limits: dict[str, int | None] = {name: t.limit for name, t in self.registry.types.items()}
 
     def see(self, keys: Sequence[str]) -> list[str]:
         """Count one event's identifiers; the keys that just became shared or super-nodes."""
         new: list[str] = []
         if len(keys) < 2:
             return new
-        reg = self.registry
+        limits = self._limits
+        partners = self.partners
+        found = self.found
         for k in keys:
-            if k in self.found:
+            if k in found:
                 continue
-            mine = self.partners[k]
-            pk = reg.priority(k)
             for o in keys:
-                if o == k:
+                if o is k:
                     continue
-                t = o.split(":", 1)[0]
-                s = mine[t]
+                t = o[:o.index(":")]
+                limit = limits.get(t, 0)
+                if limit is None or limit == 0 and self.registry.limit(t) is None:
+                    continue        # unlimited partners (cookies) glue nothing by themselves
+                if limit == 0:
+                    limit = limits[t] = self.registry.limit(t)
+                s = partners.get((k, t))
+                if s is None:
+                    partners[(k, t)] = {o}
+                    continue
                 if o in s:
                     continue
                 s.add(o)
-                limit = reg.limit(t)
-                if limit is not None and len(s) > limit and reg.type(t).priority < pk:
-                    self.found[k] = f"shared: seen with {len(s)} distinct {t} values (a customer holds at most {limit})"
-                elif len(s) > self.threshold:
-                    self.found[k] = f"super-node: seen with {len(s)} distinct {t} values (threshold {self.threshold})"
+                n = len(s)
+                if n <= limit and n <= self.threshold:
+                    continue
+                reg = self.registry
+                if n > limit and reg.type(t).priority < reg.priority(k):
+                    found[k] = f"shared: seen with {n} distinct {t} values (a customer holds at most {limit})"
+                elif n > self.threshold:
+                    found[k] = f"super-node: seen with {n} distinct {t} values (threshold {self.threshold})"
                 else:
                     continue
                 new.append(k)
                 break
         return new
+
+
+_SHARED = "shared identifiers in one event"
 
 
 class Stitcher:
@@ -123,6 +140,7 @@ class Stitcher:
         self.merges: list[Merge] = []
         self.conflicts: list[Conflict] = []
         self.quarantined: set[str] = set(quarantined)
+        self._limits: dict[str, int | None] = {name: t.limit for name, t in registry.types.items()}
         self._sep: dict[str, set[tuple[int, int]]] = defaultdict(set)
         for sid, side_a, side_b in separations:
             for k in side_a:
@@ -137,8 +155,11 @@ class Stitcher:
         self.keys.append(key)
         self.parent.append(i)
         self.canon.append(i)
-        t = key.split(":", 1)[0]
-        self.counts.append({t: 1} if self.registry.limit(t) is not None else None)
+        t = key[:key.index(":")]
+        limit = self._limits.get(t, 0)
+        if limit == 0:
+            limit = self._limits[t] = self.registry.limit(t)
+        self.counts.append({t: 1} if limit is not None else None)
         tags = self._sep.get(key)
         self.tags.append(frozenset(tags) if tags else None)
         self.first_seen.append(at)
@@ -159,8 +180,8 @@ class Stitcher:
         if ca and cb:
             for t, n in cb.items():
                 m = ca.get(t, 0)
-                if m and m + n > self.registry.limit(t):  # type: ignore[operator]
-                    return f"limit: at most {self.registry.limit(t)} {t} per customer"
+                if m and m + n > self._limits[t]:  # type: ignore[operator]
+                    return f"limit: at most {self._limits[t]} {t} per customer"
         ta, tb = self.tags[ra], self.tags[rb]
         if ta and tb:
             for sid, side in ta:
@@ -222,7 +243,7 @@ class Stitcher:
             why = self._why_not(base, r)
             if why is None:
                 base = self._union(base, r)
-                self.merges.append(Merge(anchor, k, at, message_id, "event", "shared identifiers in one event"))
+                self.merges.append(Merge(anchor, k, at, message_id, "event", _SHARED))
             else:
                 self.conflicts.append(Conflict(anchor, k, at, message_id, why))
         return base

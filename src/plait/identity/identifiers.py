@@ -28,7 +28,7 @@ import hmac
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from functools import lru_cache
 from typing import Any
 
@@ -98,7 +98,8 @@ class Registry:
         }
         self.salt = salt if settings.hash_values else None
         self._blocked_exact = {n: frozenset(b for b in t.blocked if not any(c in b for c in "*?[")) for n, t in self.types.items()}
-        self._blocked_glob = {n: tuple(b for b in t.blocked if any(c in b for c in "*?[")) for n, t in self.types.items()}
+        self._blocked_glob = {n: _globs(t.blocked) for n, t in self.types.items()}
+        self._types_of: dict[str, tuple[int, int | None]] = {}
 
     @classmethod
     def default(cls) -> "Registry":
@@ -111,7 +112,7 @@ class Registry:
             t = IdentifierType(name, "text", None, 35, (), None)
             self.types[name] = t
             self._blocked_exact[name] = frozenset()
-            self._blocked_glob[name] = ()
+            self._blocked_glob[name] = None
         return t
 
     def normalise(self, type_name: str, raw: Any, *, region: str | None = None) -> tuple[str, str, bool]:
@@ -132,7 +133,8 @@ class Registry:
         v = value.lower()
         if v in self._blocked_exact.get(type_name, ()):
             return True
-        return any(fnmatchcase(v, g) for g in self._blocked_glob.get(type_name, ()))
+        g = self._blocked_glob.get(type_name)
+        return g is not None and g.match(v) is not None
 
     def key(self, type_name: str, value: str) -> str:
         """The stored form ``type:value`` (the value HMAC-hashed when the workspace hashes identifiers)."""
@@ -141,7 +143,7 @@ class Registry:
         return f"{type_name}:{value}"
 
     def priority(self, key: str) -> int:
-        return self.type(key.split(":", 1)[0]).priority
+        return self.type(key[:key.index(":")]).priority
 
     def limit(self, type_name: str) -> int | None:
         return self.type(type_name).limit
@@ -188,6 +190,11 @@ class Registry:
             tname = TRAIT_TYPES.get(name)
             if tname is not None:
                 yield tname, value
+
+
+def _globs(patterns: list[str]) -> "re.Pattern[str] | None":
+    globs = [translate(b.lower()) for b in patterns if any(c in b for c in "*?[")]
+    return re.compile("|".join(globs)) if globs else None
 
 
 def type_settings(**kwargs: Any) -> IdentifierTypeSettings:

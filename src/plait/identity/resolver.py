@@ -57,6 +57,7 @@ class ResolveReport:
     records: int
     candidate_pairs: int
     seconds: float
+    stages: dict[str, float]
 
     def summary(self) -> str:
         return (f"identity v{self.version}: {self.identifiers:,} identifiers from {self.events:,} events became "
@@ -100,7 +101,9 @@ def observations(ws: "Workspace", registry: Registry) -> Iterator[Observation]:
                 "epoch_us(event_time) AS t FROM events WHERE NOT (" + _PLAIN + ")")
     vault = ws.vault
     for batch in b.stream(detailed, batch_size=20_000):
-        for row in batch.to_pylist():
+        rows = batch.to_pylist()
+        vault.preload(r["subject"] for r in rows if r["pii"])
+        for row in rows:
             ctx = _dec.decode(row["context"]) if row["context"] else {}
             traits = _dec.decode(row["traits"]) if row["traits"] else {}
             ctraits = ctx.get("traits") if isinstance(ctx.get("traits"), dict) else {}
@@ -161,7 +164,17 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
     registry = ws.identity.registry
     b = ws.backend
     tables.create(b)
+    stages: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stages[name] = round(now - mark, 3)
+        mark = now
+
     obs = sorted((o for o in observations(ws, registry) if o.keys), key=lambda o: (o.at, o.message_id))
+    lap("extract")
     n_events = int(b.scalar("SELECT count(*) FROM events"))
     # Guard: values that would glue together more people than plausible.
     hubs = SuperNodes(registry, settings.supernode_threshold)
@@ -171,6 +184,7 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
     for o in obs:
         stitcher.observe(o.keys, o.at, o.message_id)
     event_links = len(stitcher.merges)
+    lap("stitch")
     # Probabilistic matching between customers that share no identifier.
     extra = list(settings.match.extra_traits)
     recs: list[dict[str, Any]] = []
@@ -193,6 +207,7 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
         seen.add(sig)
         rec.update(anchor=anchor, at=o.at)
         recs.append(rec)
+    lap("records")
     pairs = 0
     match_links = 0
     model = None
@@ -226,6 +241,7 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
                              reason=f"probabilistic match ({top}: {evidence.get(top)})",
                              probability=float(row["probability"]), evidence=evidence):
                 match_links += 1
+    lap("match")
     # Each event's subject (the id its personal fields are sealed under, and how the rest of
     # Plait finds an event's customer) belongs to the customer of the event's first identifier.
     subjects: dict[str, int] = {}
@@ -240,7 +256,8 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
         version=version, events=n_events, identifiers=len(stitcher.keys),
         profiles=len({stitcher.find(i) for i in range(len(stitcher.keys))}), event_links=event_links,
         match_links=match_links, conflicts=len(stitcher.conflicts), supernodes=len(hubs.found), records=len(recs),
-        candidate_pairs=pairs, seconds=time.perf_counter() - started)
+        candidate_pairs=pairs, seconds=time.perf_counter() - started, stages=stages)
+    lap("write")
     tables.finish(b, version, report.as_dict())
     return report
 

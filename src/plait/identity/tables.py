@@ -74,14 +74,13 @@ def write(b: "Backend", st: "Stitcher", supernodes: dict[str, str], traits: list
     b.execute("INSERT INTO identity_versions VALUES (?, now(), NULL, ?, false)",
               [version, None if model is None else json.dumps(model)])
     keys, profiles = st.assignments()
-    split = [k.split(":", 1) for k in keys]
     n = len(keys)
-    b.append("identity_map", pa.table({
-        "version": pa.array([version] * n, pa.int32()), "seq": pa.array(range(n), pa.int64()),
-        "identifier": pa.array(keys, pa.string()), "identifier_type": pa.array([s[0] for s in split], pa.string()),
-        "identifier_value": pa.array([s[1] for s in split], pa.string()), "profile_id": pa.array(profiles, pa.string()),
-        "first_seen": _ts(st.first_seen),
-    }))
+    b.temp_table("identity_map_new", pa.table({
+        "seq": pa.array(range(n), pa.int64()), "identifier": pa.array(keys, pa.string()),
+        "profile_id": pa.array(profiles, pa.string()), "first_seen": _ts(st.first_seen)}))
+    b.execute(f"""INSERT INTO identity_map SELECT {version}, seq, identifier, split_part(identifier, ':', 1),
+                  substr(identifier, strpos(identifier, ':') + 1), profile_id, first_seen FROM identity_map_new""")
+    b.execute("DROP TABLE identity_map_new")
     b.append("identity_subjects", pa.table({
         "version": pa.array([version] * len(subjects), pa.int32()), "subject": pa.array(list(subjects), pa.string()),
         "profile_id": pa.array([profiles[i] for i in subjects.values()], pa.string())}))

@@ -90,6 +90,16 @@ class Vault:
             return None
         return self._dec.decode(aes.decrypt(blob[1:13], blob[13:], message_id.encode()))
 
+    def preload(self, subjects: Iterable[str]) -> None:
+        """Fetch the existing keys of many subjects at once (bulk reads of sealed events)."""
+        missing = [s for s in set(subjects) if s not in self._cache]
+        with self._lock:
+            for i in range(0, len(missing), 500):
+                chunk = missing[i : i + 500]
+                q = f"SELECT subject, key FROM subject_keys WHERE subject IN ({','.join('?' * len(chunk))})"
+                for s, k in self._db.execute(q, chunk).fetchall():
+                    self._cache[s] = AESGCM(k)
+
     def _load_existing(self, subject: str) -> None:
         if subject in self._cache:
             return
