@@ -2,7 +2,7 @@
 
     python benchmarks/identity.py [--quick] [--people N] [--runs R]
 
-Full run: a simulated world of 40,000 people over 90 days (≈ 0.9 M events, ≈ 0.35 M
+Full run: a simulated world of 43,000 people over 90 days (≈ 1.0 M events, ≈ 0.37 M
 identifiers), resolved ``--runs`` times (median quoted). Probabilistic matching speed is
 records compared per second including training (u sampling, blocking, EM, scoring);
 accuracy is pairwise against the simulator's truth. Real-time assignment is timed per
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=None)
     ap.add_argument("--runs", type=int, default=None)
     a = ap.parse_args()
-    people = a.people or (5_000 if a.quick else 40_000)
+    people = a.people or (5_000 if a.quick else 43_000)
     runs = a.runs or (1 if a.quick else 3)
     tmp = Path(tempfile.mkdtemp())
     try:

@@ -67,7 +67,7 @@ def pairwise_scores(pred: pa.Table, truth: pa.Table) -> dict[str, Any]:
     }
 
 
-COMPARED = ("last", "street", "postcode", "birthday", "email", "phone")
+COMPARED = ("last", "first_canon", "street", "postcode", "birthday", "email", "phone")
 
 
 def truth_keys(ws: "Workspace") -> pa.Table:
@@ -81,11 +81,16 @@ def truth_keys(ws: "Workspace") -> pa.Table:
 
 
 def evidenced_truth(ws: "Workspace", truth: pa.Table) -> pa.Table:
-    """The truth narrowed to what the log can show: one person's identifiers count as one
-    only where events connect them (identifiers carried together) or where they carry
-    personal data a matcher could compare (two records holding at least two of the same
-    fields: name, street, postcode, birthday, email, phone). Identifiers nothing ties together (an
-    unregistered visitor's second browser) become separate "people".
+    """The truth narrowed to what the log can identify, for measuring recall.
+
+    One person's identifiers count as one only where events connect them (identifiers
+    carried together) or where two of their person records are *identifiable* as one:
+    they agree exactly on at least two compared fields (surname, first name or its
+    formal form, street, postcode, birthday, email, phone) and no other person's record
+    holds those same values. A pair no method could tell apart from someone else (a
+    surname and postcode that one in five people in the world share) is not counted;
+    neither is an unregistered visitor's second browser that nothing ties to anyone.
+    Precision is measured against the full truth, recall against this one.
     """
     from plait.identity.resolver import observations, person_record
 
@@ -107,7 +112,7 @@ def evidenced_truth(ws: "Workspace", truth: pa.Table) -> pa.Table:
         if ra != rb:
             parent[rb] = ra
 
-    records: dict[int, list[tuple[str, set[str]]]] = {}
+    records: list[tuple[int, str, dict[str, str]]] = []
     for o in observations(ws, reg):
         ks = [k for k in o.keys if owner.get(k, -1) >= 0]
         for k in ks[1:]:
@@ -115,15 +120,36 @@ def evidenced_truth(ws: "Workspace", truth: pa.Table) -> pa.Table:
                 union(ks[0], k)
         rec = person_record(o.traits, reg, []) if ks and o.traits else None
         if rec is not None:
-            held = {f for f in COMPARED if rec.get(f) is not None}
-            mine = records.setdefault(owner[ks[0]], [])
-            # Two records can be matched only if both hold at least two of the compared fields.
-            for other, fields in mine:
-                if len(held & fields) >= 2:
-                    union(other, ks[0])
-            mine.append((ks[0], held))
+            records.append((owner[ks[0]], ks[0], {f: rec[f] for f in COMPARED if rec.get(f) is not None}))
+    index: dict[tuple[str, ...], dict[tuple, set[int]]] = {}
+
+    def holders(fields: tuple[str, ...], values: tuple) -> set[int]:
+        idx = index.get(fields)
+        if idx is None:
+            idx = index[fields] = {}
+            for person, _, r in records:
+                if all(f in r for f in fields):
+                    idx.setdefault(tuple(r[f] for f in fields), set()).add(person)
+        return idx[values]
+
+    mine: dict[int, list[tuple[str, dict[str, str]]]] = {}
+    for person, anchor, r in records:
+        for other, o in mine.get(person, ()):
+            agree = tuple(f for f in COMPARED if f in r and r[f] == o.get(f))
+            if len(agree) >= 2 and holders(agree, tuple(r[f] for f in agree)) == {person}:
+                union(other, anchor)
+        mine.setdefault(person, []).append((anchor, r))
     comp = [find(k) if owner.get(k, -1) >= 0 else k for k in ids]
     return pa.table({"identifier": ids, "person_id": comp})
 
 
-__all__ = ["evidenced_truth", "pairwise_scores", "truth_keys"]
+def judged_scores(pred: pa.Table, truth: pa.Table, evidenced: pa.Table) -> dict[str, Any]:
+    """Precision against the full truth, recall against the evidenced truth, and their F1."""
+    full = pairwise_scores(pred, truth)
+    ev = pairwise_scores(pred, evidenced)
+    p, r = full["precision"], ev["recall"]
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "purity": full["purity"],
+            "recall_all_pairs": full["recall"], "identifiers": full["identifiers"]}
+
+
+__all__ = ["evidenced_truth", "judged_scores", "pairwise_scores", "truth_keys"]
