@@ -22,22 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 import plait
-from plait.identity.quality import evidenced_truth, pairwise_scores, truth_keys
+from plait.identity.quality import score
 
 
 def _scores(ws) -> dict:  # noqa: ANN001
-    m = ws.identity.export()
-    pred = pa.table({"identifier": pc.binary_join_element_wise(m["identifier_type"], m["identifier_value"], ":"),
-                     "profile_id": m["profile_id"]})
-    truth = truth_keys(ws)
-    full = pairwise_scores(pred, truth)
-    ev = pairwise_scores(pred, evidenced_truth(ws, truth))
     keep = ("precision", "recall", "f1", "purity")
-    return {"full": {k: round(full[k], 5) for k in keep}, "evidenced": {k: round(ev[k], 5) for k in keep}}
+    return {name: {k: round(v[k], 5) for k in keep} for name, v in score(ws).items()}
 
 
 def _realtime(ws, n: int, people: int) -> dict:  # noqa: ANN001

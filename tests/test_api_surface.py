@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-PACKAGES = ["plait", "plait.events", "plait.engine", "plait.log", "plait.collect", "plait.simulate", "plait.server"]
+PACKAGES = ["plait", "plait.events", "plait.engine", "plait.log", "plait.collect", "plait.identity", "plait.profiles",
+            "plait.simulate", "plait.server"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

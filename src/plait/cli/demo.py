@@ -79,18 +79,12 @@ def run(out: Console, workspace: Path | None, *, people: int = 1500, days: int =
 
 
 def _accuracy(out: Console, ws) -> None:  # noqa: ANN001
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    from plait.identity.quality import score
 
-    from plait.identity.quality import evidenced_truth, pairwise_scores, truth_keys
-
-    m = ws.identity.export()
-    pred = pa.table({"identifier": pc.binary_join_element_wise(m["identifier_type"], m["identifier_value"], ":"),
-                     "profile_id": m["profile_id"]})
-    truth = truth_keys(ws)
-    full, ev = pairwise_scores(pred, truth), pairwise_scores(pred, evidenced_truth(ws, truth))
-    out.print(f"   against the simulator's truth: pairwise precision {full['precision']:.4f}; recall {ev['recall']:.4f} "
-              f"of what the log evidences ({full['recall']:.2f} of all pairs — many cookies are never tied to anyone)")
+    j = score(ws)["judged"]
+    out.print(f"   against the simulator's truth: pairwise precision {j['precision']:.4f}, recall {j['recall']:.4f} "
+              f"(F1 {j['f1']:.4f}) of what the log can identify; {j['recall_all_pairs']:.2f} of all true pairs "
+              "(many cookies are never tied to anyone)")
 
 
 def _showcase(out: Console, ws) -> str | None:  # noqa: ANN001

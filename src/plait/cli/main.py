@@ -277,7 +277,9 @@ def resolve(
         ident, prof = ws.resolve()
         result = {"identity": ident.as_dict(), "profiles": prof.__dict__}
         if evaluate and (ws.truth_dir / "identifiers.parquet").exists():
-            result["accuracy"] = _score(ws)
+            from plait.identity.quality import score
+
+            result["accuracy"] = score(ws)
         if as_json:
             out.print_json(json.dumps(result, default=str))
             return
@@ -285,21 +287,8 @@ def resolve(
         out.print(prof.summary())
         if "accuracy" in result:
             for name, sc in result["accuracy"].items():
-                out.print(f"  vs {name} truth: precision {sc['precision']:.4f} recall {sc['recall']:.4f} "
+                out.print(f"  {name}: precision {sc['precision']:.4f} recall {sc['recall']:.4f} "
                           f"F1 {sc['f1']:.4f} purity {sc['purity']:.4f} over {sc['identifiers']:,} identifiers")
-
-
-def _score(ws) -> dict:  # noqa: ANN001
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from plait.identity.quality import evidenced_truth, pairwise_scores, truth_keys
-
-    m = ws.identity.export()
-    pred = pa.table({"identifier": pc.binary_join_element_wise(m["identifier_type"], m["identifier_value"], ":"),
-                     "profile_id": m["profile_id"]})
-    truth = truth_keys(ws)
-    return {"full": pairwise_scores(pred, truth), "evidenced": pairwise_scores(pred, evidenced_truth(ws, truth))}
 
 
 @profiles_app.command("show")

@@ -48,6 +48,7 @@ class Comparison:
     name: str
     null_if: str
     levels: tuple[tuple[str, str], ...]
+    tf_levels: tuple[str, ...] = ()       # levels whose weight follows the surname's frequency
 
     def labels(self) -> list[str]:
         """Label per level number (0 = differs)."""
@@ -79,7 +80,8 @@ def default_comparisons(extra: list[str] = ()) -> list[Comparison]:
             ("last name equal, first a nickname or close", f"l.last = r.last AND {first_close}"),
             ("last name one typo apart, first close", "{dist:last} <= 1 AND " + first_close),
             ("last name equal", "l.last = r.last"),
-        )),
+            ("last name one typo apart", "{dist:last} <= 1"),
+        ), tf_levels=("first and last name equal", "last name equal, first a nickname or close", "last name equal")),
         Comparison("street", "l.street IS NULL OR r.street IS NULL", (
             ("street equal", "l.street = r.street"),
             ("street close", "{sim:street} >= 0.9"),
@@ -138,6 +140,7 @@ class MatchModel:
     u_: list[np.ndarray] = field(default_factory=list)
     lambda_: float = 0.0
     prior_: float = 0.0
+    surname_u_: float = 0.0
     iterations_: int = 0
     pairs_: int = 0
 
@@ -211,16 +214,36 @@ class Matcher:
         known_pairs = float((sizes * (sizes - 1) / 2).sum())
         prior = float(np.clip(known_pairs / (n * (n - 1) / 2), 1e-12, 0.5))
         self._em(G, w, known, prior)
-        m.prior_ = prior
-        prob, weight = self._score(G)
-        fields = (G >= 0).sum(axis=1)
-        keep = (prob >= m.threshold) & (fields >= m.min_fields) & ~known
-        table = pa.table({**{f"g{i}": G[keep, i].astype(np.int32) for i in range(k)},
-                          "probability": prob[keep], "weight": weight[keep]})
-        b.temp_table("match_patterns", table)
-        on = " AND ".join(f"p.g{i} = s.g{i}" for i in range(k))
-        return b.query(f"SELECT p.* EXCLUDE (known), s.probability, s.weight FROM match_pairs p "
-                       f"JOIN match_patterns s ON {on} WHERE NOT p.known ORDER BY s.probability DESC, p.rid_l, p.rid_r")
+        # Matches EM found among the unknown candidates join the known ones in the prior.
+        m.prior_ = float(np.clip((known_pairs + m.lambda_ * m.pairs_) / (n * (n - 1) / 2), 1e-12, 0.5))
+        # Score every unknown candidate pair: the pattern's weight, adjusted for how common
+        # the shared surname is (Splink's term-frequency adjustment): two Smiths agreeing
+        # says less than two Thornbridges.
+        pairs = b.query(f"""
+            WITH tf AS (SELECT last, count(*) / {float(n)} AS tf FROM match_records WHERE last IS NOT NULL GROUP BY last)
+            SELECT p.*, tf.tf AS tf_last FROM match_pairs p JOIN match_records l ON l.rid = p.rid_l
+            LEFT JOIN tf ON tf.last = l.last WHERE NOT p.known""")
+        if not pairs.num_rows:
+            return _empty(k)
+        Gp = np.stack([pairs.column(f"g{i}").to_numpy() for i in range(k)], axis=1)
+        _, weight = self._score(Gp)
+        tf = pairs.column("tf_last").to_numpy(zero_copy_only=False).astype(float)
+        m.surname_u_ = float(self.backend.scalar(
+            f"SELECT sum(c * c) / {float(n) ** 2} FROM (SELECT count(*) AS c FROM match_records WHERE last IS NOT NULL "
+            "GROUP BY last)") or 0.0)
+        for i, c in enumerate(m.comparisons):
+            levels = [lvl for lvl, (label, _) in zip(range(len(c.levels), 0, -1), c.levels) if label in c.tf_levels]
+            if not levels or not m.surname_u_:
+                continue
+            hit = np.isin(Gp[:, i], levels) & ~np.isnan(tf)
+            weight[hit] += np.log2(m.surname_u_ / tf[hit])
+        prob = 1.0 / (1.0 + np.power(2.0, -np.clip(weight + math.log2(m.prior_ / (1 - m.prior_)), -1000, 1000)))
+        fields = (Gp >= 0).sum(axis=1)
+        keep = (prob >= m.threshold) & (fields >= m.min_fields)
+        idx = np.flatnonzero(keep)
+        idx = idx[np.lexsort((pairs.column("rid_r").to_numpy()[idx], pairs.column("rid_l").to_numpy()[idx], -prob[idx]))]
+        out = pairs.take(pa.array(idx)).drop_columns(["known", "tf_last"])
+        return out.append_column("probability", pa.array(prob[idx])).append_column("weight", pa.array(weight[idx]))
 
     def _em(self, G: np.ndarray, w: np.ndarray, known: np.ndarray, prior: float) -> None:
         """EM for ``m`` with ``u`` (random pairs) and the prior held fixed; known pairs are matches."""

@@ -152,4 +152,17 @@ def judged_scores(pred: pa.Table, truth: pa.Table, evidenced: pa.Table) -> dict[
             "recall_all_pairs": full["recall"], "identifiers": full["identifiers"]}
 
 
-__all__ = ["evidenced_truth", "judged_scores", "pairwise_scores", "truth_keys"]
+def predicted(ws: "Workspace") -> pa.Table:
+    """The newest resolution as ``identifier, profile_id``."""
+    m = ws.identity.export()
+    return pa.table({"identifier": pc.binary_join_element_wise(m["identifier_type"], m["identifier_value"], ":"),
+                     "profile_id": m["profile_id"]})
+
+
+def score(ws: "Workspace") -> dict[str, dict[str, Any]]:
+    """The newest resolution against the simulator's truth: ``judged`` and ``full``."""
+    pred, truth = predicted(ws), truth_keys(ws)
+    return {"judged": judged_scores(pred, truth, evidenced_truth(ws, truth)), "full": pairwise_scores(pred, truth)}
+
+
+__all__ = ["evidenced_truth", "judged_scores", "pairwise_scores", "predicted", "score", "truth_keys"]

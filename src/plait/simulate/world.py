@@ -30,6 +30,17 @@ LAST = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "D
         "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
         "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores",
         "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts"]
+# Beyond the common surnames, a long tail like a real population's: most people share their
+# surname with few others (a world of 50 equally common surnames would make everyone a Smith).
+_PREFIX = ["Ash", "Black", "Brad", "Brook", "Burn", "Cald", "Chester", "Cliff", "Craw", "Dal", "Dun", "Ed", "Fair",
+           "Fern", "Gold", "Hal", "Hart", "Hay", "Hol", "Kings", "Lang", "Mar", "Mid", "Nor", "Oak", "Pen", "Rad",
+           "Red", "Ros", "Sand", "Shel", "Stan", "Stock", "Sut", "Thorn", "Wal", "Wes", "Whit", "Wood", "Yar"]
+_SUFFIX = ["ley", "ton", "wood", "ford", "field", "well", "worth", "by", "ham", "more", "cliffe", "wick", "stone",
+           "land", "bury", "dale", "shaw", "combe", "hurst", "bridge"]
+SURNAMES = LAST + [p + s for p in _PREFIX for s in _SUFFIX]
+# Frequency falls with rank like surname tables do: the most common ≈ 1 %, the top 50 ≈ a quarter.
+SURNAME_WEIGHTS = 1.0 / (np.arange(len(SURNAMES)) + 20.0)
+SURNAME_WEIGHTS /= SURNAME_WEIGHTS.sum()
 STREETS = ["High St", "Station Rd", "Main St", "Church Ln", "Park Ave", "Mill Rd", "Victoria Rd", "Green Ln",
            "Manor Rd", "Kings Rd", "Queens Rd", "New St", "London Rd", "York Rd", "Oak Ave", "Elm Grove"]
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com", "proton.me"]
@@ -126,7 +137,7 @@ def build_world(n: int, days: int, start: date, seed: int, n_products: int = 400
     sharers = np.flatnonzero(rng.random(n) < 0.08)
     household[sharers] = np.maximum(sharers - rng.integers(1, 4, sharers.size), 0)
     first = _pick(rng, FIRST, n)
-    last = _pick(rng, LAST, n)
+    last = np.asarray(SURNAMES, dtype=object)[rng.choice(len(SURNAMES), n, p=SURNAME_WEIGHTS)]
     years = rng.integers(1945, 2006, n)
     bday = [f"{y}-{m:02d}-{d:02d}" for y, m, d in zip(years, rng.integers(1, 13, n), rng.integers(1, 29, n))]
     local = np.char.lower((first.astype(str)))
