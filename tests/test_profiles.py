@@ -54,7 +54,9 @@ def test_every_link_is_explained(world):
     ws, _, _ = world
     rows = ws.backend.rows("SELECT kind, reason, probability, evidence FROM identity_links "
                            "WHERE version = (SELECT max(version) FROM identity_versions) AND kind = 'match' LIMIT 50")
-    assert rows and all(r["probability"] >= 0.99 and r["evidence"] and "name" in r["evidence"] for r in rows)
+    threshold = ws.settings.identity.match.threshold
+    assert rows and all(r["probability"] >= threshold and "match_weight" in r["evidence"] for r in rows)
+    assert all(r["reason"].startswith("probabilistic match (") for r in rows)
 
 
 def test_features_and_traits_on_the_simulated_world(world):
