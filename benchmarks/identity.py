@@ -8,6 +8,8 @@ records compared per second including training (u sampling, blocking, EM, scorin
 accuracy is pairwise against the simulator's truth. Real-time assignment is timed per
 event on the stitcher restored from the resolved version, for new events shaped like the
 world's (returning cookies, logins from new devices, new cards at the till).
+With ``--splink-python`` the person records are also matched by Splink (run in its own
+environment by ``benchmarks/splink_reference.py``) and both are scored at record level.
 Prints one JSON line.
 """
 
@@ -17,18 +19,85 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 import plait
-from plait.identity.quality import score
+from plait.identity.matching import Matcher, MatchModel, default_comparisons
+from plait.identity.quality import pairwise_scores, score, truth_keys
 
 
 def _scores(ws) -> dict:  # noqa: ANN001
     keep = ("precision", "recall", "f1", "purity")
     return {name: {k: round(v[k], 5) for k in keep} for name, v in score(ws).items()}
+
+
+def _record_scores(records: pa.Table, links: pa.Table, person: dict[str, int]) -> dict:
+    """Record-level pairwise accuracy of deterministic customers joined by ``links``."""
+    comp = records.column("comp").to_numpy()
+    parent = list(range(records.num_rows))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: dict[int, int] = {}
+    for rid, c in enumerate(comp):
+        if c in first:
+            parent[find(rid)] = find(first[c])
+        else:
+            first[c] = rid
+    for a_, b_ in zip(links.column("rid_l").to_pylist(), links.column("rid_r").to_pylist()):
+        ra, rb = find(int(a_)), find(int(b_))
+        if ra != rb:
+            parent[rb] = ra
+    anchors = records.column("anchor").to_pylist()
+    keep = [i for i, k in enumerate(anchors) if person.get(k, -1) >= 0]
+    pred = pa.table({"identifier": [str(i) for i in keep], "profile_id": [str(find(i)) for i in keep]})
+    truth = pa.table({"identifier": [str(i) for i in keep], "person_id": [person[anchors[i]] for i in keep]})
+    s = pairwise_scores(pred, truth)
+    return {k: round(s[k], 5) for k in ("precision", "recall", "f1")}
+
+
+def _versus_splink(ws, python: str) -> dict:  # noqa: ANN001
+    """Plait's matcher and Splink on the same person records, scored the same way."""
+    records = ws.backend.query("SELECT * FROM match_records ORDER BY rid")
+    t = truth_keys(ws)
+    person: dict[str, int] = {}
+    for k, p in zip(t.column("identifier").to_pylist(), t.column("person_id").to_pylist()):
+        person[k] = -1 if k in person and person[k] != p else p
+    ms = ws.settings.identity.match
+    out: dict = {"records": records.num_rows, "threshold": ms.threshold}
+    empty = pa.table({"rid_l": pa.array([], pa.int64()), "rid_r": pa.array([], pa.int64())})
+    out["deterministic_only"] = _record_scores(records, empty, person)
+    t0 = time.perf_counter()
+    model = MatchModel(default_comparisons(list(ms.extra_traits)), threshold=ms.threshold, min_fields=ms.min_fields)
+    ours = Matcher(ws.backend, model).run(records)
+    secs = time.perf_counter() - t0
+    out["plait"] = {**_record_scores(records, ours, person), "seconds": round(secs, 2),
+                    "records_per_s": round(records.num_rows / secs)}
+    with tempfile.TemporaryDirectory() as d:
+        pq.write_table(records, f"{d}/records.parquet")
+        run = subprocess.run([python, str(Path(__file__).with_name("splink_reference.py")), f"{d}/records.parquet",
+                              f"{d}/links.parquet", "--threshold", str(ms.threshold)],
+                             capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            out["splink"] = {"error": run.stderr.strip().splitlines()[-1:] or ["failed"]}
+            return out
+        info = json.loads(run.stdout.strip().splitlines()[-1])
+        theirs = pq.read_table(f"{d}/links.parquet")
+    out["splink"] = {**_record_scores(records, theirs, person), "seconds": info["seconds"],
+                     "train_seconds": info["train_seconds"], "records_per_s": round(records.num_rows / info["seconds"])}
+    out["speed_ratio_plait_over_splink"] = round(out["plait"]["records_per_s"] / out["splink"]["records_per_s"], 2)
+    return out
 
 
 def _realtime(ws, n: int, people: int) -> dict:  # noqa: ANN001
@@ -67,6 +136,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5,000 people, one run")
     ap.add_argument("--people", type=int, default=None)
     ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--splink-python", default=None,
+                    help="a Python with Splink installed: also run the reference library on the same records")
     a = ap.parse_args()
     people = a.people or (5_000 if a.quick else 43_000)
     runs = a.runs or (1 if a.quick else 3)
@@ -80,6 +151,7 @@ def main() -> None:
             match_secs = [r.stages["records"] + r.stages["match"] for r in reports]
             prof = ws.profiles.build()
             acc = _scores(ws)
+            versus = _versus_splink(ws, a.splink_python) if a.splink_python else None
             rt = _realtime(ws, 20_000, people)
         out = {
             "benchmark": "identity", "people": people, "events": sim.events, "identifiers": med.identifiers,
@@ -88,7 +160,7 @@ def main() -> None:
             "stages_median_run": med.stages, "profiles_build_seconds": round(prof.seconds, 2),
             "match_records": med.records, "match_candidate_pairs": med.candidate_pairs, "match_links": med.match_links,
             "match_records_per_s_median": round(med.records / statistics.median(match_secs)),
-            "accuracy": acc, "realtime": rt,
+            "accuracy": acc, "realtime": rt, "matching_vs_splink": versus,
         }
         print(json.dumps(out))
     finally:

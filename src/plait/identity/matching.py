@@ -31,7 +31,7 @@ from plait.engine.dialects import Dialect
 if TYPE_CHECKING:
     from plait.engine.backend import Backend
 
-RECORD_FIELDS = ("first", "first_canon", "last", "street", "postcode", "city", "birthday", "email", "email_local",
+RECORD_FIELDS = ("first", "first_canon", "last", "street", "postcode", "city", "region", "birthday", "email", "email_local",
                  "email_domain", "email_letters", "email_digits", "phone")
 
 
@@ -89,6 +89,13 @@ def default_comparisons(extra: list[str] = ()) -> list[Comparison]:
         Comparison("postcode", "l.postcode IS NULL OR r.postcode IS NULL", (
             ("postcode equal", "l.postcode = r.postcode"),
             ("postcode district equal", "left(l.postcode, length(l.postcode) - 3) = left(r.postcode, length(r.postcode) - 3)"),
+        )),
+        # City, state and country speak only where postcodes cannot (one side has none):
+        # with both postcodes present they would count the same place twice.
+        Comparison("locality", "(l.city IS NULL OR r.city IS NULL) AND (l.region IS NULL OR r.region IS NULL) "
+                               "OR (l.postcode IS NOT NULL AND r.postcode IS NOT NULL)", (
+            ("city equal", "l.city = r.city AND coalesce(l.region = r.region, true)"),
+            ("state or country equal", "l.region = r.region"),
         )),
         Comparison("birthday", "l.birthday IS NULL OR r.birthday IS NULL", (
             ("birthday equal", "l.birthday = r.birthday"),

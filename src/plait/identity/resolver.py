@@ -135,7 +135,9 @@ def person_record(traits: list[tuple[str, Any, str]], registry: Registry, extra:
     rec: dict[str, Any] = {
         "first": clean_text(first), "first_canon": canonical_first(first), "last": clean_text(last),
         "street": clean_text(addr.get("street")), "postcode": clean_postcode(addr.get("postalCode") or t.get("postalCode")),
-        "city": clean_text(addr.get("city")), "birthday": clean_date(t.get("birthday")),
+        "city": clean_text(addr.get("city")),
+        "region": "/".join(x for x in (clean_text(addr.get("state")), clean_text(addr.get("country"))) if x) or None,
+        "birthday": clean_date(t.get("birthday")),
         "email": None, "email_local": None, "email_domain": None, "email_letters": None, "email_digits": None,
         "phone": None,
     }
@@ -217,6 +219,7 @@ def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
         cols = list(RECORD_FIELDS) + [f"x_{x}" for x in extra]
         table = pa.table({"rid": np.arange(len(recs), dtype=np.int64),
                           "comp": np.array([r["comp"] for r in recs], dtype=np.int64),
+                          "anchor": pa.array([r["anchor"] for r in recs], pa.string()),
                           **{c: pa.array([r[c] for r in recs], pa.string()) for c in cols}})
         ms = settings.match
         model = MatchModel(default_comparisons(extra), threshold=ms.threshold, min_fields=ms.min_fields,
