@@ -113,7 +113,7 @@ class MatchSettings(_Strict):
     """
 
     enabled: bool = True
-    threshold: float = Field(default=0.9, gt=0, lt=1)
+    threshold: float = Field(default=0.85, gt=0, lt=1)
     min_fields: int = Field(default=2, ge=1)
     extra_traits: list[str] = Field(default_factory=list)
     max_iterations: int = Field(default=50, ge=1)
