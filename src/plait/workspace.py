@@ -99,6 +99,8 @@ class Workspace:
         return simulate(self, **kwargs)
 
     def close(self) -> None:
+        if self._identity is not None:
+            self._identity.close()
         self.backend.close()
         self.vault.close()
 

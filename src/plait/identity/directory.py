@@ -49,6 +49,7 @@ class Identity:
         self._live: Stitcher | None = None
         self._hubs: SuperNodes | None = None
         self._live_keys: dict[str, str] = {}   # profile id → canonical key, for customers born live
+        self._frozen = False
         self._lock = threading.Lock()
 
     # -- batch ------------------------------------------------------------------------------
@@ -228,6 +229,13 @@ class Identity:
         # rescanning them on the hot path (a full collection paused assignment for 0.4 s).
         gc.collect()
         gc.freeze()
+        self._frozen = True
+
+    def close(self) -> None:
+        """Give frozen objects back to the collector (so the interpreter can free them at exit)."""
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen = False
 
     def observe(self, records: Sequence["Record"]) -> list[str | None]:
         """Assign collected records to profiles now; their profile ids."""
