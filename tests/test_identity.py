@@ -214,6 +214,8 @@ def test_point_in_time(ws):
     assert ws.identity.as_of("user_id:u1", T0 + timedelta(days=10)) is None
     now = ws.identity.as_of("user_id:u1", T0 + timedelta(days=90))
     assert "loyalty_card:LC-1" in now["identifiers"]
+    with pytest.raises(IdentityError, match="not a date"):
+        ws.identity.as_of("user_id:u1", "June 1st")
 
 
 def test_hashed_identifiers(tmp_path):

@@ -133,7 +133,10 @@ class Identity:
     def as_of(self, identifier: str, when: datetime | str) -> dict[str, Any] | None:
         """Who ``identifier`` was as of an event time: its profile then and the identifiers it held."""
         self._require_version()
-        at = datetime.fromisoformat(when) if isinstance(when, str) else when
+        try:
+            at = datetime.fromisoformat(when) if isinstance(when, str) else when
+        except ValueError as e:
+            raise IdentityError(f"{when!r} is not a date or time", hint="use ISO form: 2025-06-01 or 2025-06-01T12:00") from e
         if at.tzinfo is None:
             at = at.replace(tzinfo=timezone.utc)
         key = self.key(identifier)
