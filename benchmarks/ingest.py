@@ -99,7 +99,7 @@ def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Pat
             "socket_errors": errors.group(1) if errors else ""}
 
 
-def http(quick: bool) -> dict:
+def http(quick: bool, realtime_identity: bool = True) -> dict:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk not installed (apt-get install wrk)"}
     tmp = Path(tempfile.mkdtemp())
@@ -107,6 +107,8 @@ def http(quick: bool) -> dict:
     script.write_text(LUA)
     with plait.connect(tmp / "ws") as ws:
         key = ws.keys.create("bench")
+        ws.settings.identity.realtime = realtime_identity
+        ws.settings.save(ws.path)
     auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
     port = 18080
     server = _serve(tmp / "ws", port)
@@ -128,6 +130,7 @@ def http(quick: bool) -> dict:
         "single_requests_per_s": med(single, "requests_per_s"), "single_p50_ms": med(single, "p50_ms"),
         "single_p99_ms": med(single, "p99_ms"), "single_non_2xx": sum(r["non_2xx"] for r in single),
         "single_events_logged": after - mid, "runs": runs, "seconds_each": secs,
+        "realtime_identity": realtime_identity,
     }
 
 
@@ -179,13 +182,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small run, under a minute")
     ap.add_argument("--only", choices=["http", "bulk"], default=None)
+    ap.add_argument("--no-realtime-identity", action="store_true",
+                    help="serve without assigning collected events to customers as they arrive")
     a = ap.parse_args()
     out: dict = {"benchmark": "ingest", "quick": a.quick, "cpus": os.cpu_count()}
     if a.only in (None, "bulk"):
         out["bulk"] = bulk(a.quick)
         print("bulk:", out["bulk"], file=sys.stderr)
     if a.only in (None, "http"):
-        out["http"] = http(a.quick)
+        out["http"] = http(a.quick, not a.no_realtime_identity)
     print(json.dumps(out))
 
 

@@ -178,6 +178,7 @@ def test_unmerge_restores_the_earlier_state(ws):
     assert after == before
     refused = ws.identity.conflicts()
     assert refused and refused[0]["reason"] == "split #1"
+    assert ws.profiles.get("email:bob@x.com")["refused"][0]["reason"] == "split #1"
     # The split holds in every later derivation, and the profiles re-derive their features.
     ws.resolve()
     assert not same(ws, "email:ann@x.com", "email:bob@x.com")

@@ -128,6 +128,7 @@ class IdentitySettings(_Strict):
     higher-priority type than a customer may hold (a family computer's cookie with two
     logins), or with more than ``supernode_threshold`` values of any type, is taken for a
     shared value and stops linking; it is reported (see :class:`plait.identity.graph.SuperNodes`).
+    ``realtime`` has the server assign each collected event to its customer as it is appended.
     """
 
     types: dict[str, IdentifierTypeSettings] = Field(default_factory=_default_identifier_types)
@@ -136,6 +137,7 @@ class IdentitySettings(_Strict):
     supernode_threshold: int = Field(default=200, ge=2)
     match: MatchSettings = Field(default_factory=MatchSettings)
     keep_versions: int = Field(default=5, ge=1)
+    realtime: bool = True
 
 
 class ProfileSettings(_Strict):

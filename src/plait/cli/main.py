@@ -326,6 +326,8 @@ def profiles_show(
     for link in p["links"]:
         why = link["reason"] + (f" p={link['probability']:.4f}" if link["probability"] is not None else "")
         out.print(f"  link {link['a']} — {link['b']}: {why}")
+    for c in p["refused"]:
+        out.print(f"  [yellow]refused[/] {c['a']} — {c['b']}: {c['reason']}")
 
 
 @profiles_app.command("timeline")

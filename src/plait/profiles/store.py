@@ -67,7 +67,7 @@ class Profiles:
 
     def get(self, ref: str) -> dict[str, Any]:
         """A customer by profile id or any identifier: identifiers, golden traits with
-        provenance, features, and the links that made them one."""
+        provenance, features, the links that made them one and the merges guards refused."""
         pid = self._id(ref)
         b = self.ws.backend
         traits = {}
@@ -81,7 +81,8 @@ class Profiles:
             rows = b.rows("SELECT * EXCLUDE (version, profile_id) FROM profile_features WHERE profile_id = ?", [pid])
             features = rows[0] if rows else {}
         return {"profile_id": pid, "identifiers": self.ws.identity.identifiers(pid), "traits": traits,
-                "features": features, "links": self.ws.identity.links(pid)}
+                "features": features, "links": self.ws.identity.links(pid),
+                "refused": self.ws.identity.conflicts(pid, limit=20)}
 
     def timeline(self, ref: str, *, limit: int | None = None, before: str | None = None) -> list[dict[str, Any]]:
         """The customer's events across every channel, newest first."""

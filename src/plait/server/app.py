@@ -42,7 +42,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(collector_router(collect))
     app.include_router(profiles_router(workspace))
     # Collected events are assigned to customers as they are appended (real-time stitching).
-    workspace.identity.follow()
+    if workspace.settings.identity.realtime:
+        workspace.identity.follow()
     # Outside Starlette's middleware stack: the hot route pays for nothing it does not use.
     fast = FastCollect(app.build_middleware_stack(), collect)
     app.middleware_stack = fast
