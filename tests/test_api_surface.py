@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["plait", "plait.events", "plait.engine", "plait.log", "plait.collect", "plait.identity", "plait.profiles",
+PACKAGES = ["plait", "plait.events", "plait.engine", "plait.log", "plait.collect", "plait.identity", "plait.privacy", "plait.profiles",
             "plait.simulate", "plait.server"]
 
 

@@ -12,6 +12,7 @@ context needed to act on it (the event index, the field, the file, the SQL)::
     ├── ImportFormatError      a bulk file cannot be read or mapped (path, line, column)
     ├── EngineError            SQL failed inside the engine (sql kept as attribute)
     ├── IdentityError          an identifier, profile or split request that cannot be honoured
+    ├── LedgerError            the ledger is torn or a proof is asked for outside it
     └── MissingExtraError      an optional dependency is not installed (ImportError too)
 """
 
@@ -88,6 +89,10 @@ class EngineError(PlaitError):
 
 class IdentityError(PlaitError):
     """An identifier cannot be read, a profile is unknown, or a split is impossible."""
+
+
+class LedgerError(PlaitError):
+    """The ledger's files cannot be read as a ledger, or an index/size is outside it."""
 
 
 class MissingExtraError(PlaitError, ImportError):

@@ -25,6 +25,7 @@ from plait.log.vault import Vault
 if TYPE_CHECKING:
     from plait.collect.bulk import Importer
     from plait.identity import Identity
+    from plait.privacy.ledger import Ledger
     from plait.profiles import Profiles
 
 ENV_VAR = "PLAIT_WORKSPACE"
@@ -59,6 +60,16 @@ class Workspace:
         self.keys = KeyStore(self.backend)
         self._identity: "Identity | None" = None
         self._profiles: "Profiles | None" = None
+        self._ledger: "Ledger | None" = None
+
+    @property
+    def ledger(self) -> "Ledger":
+        """The signed, tamper-evident ledger of consent, erasure and sharing (see :mod:`plait.privacy.ledger`)."""
+        if self._ledger is None:
+            from plait.privacy.ledger import Ledger
+
+            self._ledger = Ledger(self.path, seed=self.vault.secret("ledger-signing-key"))
+        return self._ledger
 
     @property
     def identity(self) -> "Identity":
@@ -101,6 +112,8 @@ class Workspace:
     def close(self) -> None:
         if self._identity is not None:
             self._identity.close()
+        if self._ledger is not None:
+            self._ledger.close()
         self.backend.close()
         self.vault.close()
 

@@ -34,6 +34,8 @@ profiles_app = typer.Typer(help="Customers: golden record, features, timeline, s
 export_app = typer.Typer(help="Export derived data (identities).", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(export_app, name="export")
+ledger_app = typer.Typer(help="The signed, tamper-evident ledger: append, prove, verify.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 out = Console()
 err = Console(stderr=True)
@@ -418,6 +420,119 @@ def export_identities(
         pacsv.write_csv(table, output, pacsv.WriteOptions(quoting_style="needed"))
     if output is not None:
         err.print(f"{table.num_rows:,} identifiers written to {output}")
+
+
+# -- ledger --------------------------------------------------------------------------
+@ledger_app.command("append")
+def ledger_append(
+    kind: Annotated[str, typer.Option(help="What happened: consent, erasure, sharing, ...")],
+    data: Annotated[str, typer.Option(help="The entry as a JSON object.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Append one entry and sign the new tree head.
+
+    Example: [bold]plait ledger append --kind sharing --data '{"partner": "acme", "records": 1200}'[/]
+    """
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise PlaitError(f"--data is not JSON: {e.msg} at column {e.colno}", hint="quote the object: --data '{\"a\": 1}'") from e
+    if not isinstance(payload, dict):
+        raise PlaitError("--data must be a JSON object", hint='for example --data \'{"partner": "acme"}\'')
+    with _ws(workspace) as ws:
+        r = ws.ledger.append(kind, payload)
+        head = ws.ledger.head()
+    out.print_json(json.dumps({"index": r.index, "leaf_hash": r.leaf_hash, "head": head.as_dict()}))
+
+
+@ledger_app.command("head")
+def ledger_head(workspace: WorkspaceOpt = None) -> None:
+    """Sign and print the current tree head (size, time, root, signature) and the public key."""
+    with _ws(workspace) as ws:
+        out.print_json(json.dumps({"public_key": ws.ledger.public_key_hex, "head": ws.ledger.head().as_dict()}))
+
+
+@ledger_app.command("prove")
+def ledger_prove(
+    index: Annotated[int, typer.Argument(help="Entry index (0-based).")],
+    workspace: WorkspaceOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the proof document here.")] = None,
+) -> None:
+    """An inclusion proof a partner can check with `plait ledger verify-proof` and nothing else.
+
+    Example: [bold]plait ledger prove 41 -o proof.json[/]
+    """
+    with _ws(workspace) as ws:
+        led = ws.ledger
+        head = led.head()
+        doc = {"type": "inclusion", "public_key": led.public_key_hex, "head": head.as_dict(), "index": index,
+               "entry": led.entry(index).decode(), "proof": led.prove(index, head.size)}
+    _emit(doc, output)
+
+
+@ledger_app.command("consistency")
+def ledger_consistency(
+    first: Annotated[int, typer.Argument(help="The earlier tree size (a head the partner holds).")],
+    workspace: WorkspaceOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+) -> None:
+    """A consistency proof from an earlier signed head to the current one."""
+    with _ws(workspace) as ws:
+        led = ws.ledger
+        old = next((h for h in reversed(led.heads()) if h.size == first), None)
+        if old is None:
+            raise PlaitError(f"no signed head of size {first}", hint="`plait ledger head` signs one; sizes are entry counts")
+        new = led.head()
+        doc = {"type": "consistency", "public_key": led.public_key_hex, "old": old.as_dict(), "new": new.as_dict(),
+               "proof": led.consistency(first, new.size)}
+    _emit(doc, output)
+
+
+def _emit(doc: dict, output: Optional[Path]) -> None:
+    if output is None:
+        out.print_json(json.dumps(doc))
+    else:
+        output.write_text(json.dumps(doc, indent=2))
+        err.print(f"proof written to {output}")
+
+
+@ledger_app.command("verify")
+def ledger_verify(workspace: WorkspaceOpt = None) -> None:
+    """Recompute the whole stored ledger and check every signed head; exit 0 only if all verifies."""
+    from plait.privacy.ledger import LOG_FILE, audit, public_key_of, read_entries
+
+    with _ws(workspace) as ws:
+        # Audit the files without opening the ledger for appends: a torn one must still be judged.
+        problems = audit(ws.path, public_key_of(ws.vault.secret("ledger-signing-key")))
+        size = 0 if problems else len(read_entries(ws.path / LOG_FILE))
+    if problems:
+        for p in problems:
+            err.print(f"[bold red]ledger:[/] {p}")
+        raise typer.Exit(1)
+    out.print(f"ledger verifies: {size:,} entries, every signed head consistent")
+
+
+@ledger_app.command("verify-proof")
+def ledger_verify_proof(
+    proof: Annotated[Path, typer.Argument(help="A document from `plait ledger prove` or `consistency`.", exists=True)],
+    public_key: Annotated[Optional[str], typer.Option(help="The ledger's public key (hex), obtained out of band.")] = None,
+) -> None:
+    """Partner side: check a proof with the public key alone (no workspace needed)."""
+    from plait.privacy.ledger import verify_consistency, verify_inclusion
+
+    try:
+        doc = json.loads(proof.read_text())
+        key = public_key or doc["public_key"]
+        if doc["type"] == "inclusion":
+            ok = verify_inclusion(key, doc["head"], doc["entry"].encode(), doc["proof"], doc["index"])
+        else:
+            ok = verify_consistency(key, doc["old"], doc["new"], doc["proof"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise PlaitError(f"{proof} is not a proof document ({e})", hint="make one with `plait ledger prove`") from e
+    if not ok:
+        err.print("[bold red]proof does not verify[/]")
+        raise typer.Exit(1)
+    out.print(f"{doc['type']} proof verifies")
 
 
 # -- keys ----------------------------------------------------------------------------
