@@ -155,6 +155,18 @@ class ProfileSettings(_Strict):
     timeline_limit: int = Field(default=100, ge=1)
 
 
+class PrivacySettings(_Strict):
+    """Consent purposes and what holds before a customer has said anything.
+
+    ``defaults`` maps each purpose to whether it is allowed without a recorded choice
+    (analytics under legitimate interest; marketing, personalisation and partner sharing
+    need an opt-in). Purposes not listed are refused until granted.
+    """
+
+    defaults: dict[str, bool] = Field(default_factory=lambda: {
+        "analytics": True, "personalisation": False, "marketing": False, "partner_sharing": False})
+
+
 class Settings(_Strict):
     """Everything configurable about a workspace."""
 
@@ -164,6 +176,7 @@ class Settings(_Strict):
     pii: PiiSettings = Field(default_factory=PiiSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @classmethod
     def load(cls, workspace: Path) -> "Settings":

@@ -25,6 +25,7 @@ from plait.log.vault import Vault
 if TYPE_CHECKING:
     from plait.collect.bulk import Importer
     from plait.identity import Identity
+    from plait.privacy.consent import Consent
     from plait.privacy.ledger import Ledger
     from plait.profiles import Profiles
 
@@ -61,6 +62,16 @@ class Workspace:
         self._identity: "Identity | None" = None
         self._profiles: "Profiles | None" = None
         self._ledger: "Ledger | None" = None
+        self._consent: "Consent | None" = None
+
+    @property
+    def consent(self) -> "Consent":
+        """Consent choices, state and the one check every path calls (see :mod:`plait.privacy.consent`)."""
+        if self._consent is None:
+            from plait.privacy.consent import Consent
+
+            self._consent = Consent(self)
+        return self._consent
 
     @property
     def ledger(self) -> "Ledger":

@@ -36,6 +36,8 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(export_app, name="export")
 ledger_app = typer.Typer(help="The signed, tamper-evident ledger: append, prove, verify.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+consent_app = typer.Typer(help="Consent per purpose and channel: record choices, read the state.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
 
 out = Console()
 err = Console(stderr=True)
@@ -395,7 +397,7 @@ def export_identities(
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File (default: standard output).")] = None,
 ) -> None:
-    """One row per identifier: identifier_type,identifier_value,profile_id.
+    """One row per identifier: identifier_type,identifier_value,profile_id (customers allowing analytics).
 
     Example: [bold]plait export identities --format csv -o identities.csv[/]
     """
@@ -405,7 +407,8 @@ def export_identities(
     if fmt not in ("csv", "parquet"):
         raise PlaitError(f"unknown format {fmt!r}", hint="use --format csv or --format parquet")
     with _ws(workspace) as ws:
-        table = ws.identity.export()
+        # An export is analytics use: customers who withdrew it are left out (the consent check).
+        table = ws.identity.export(purpose="analytics")
     if fmt == "parquet":
         if output is None:
             raise PlaitError("Parquet needs a file", hint="add --output identities.parquet")
@@ -420,6 +423,44 @@ def export_identities(
         pacsv.write_csv(table, output, pacsv.WriteOptions(quoting_style="needed"))
     if output is not None:
         err.print(f"{table.num_rows:,} identifiers written to {output}")
+
+
+# -- consent -------------------------------------------------------------------------
+@consent_app.command("set")
+def consent_set(
+    identifier: Annotated[str, typer.Option(help="The customer, as TYPE:VALUE.")],
+    purpose: Annotated[str, typer.Option(help="analytics, personalisation, marketing, partner_sharing, ...")],
+    granted: Annotated[bool, typer.Option("--granted/--withdrawn", help="The customer's choice.")],
+    channel: Annotated[Optional[str], typer.Option(help="Only for this channel (email, sms, push ...).")] = None,
+    wording_version: Annotated[Optional[str], typer.Option(help="Version of the wording the customer saw.")] = None,
+    wording: Annotated[Optional[str], typer.Option(help="The wording itself.")] = None,
+    source: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Record a consent choice (an event in the log and an entry in the signed ledger).
+
+    Example: [bold]plait consent set --identifier email:ann@example.com --purpose marketing --granted --channel email[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.consent.set(identifier, purpose, granted, channel=channel, wording=wording,
+                           wording_version=wording_version, source=source)
+    out.print_json(json.dumps(r))
+
+
+@consent_app.command("show")
+def consent_show(
+    ref: Annotated[str, typer.Argument(help="A profile id or TYPE:VALUE.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The customer's consent per purpose (and channel), with the choice behind each."""
+    with _ws(workspace) as ws:
+        state = ws.consent.state(ref)
+    t = Table(show_edge=False)
+    for c in ("purpose", "allowed", "why", "since", "wording"):
+        t.add_column(c)
+    for k, d in state.items():
+        t.add_row(k, "yes" if d["allowed"] else "no", d["reason"], (d["chosen_at"] or "")[:19], d["wording_version"] or "")
+    out.print(t)
 
 
 # -- ledger --------------------------------------------------------------------------

@@ -180,6 +180,17 @@ class Loyalty(_Props):
     order_id: Id | None = None
 
 
+class ConsentUpdated(_Props):
+    """A customer granted or withdrew consent for one purpose (optionally one channel),
+    with the wording and its version they were shown."""
+
+    purpose: str
+    granted: bool
+    consent_channel: str | None = None
+    wording: str | None = None
+    wording_version: str | None = None
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """One catalogued event: its name, schema version, property struct and implied channel."""
@@ -233,6 +244,7 @@ CATALOGUE: dict[str, EventSpec] = {
         _spec("Loyalty Points Earned", Loyalty),
         _spec("Loyalty Points Redeemed", Loyalty),
         _spec("Loyalty Tier Changed", Loyalty),
+        _spec("Consent Updated", ConsentUpdated),
     ]
 }
 

@@ -164,11 +164,17 @@ class Identity:
         canon = min(members, key=idx.__getitem__)
         return {"identifier": key, "as_of": at.isoformat(), "profile_id": profile_id(canon), "identifiers": members}
 
-    def export(self) -> pa.Table:
-        """``identifier_type, identifier_value, profile_id``: one row per identifier."""
+    def export(self, *, purpose: str | None = None) -> pa.Table:
+        """``identifier_type, identifier_value, profile_id``: one row per identifier; with
+        ``purpose``, only customers whose consent allows it (the consent check)."""
         self._require_version()
+        where = ""
+        if purpose is not None:
+            where = (f"AND profile_id IN (SELECT profile_id FROM ({self.ws.consent.allowed_profiles_sql(purpose)}) "
+                     "WHERE allowed)")
         return self.ws.backend.query(
-            f"SELECT identifier_type, identifier_value, profile_id FROM identity_map WHERE version = {_CUR} ORDER BY seq")
+            f"SELECT identifier_type, identifier_value, profile_id FROM identity_map WHERE version = {_CUR} {where} "
+            "ORDER BY seq")
 
     # -- corrections ------------------------------------------------------------------------
     def split(self, profile: str, identifiers: Sequence[str], *, reason: str = "split by request") -> dict[str, Any]:

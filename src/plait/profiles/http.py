@@ -27,8 +27,8 @@ class SplitRequest(BaseModel):
     reason: str = Field(default="split by request", examples=["shared in-store kiosk"])
 
 
-def profiles_router(ws: "Workspace") -> APIRouter:
-    router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+def key_check(ws: "Workspace") -> Any:
+    """A FastAPI dependency accepting a workspace key as Basic user or Bearer token."""
 
     def authorised(request: Request) -> None:
         if not ws.settings.collector.require_write_key:
@@ -39,6 +39,13 @@ def profiles_router(ws: "Workspace") -> APIRouter:
             ws.keys.source_for(key)
         except AuthError as e:
             raise HTTPException(401, {"code": "unauthorized", "message": str(e)}) from e
+
+    return authorised
+
+
+def profiles_router(ws: "Workspace") -> APIRouter:
+    router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+    authorised = key_check(ws)
 
     def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -80,4 +87,4 @@ def profiles_router(ws: "Workspace") -> APIRouter:
     return router
 
 
-__all__ = ["SplitRequest", "profiles_router"]
+__all__ = ["SplitRequest", "key_check", "profiles_router"]

@@ -54,7 +54,10 @@ class Profiles:
         if version is None:
             raise IdentityError("identity has not been resolved yet", hint="run `plait resolve`")
         b.execute("CREATE OR REPLACE TABLE profile_traits AS " + golden_sql(version, self.ws.settings.profiles))
-        b.execute("CREATE OR REPLACE TABLE profile_features AS " + features_sql(version))
+        # Profiling is analytics use: customers who withdrew it get no behavioural features.
+        allowed = self.ws.consent.allowed_profiles_sql("analytics")
+        b.execute("CREATE OR REPLACE TABLE profile_features AS SELECT * FROM (" + features_sql(version) + ") f "
+                  f"WHERE f.profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)")
         return BuildReport(version, int(b.scalar("SELECT count(*) FROM profile_features")),
                            int(b.scalar("SELECT count(*) FROM profile_traits")), time.perf_counter() - t0)
 
@@ -82,7 +85,7 @@ class Profiles:
             features = rows[0] if rows else {}
         return {"profile_id": pid, "identifiers": self.ws.identity.identifiers(pid), "traits": traits,
                 "features": features, "links": self.ws.identity.links(pid),
-                "refused": self.ws.identity.conflicts(pid, limit=20)}
+                "refused": self.ws.identity.conflicts(pid, limit=20), "consent": self.ws.consent.state(pid)}
 
     def timeline(self, ref: str, *, limit: int | None = None, before: str | None = None) -> list[dict[str, Any]]:
         """The customer's events across every channel, newest first."""

@@ -11,7 +11,8 @@ import plait
 from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
-from plait.profiles.http import profiles_router
+from plait.privacy.http import privacy_router
+from plait.profiles.http import key_check, profiles_router
 from plait.workspace import Workspace
 
 
@@ -41,6 +42,9 @@ def create_app(workspace: Workspace) -> FastAPI:
     collect = Collect(intake, committer)
     app.include_router(collector_router(collect))
     app.include_router(profiles_router(workspace))
+    app.include_router(privacy_router(workspace, key_check(workspace)))
+    # Consent choices arriving through the collector reach the ledger as they are appended.
+    _ = workspace.consent
     # Collected events are assigned to customers as they are appended (real-time stitching).
     if workspace.settings.identity.realtime:
         workspace.identity.follow()
