@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from plait.identity import Identity
     from plait.privacy.consent import Consent
     from plait.privacy.ledger import Ledger
+    from plait.privacy.rights import SubjectRights
     from plait.profiles import Profiles
 
 ENV_VAR = "PLAIT_WORKSPACE"
@@ -63,6 +64,13 @@ class Workspace:
         self._profiles: "Profiles | None" = None
         self._ledger: "Ledger | None" = None
         self._consent: "Consent | None" = None
+
+    @property
+    def rights(self) -> "SubjectRights":
+        """Access and erasure for the person behind an identifier (see :mod:`plait.privacy.rights`)."""
+        from plait.privacy.rights import SubjectRights
+
+        return SubjectRights(self)
 
     @property
     def consent(self) -> "Consent":

@@ -38,6 +38,8 @@ ledger_app = typer.Typer(help="The signed, tamper-evident ledger: append, prove,
 app.add_typer(ledger_app, name="ledger")
 consent_app = typer.Typer(help="Consent per purpose and channel: record choices, read the state.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
+privacy_app = typer.Typer(help="Subject rights: access export and erasure.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
 
 out = Console()
 err = Console(stderr=True)
@@ -461,6 +463,47 @@ def consent_show(
     for k, d in state.items():
         t.add_row(k, "yes" if d["allowed"] else "no", d["reason"], (d["chosen_at"] or "")[:19], d["wording_version"] or "")
     out.print(t)
+
+
+# -- subject rights ------------------------------------------------------------------
+@privacy_app.command("export")
+def privacy_export(
+    identifier: Annotated[str, typer.Option(help="Any identifier of the person, as TYPE:VALUE.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file (default: standard output).")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Everything held about a person, across all their identifiers, as JSON (right of access).
+
+    Example: [bold]plait privacy export --identifier email:ann@example.com -o ann.json[/]
+    """
+    with _ws(workspace) as ws:
+        doc = ws.rights.access(identifier)
+    text = json.dumps(doc, default=str, indent=2)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text)
+        err.print(f"{len(doc['events']):,} events and {len(doc['identifiers'])} identifiers written to {output}")
+
+
+@privacy_app.command("erase")
+def privacy_erase(
+    identifier: Annotated[str, typer.Option(help="Any identifier of the person, as TYPE:VALUE.")],
+    reason: Annotated[str, typer.Option(help="Why (kept, under a pseudonym).")] = "erasure request",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Erase the person behind an identifier: destroy their keys, rebuild what was derived, record it.
+
+    Example: [bold]plait privacy erase --identifier email:ann@example.com[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.rights.erase(identifier, reason=reason)
+    out.print(f"erased {r.identifiers} identifiers / {r.subjects} subjects ({r.keys_destroyed} keys destroyed, "
+              f"{r.dead_letters_removed} dead letters removed) in {r.seconds:.1f} s; {r.events_kept:,} events kept "
+              f"as unreadable facts; pseudonym {r.pseudonym}")
+    if r.residual_files:
+        err.print(f"[bold red]still found in:[/] {', '.join(r.residual_files)}")
+        raise typer.Exit(1)
 
 
 # -- ledger --------------------------------------------------------------------------

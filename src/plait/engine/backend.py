@@ -52,6 +52,10 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def compact(self) -> None:
+        """Rewrite storage so deleted rows leave no bytes behind (erasure). No-op where the
+        engine's storage has no such leftovers."""
+
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         t = self.query(sql, params)
         return t.column(0)[0].as_py() if t.num_rows else None

@@ -7,6 +7,7 @@ process, threads share one connection through cursors, writes serialised by a lo
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from plait.engine.backend import Backend
-from plait.engine.dialects import Dialect, quote_ident
+from plait.engine.dialects import Dialect, quote_ident, quote_literal
 from plait.errors import EngineError, WorkspaceError
 
 
@@ -34,6 +35,8 @@ class DuckDBBackend(Backend):
             config["threads"] = threads
         if memory_limit:
             config["memory_limit"] = memory_limit
+        self._config, self._read_only = config, read_only
+        self._settings: list[str] = []
         try:
             self._con = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.IOException as e:
@@ -63,6 +66,8 @@ class DuckDBBackend(Backend):
                 self._cursor().execute(sql, params)
             except duckdb.Error as e:
                 raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+            if params is None and sql.lstrip().upper().startswith("SET "):
+                self._settings.append(sql)      # session settings survive compact()
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         try:
@@ -122,6 +127,34 @@ class DuckDBBackend(Backend):
 
     def checkpoint(self) -> None:
         self.execute("CHECKPOINT")
+
+    def compact(self) -> None:
+        """Rewrite the database into a fresh file, so deleted rows leave no bytes behind in
+        free blocks (DuckDB reuses freed blocks but never wipes them). Temporary tables go."""
+        if self.path == ":memory:":
+            return
+        with self._lock:
+            target = self.path + ".compact"
+            for p in (target, target + ".wal"):
+                if os.path.exists(p):
+                    os.remove(p)
+            con = self._con
+            try:
+                con.execute("CHECKPOINT")
+                name = con.execute("SELECT current_database()").fetchone()[0]
+                con.execute(f"ATTACH {quote_literal(target)} AS plait_compact")
+                con.execute(f"COPY FROM DATABASE {quote_ident(name)} TO plait_compact")
+                con.execute("DETACH plait_compact")
+            except duckdb.Error as e:
+                raise EngineError(f"DuckDB could not rewrite {self.path}: {e}") from e
+            con.close()
+            os.replace(target, self.path)
+            if os.path.exists(self.path + ".wal"):
+                os.remove(self.path + ".wal")
+            self._con = duckdb.connect(self.path, read_only=self._read_only, config=self._config)
+            self._local = threading.local()
+            for sql in ["SET enable_progress_bar = false", *self._settings]:
+                self._con.execute(sql)
 
     def close(self) -> None:
         with self._lock:

@@ -119,6 +119,25 @@ class Vault:
                 self._db.commit()
             return row[0]
 
+    def destroy(self, subjects: Iterable[str]) -> int:
+        """Destroy the keys of ``subjects`` for good (crypto-shredding); how many existed.
+
+        ``secure_delete`` overwrites the freed pages, and the file is vacuumed so no copy of a
+        key survives in free space.
+        """
+        subjects = list(set(subjects))
+        with self._lock:
+            n = 0
+            for i in range(0, len(subjects), 500):
+                chunk = subjects[i : i + 500]
+                n += self._db.execute(f"DELETE FROM subject_keys WHERE subject IN ({','.join('?' * len(chunk))})",
+                                      chunk).rowcount
+            self._db.commit()
+            self._db.execute("VACUUM")
+            for s in subjects:
+                self._cache.pop(s, None)
+        return n
+
     def count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM subject_keys").fetchone()[0]

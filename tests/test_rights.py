@@ -1,0 +1,113 @@
+"""Subject rights: access across merged identifiers; erasure that leaves no byte behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import plait
+from plait.cli.main import app
+from plait.config import Settings
+from plait.errors import ConfigError
+from tests.test_identity import send
+
+EMAIL = "zebulon.quartermaine@example.net"
+PHONE_SENT = "07700 900777"
+PHONE = "+447700900777"
+SECRETS = [EMAIL.encode(), b"Quartermaine", b"Zebulon", b"7700900777", b"900777", b"Quarterdeck Lane"]
+
+
+def _world(ws) -> None:
+    ws.settings.identity.default_region = "GB"
+    ws.settings.save(ws.path)
+    # Zebulon on the web, at the till and on the phone; Mary is another customer.
+    send(ws, {"type": "identify", "userId": "zq-1", "anonymousId": "ck-zq",
+              "traits": {"email": EMAIL, "firstName": "Zebulon", "lastName": "Quartermaine",
+                         "address": {"street": "7 Quarterdeck Lane", "postalCode": "ZZ1 9QQ"}}}, source="web")
+    send(ws, {"event": "Loyalty Enrolled", "anonymousId": "LC-ZQ",
+              "context": {"externalIds": [{"id": "LC-ZQ", "type": "loyalty_card"}],
+                          "traits": {"email": EMAIL.upper(), "phone": PHONE_SENT}}}, day=1, source="pos")
+    send(ws, {"event": "Order Completed", "anonymousId": "LC-ZQ", "properties": {"order_id": "o-zq", "total": 40,
+                                                                                  "currency": "USD"},
+              "context": {"externalIds": [{"id": "LC-ZQ", "type": "loyalty_card"}]}}, day=2, source="pos")
+    send(ws, {"event": "Call Center Contact", "anonymousId": "caller-zq", "context": {"traits": {"phone": PHONE}}},
+         day=3, source="call_center")
+    send(ws, {"type": "identify", "userId": "mary", "traits": {"email": "mary.other@example.net", "firstName": "Mary"}})
+    send(ws, {"event": "Order Completed", "userId": "mary", "properties": {"order_id": "o-m", "total": 60,
+                                                                          "currency": "USD"}}, day=2)
+    # A dead letter that quotes him in clear.
+    from plait.log.store import Rejection
+
+    ws.log.reject([Rejection(source="web", origin="track", position=0, field="timestamp", reason="bad timestamp",
+                             payload=json.dumps({"userId": "zq-1", "traits": {"email": EMAIL}}))])
+    ws.consent.set("user_id:zq-1", "marketing", True, channel="email")
+    ws.resolve()
+
+
+def _scan(root: Path) -> list[str]:
+    return [f"{p.relative_to(root)}:{s!r}" for p in root.rglob("*") if p.is_file()
+            for s in SECRETS if s in p.read_bytes()]
+
+
+def test_access_export_is_complete_across_merged_identifiers(ws):
+    _world(ws)
+    doc = ws.rights.access(f"phone:{PHONE}")
+    kinds = {f"{i['identifier_type']}:{i['identifier_value']}" for i in doc["identifiers"]}
+    assert {"user_id:zq-1", "anonymous_id:ck-zq", "loyalty_card:LC-ZQ", f"email:{EMAIL}", f"phone:{PHONE}",
+            "anonymous_id:caller-zq"} <= kinds
+    events = {e.get("event") or e["type"] for e in doc["events"]}
+    assert {"identify", "Loyalty Enrolled", "Order Completed", "Call Center Contact", "Consent Updated"} <= events
+    assert len(doc["events"]) == 5
+    web = next(e for e in doc["events"] if e["type"] == "identify")
+    assert web["traits"]["lastName"] == "Quartermaine"          # personal fields revealed for the person
+    assert doc["consent"]["marketing:email"]["allowed"]
+    assert all(e.get("user_id") != "mary" for e in doc["events"])
+
+
+def test_erasure_leaves_no_byte_and_keeps_the_counts(ws):
+    _world(ws)
+    before = ws.backend.rows("SELECT count(*) AS n, sum(amount) AS revenue FROM events")[0]
+    assert _scan(ws.path)                                        # the test can see him before
+    report = ws.rights.erase(f"email:{EMAIL}", reason="customer request")
+    assert report.residual_files == []
+    assert report.subjects == 3 and report.keys_destroyed == 3 and report.dead_letters_removed == 1
+    ws.backend.checkpoint()
+    assert _scan(ws.path) == []                                  # not in the log, profiles, truth, free pages
+    after = ws.backend.rows("SELECT count(*) AS n, sum(amount) AS revenue FROM events")[0]
+    assert after == before                                       # the facts stay; only their personal fields went
+    assert ws.profiles.get("user_id:mary")["traits"]["email"]["value"] == "mary.other@example.net"
+    assert ws.identity.profile_of(f"email:{EMAIL}") is None
+    card = ws.profiles.get("loyalty_card:LC-ZQ")
+    assert "email" not in card["traits"] and "phone" not in card["traits"]
+    assert ws.ledger.verify() == [] and ws.ledger.size == 2      # the consent and the erasure, pseudonymised
+    assert ws.backend.scalar("SELECT count(*) FROM erasures") == 1
+    # The workspace still works after its database was rewritten.
+    send(ws, {"type": "identify", "userId": "new", "traits": {"email": "new@example.net"}}, day=9)
+    assert ws.resolve()[0].profiles >= 2
+
+
+def test_erasure_needs_sealed_fields(tmp_path):
+    s = Settings()
+    s.pii.encrypt = False
+    with plait.connect(tmp_path / "w", s) as ws:
+        send(ws, {"type": "identify", "userId": "u", "traits": {"email": "u@example.net"}})
+        with pytest.raises(ConfigError, match="sealed"):
+            ws.rights.erase("user_id:u")
+
+
+def test_privacy_cli(tmp_path):
+    w = tmp_path / "w"
+    with plait.connect(w) as ws:
+        _world(ws)
+    runner = CliRunner()
+    out = tmp_path / "zq.json"
+    r = runner.invoke(app, ["-w", str(w), "privacy", "export", "--identifier", "loyalty_card:LC-ZQ", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["traits"]["lastName"]["value"] == "Quartermaine"
+    r = runner.invoke(app, ["-w", str(w), "privacy", "erase", "--identifier", "loyalty_card:LC-ZQ"])
+    assert r.exit_code == 0, r.output
+    assert _scan(w) == []
+    assert runner.invoke(app, ["-w", str(w), "ledger", "verify"]).exit_code == 0
