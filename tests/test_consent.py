@@ -100,7 +100,7 @@ def test_consent_over_http_and_cli(tmp_path):
     ws = plait.connect(tmp_path / "w")
     send(ws, {"type": "identify", "userId": "bo", "anonymousId": "ck-bo"})
     ws.resolve()
-    key = ws.keys.create("crm")
+    key = ws.keys.create("crm", role="admin")
     h = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
     with TestClient(create_app(ws)) as c:
         assert c.get("/v1/consent/user_id:bo").status_code == 401
@@ -127,3 +127,26 @@ def test_consent_over_http_and_cli(tmp_path):
     r = runner.invoke(app, ["-w", w, "consent", "show", "user_id:bo"])
     assert r.exit_code == 0 and "marketing:email" in r.output
     assert runner.invoke(app, ["-w", w, "ledger", "verify"]).exit_code == 0
+
+
+def test_roles_on_the_api(tmp_path):
+    ws = plait.connect(tmp_path / "w")
+    send(ws, {"type": "identify", "userId": "u1"})
+    ws.resolve()
+    keys = {role: ws.keys.create(role, role=role) for role in ("collector", "analyst", "admin")}
+    auth = {r: {"Authorization": "Basic " + base64.b64encode(f"{k}:".encode()).decode()} for r, k in keys.items()}
+    with TestClient(create_app(ws)) as c:
+        assert c.post("/v1/track", json={"userId": "u1", "event": "X"}, headers=auth["collector"]).status_code == 200
+        assert c.post("/v1/track", json={"userId": "u1", "event": "X"}, headers=auth["analyst"]).status_code == 401
+        assert c.get("/v1/profiles/user_id:u1", headers=auth["collector"]).status_code == 403
+        assert c.get("/v1/profiles/user_id:u1", headers=auth["analyst"]).status_code == 200
+        split = {"identifiers": ["user_id:u1"]}
+        assert c.post("/v1/profiles/user_id:u1/split", json=split, headers=auth["analyst"]).status_code == 403
+        choice = {"identifier": "user_id:u1", "purpose": "marketing", "granted": True}
+        assert c.post("/v1/consent", json=choice, headers=auth["analyst"]).status_code == 403
+        assert c.post("/v1/consent", json=choice, headers=auth["collector"]).status_code == 200
+        assert c.get("/v1/ledger/head", headers=auth["admin"]).status_code == 200
+    stored = {k.role for k in ws.keys.list()}
+    assert stored == {"collector", "analyst", "admin"}
+    assert not any(k in (ws.path / "plait.duckdb").read_bytes().decode("latin-1") for k in keys.values())
+    ws.close()

@@ -111,7 +111,7 @@ def _auth(key: str) -> dict:
 def test_profile_routes_and_real_time_assignment(ws):
     send(ws, {"type": "identify", "userId": "u1", "anonymousId": "ck-1", "traits": {"email": "ann@x.com"}})
     ws.resolve()
-    key = ws.keys.create("crm")
+    key = ws.keys.create("crm", role="admin")
     with TestClient(create_app(ws)) as c:
         h = _auth(key)
         assert c.get("/v1/profiles/user_id:u1").status_code == 401

@@ -625,26 +625,28 @@ def keys_create(
     name: Annotated[str, typer.Option(help="Name of the key (and default source name).")],
     workspace: WorkspaceOpt = None,
     source: Annotated[Optional[str], typer.Option(help="Source the key sends as (default: the name).")] = None,
+    role: Annotated[str, typer.Option(help="collector (send events), analyst (read-only) or admin.")] = "collector",
 ) -> None:
-    """Create a write key; the key alone is printed on the last line.
+    """Create a key; the key alone is printed on the last line.
 
-    Example: [bold]plait keys create --name web-shop[/]
+    Example: [bold]plait keys create --name web-shop[/] · [bold]plait keys create --name bi --role analyst[/]
     """
     with _ws(workspace) as ws:
-        key = ws.keys.create(name, source=source)
-    err.print(f"write key for source `{source or name}` (shown once, stored hashed):")
+        key = ws.keys.create(name, source=source, role=role)
+    err.print(f"{role} key for source `{source or name}` (shown once, stored hashed):")
     print(key)
 
 
 @keys_app.command("list")
 def keys_list(workspace: WorkspaceOpt = None) -> None:
-    """List write keys (hashes only)."""
+    """List keys (hashes only) with their roles."""
     with _ws(workspace) as ws:
         t = Table(show_edge=False)
-        for c in ("name", "source", "created", "revoked", "sha256"):
+        for c in ("name", "source", "role", "created", "revoked", "sha256"):
             t.add_column(c)
         for k in ws.keys.list():
-            t.add_row(k.name, k.source, str(k.created_at)[:19], str(k.revoked_at or "")[:19], k.key_hash[:12] + "…")
+            t.add_row(k.name, k.source, k.role or "collector", str(k.created_at)[:19], str(k.revoked_at or "")[:19],
+                      k.key_hash[:12] + "…")
         out.print(t)
 
 

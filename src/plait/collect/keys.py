@@ -1,8 +1,10 @@
-"""Write keys: which source is sending, stored only as SHA-256 hashes.
+"""API keys: which source is sending and what a caller may do, stored only as SHA-256 hashes.
 
-A write key identifies a *source* (the web shop, the POS estate, the app, a
-partner feed), the way Segment's sources do; every event it sends is stamped with
-that source. Keys are shown once, at creation, and kept hashed.
+A key identifies a *source* (the web shop, the POS estate, the app, a partner feed),
+the way Segment's write keys do; every event it sends is stamped with that source. Each
+key has a role: ``collector`` (send events), ``analyst`` (read profiles, consent and the
+ledger; send nothing) or ``admin`` (everything, including splits and consent changes).
+Keys are shown once, at creation, and kept hashed.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ CREATE TABLE IF NOT EXISTS write_keys (
     source     VARCHAR NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     revoked_at TIMESTAMPTZ
-)
+);
+ALTER TABLE write_keys ADD COLUMN IF NOT EXISTS role VARCHAR DEFAULT 'collector';
 """
+ROLES = ("collector", "analyst", "admin")
+SENDERS = ("collector", "admin")
 
 
 def _hash(key: str) -> str:
@@ -40,6 +45,7 @@ class KeyInfo:
     created_at: datetime
     revoked_at: datetime | None
     key_hash: str
+    role: str = "collector"
 
 
 class KeyStore:
@@ -49,19 +55,21 @@ class KeyStore:
         self.backend = backend
         backend.execute(DDL)
         self._lock = threading.Lock()
-        self._cache: dict[str, str] | None = None
+        self._cache: dict[str, tuple[str, str]] | None = None
 
-    def create(self, name: str, *, source: str | None = None) -> str:
-        """Make a key for ``source`` (default: ``name``) and return it; it is not stored in clear."""
+    def create(self, name: str, *, source: str | None = None, role: str = "collector") -> str:
+        """Make a key for ``source`` (default: ``name``) with ``role`` and return it; it is not stored in clear."""
         name = name.strip()
         if not name:
             raise ConfigError("a write key needs a non-empty name")
+        if role not in ROLES:
+            raise ConfigError(f"unknown role `{role}`", hint=f"use one of: {', '.join(ROLES)}")
         key = "wk_" + secrets.token_urlsafe(24)
         now = datetime.now().astimezone()
         self.backend.append("write_keys", pa.table({
             "key_hash": [_hash(key)], "name": [name], "source": [source or name],
             "created_at": pa.array([now], pa.timestamp("us", tz="UTC")),
-            "revoked_at": pa.array([None], pa.timestamp("us", tz="UTC")),
+            "revoked_at": pa.array([None], pa.timestamp("us", tz="UTC")), "role": [role],
         }))
         self._cache = None
         return key
@@ -76,18 +84,29 @@ class KeyStore:
 
     def list(self) -> list[KeyInfo]:
         return [KeyInfo(**r) for r in self.backend.rows(
-            "SELECT name, source, created_at, revoked_at, key_hash FROM write_keys ORDER BY created_at")]
+            "SELECT name, source, created_at, revoked_at, key_hash, role FROM write_keys ORDER BY created_at")]
 
-    def source_for(self, key: str | None) -> str:
-        """The source a key belongs to; :class:`AuthError` if it is missing or unknown."""
+    def _lookup(self, key: str | None) -> tuple[str, str]:
         if not key:
-            raise AuthError("no write key: send it as the HTTP Basic user name or as `writeKey` in the body")
+            raise AuthError("no write key: send it as the HTTP Basic user name, a Bearer token or `writeKey` in the body")
         cache = self._cache
         if cache is None:
             with self._lock:
-                rows = self.backend.rows("SELECT key_hash, source FROM write_keys WHERE revoked_at IS NULL")
-                cache = self._cache = {r["key_hash"]: r["source"] for r in rows}
-        source = cache.get(_hash(key))
-        if source is None:
+                rows = self.backend.rows(
+                    "SELECT key_hash, source, coalesce(role, 'collector') AS role FROM write_keys WHERE revoked_at IS NULL")
+                cache = self._cache = {r["key_hash"]: (r["source"], r["role"]) for r in rows}
+        found = cache.get(_hash(key))
+        if found is None:
             raise AuthError("unknown or revoked write key", hint="create one with `plait keys create --name NAME`")
+        return found
+
+    def source_for(self, key: str | None) -> str:
+        """The source a key sends as; :class:`AuthError` if it is missing, unknown or may not send."""
+        source, role = self._lookup(key)
+        if role not in SENDERS:
+            raise AuthError(f"a `{role}` key cannot send events", hint="use a collector key for sources")
         return source
+
+    def role_for(self, key: str | None) -> str:
+        """The role of a key; :class:`AuthError` if it is missing or unknown."""
+        return self._lookup(key)[1]

@@ -27,8 +27,9 @@ class ConsentChoice(BaseModel):
     wording_version: str | None = Field(default=None, examples=["2025-03"])
 
 
-def privacy_router(ws: "Workspace", authorised: "Callable[..., None]") -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
+def privacy_router(ws: "Workspace", readers: "Callable[..., None]", writers: "Callable[..., None]") -> APIRouter:
+    """Reads for ``readers`` (analyst, admin); recording a choice for ``writers`` (collector, admin)."""
+    router = APIRouter(prefix="/v1")
 
     def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -36,22 +37,26 @@ def privacy_router(ws: "Workspace", authorised: "Callable[..., None]") -> APIRou
         except (IdentityError, LedgerError) as e:
             raise HTTPException(400, {"code": "invalid_request", "message": str(e)}) from e
 
-    @router.get("/consent/{ref}", tags=["consent"], summary="A customer's consent per purpose and channel")
+    @router.get("/consent/{ref}", tags=["consent"], summary="A customer's consent per purpose and channel",
+                dependencies=[Depends(readers)])
     async def consent_state(ref: str) -> dict[str, Any]:
         return await run_in_threadpool(call, ws.consent.state, ref)
 
-    @router.post("/consent", tags=["consent"], summary="Record a consent choice (log event + ledger entry)")
+    @router.post("/consent", tags=["consent"], summary="Record a consent choice (log event + ledger entry)",
+                 dependencies=[Depends(writers)])
     async def consent_set(body: ConsentChoice) -> dict[str, Any]:
         return await run_in_threadpool(call, ws.consent.set, body.identifier, body.purpose, body.granted,
                                        channel=body.channel, wording=body.wording,
                                        wording_version=body.wording_version, source="api")
 
-    @router.get("/ledger/head", tags=["ledger"], summary="The signed tree head and the public key")
+    @router.get("/ledger/head", tags=["ledger"], summary="The signed tree head and the public key",
+                dependencies=[Depends(readers)])
     async def head() -> dict[str, Any]:
         h = await run_in_threadpool(ws.ledger.head)
         return {"public_key": ws.ledger.public_key_hex, "head": h.as_dict()}
 
-    @router.get("/ledger/proof/{index}", tags=["ledger"], summary="Inclusion proof of one entry")
+    @router.get("/ledger/proof/{index}", tags=["ledger"], summary="Inclusion proof of one entry",
+                dependencies=[Depends(readers)])
     async def proof(index: int) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             h = ws.ledger.head()
@@ -60,7 +65,8 @@ def privacy_router(ws: "Workspace", authorised: "Callable[..., None]") -> APIRou
 
         return await run_in_threadpool(call, work)
 
-    @router.get("/ledger/consistency", tags=["ledger"], summary="Consistency proof between two tree sizes")
+    @router.get("/ledger/consistency", tags=["ledger"], summary="Consistency proof between two tree sizes",
+                dependencies=[Depends(readers)])
     async def consistency(first: int, second: int | None = None) -> dict[str, Any]:
         return {"first": first, "second": second or ws.ledger.size,
                 "proof": await run_in_threadpool(call, ws.ledger.consistency, first, second)}

@@ -1,7 +1,7 @@
 """Profile routes: read a customer by id or identifier, their timeline, and split them.
 
-Reads need a workspace key (HTTP Basic user name or ``Bearer``) while the collector
-requires write keys; finer roles (read-only analyst, admin) arrive with the privacy work.
+Reads need an ``analyst`` or ``admin`` key (HTTP Basic user name or ``Bearer``); a split
+needs ``admin``. Collector keys only send events.
 Blocking work (engine queries, a re-derivation after a split) runs in a worker thread.
 """
 
@@ -27,8 +27,10 @@ class SplitRequest(BaseModel):
     reason: str = Field(default="split by request", examples=["shared in-store kiosk"])
 
 
-def key_check(ws: "Workspace") -> Any:
-    """A FastAPI dependency accepting a workspace key as Basic user or Bearer token."""
+def key_check(ws: "Workspace", *roles: str) -> Any:
+    """A FastAPI dependency admitting keys of ``roles`` (Basic user name or Bearer token):
+    401 for a missing or unknown key, 403 for a key whose role may not do this."""
+    allowed = roles or ("analyst", "admin")
 
     def authorised(request: Request) -> None:
         if not ws.settings.collector.require_write_key:
@@ -36,16 +38,20 @@ def key_check(ws: "Workspace") -> Any:
         header = request.headers.get("authorization") or ""
         key = header[7:].strip() if header.lower().startswith("bearer ") else basic_user(header)
         try:
-            ws.keys.source_for(key)
+            role = ws.keys.role_for(key)
         except AuthError as e:
             raise HTTPException(401, {"code": "unauthorized", "message": str(e)}) from e
+        if role not in allowed:
+            raise HTTPException(403, {"code": "forbidden", "message": f"a `{role}` key may not do this; "
+                                      f"it needs one of: {', '.join(allowed)}"})
 
     return authorised
 
 
 def profiles_router(ws: "Workspace") -> APIRouter:
     router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
-    authorised = key_check(ws)
+    authorised = key_check(ws, "analyst", "admin")
+    admin = key_check(ws, "admin")
 
     def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -71,8 +77,8 @@ def profiles_router(ws: "Workspace") -> APIRouter:
         rows = await run_in_threadpool(call, ws.profiles.timeline, ref, limit=min(limit, 1000), before=before)
         return {"profile_id": await run_in_threadpool(call, ws.profiles._id, ref), "events": rows}
 
-    @router.post("/{ref}/split", summary="Unmerge: separate identifiers from this customer for good",
-                 dependencies=[Depends(authorised)])
+    @router.post("/{ref}/split", summary="Unmerge: separate identifiers from this customer for good (admin)",
+                 dependencies=[Depends(admin)])
     async def split(ref: str, body: SplitRequest) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             pid = ws.identity.resolve_ref(ref)

@@ -42,7 +42,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     collect = Collect(intake, committer)
     app.include_router(collector_router(collect))
     app.include_router(profiles_router(workspace))
-    app.include_router(privacy_router(workspace, key_check(workspace)))
+    app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
+                                      key_check(workspace, "collector", "admin")))
     # Consent choices arriving through the collector reach the ledger as they are appended.
     _ = workspace.consent
     # Collected events are assigned to customers as they are appended (real-time stitching).
