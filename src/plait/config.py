@@ -160,11 +160,13 @@ class PrivacySettings(_Strict):
 
     ``defaults`` maps each purpose to whether it is allowed without a recorded choice
     (analytics under legitimate interest; marketing, personalisation and partner sharing
-    need an opt-in). Purposes not listed are refused until granted.
+    need an opt-in). Purposes not listed are refused until granted. ``min_group_size`` is
+    the k of k-anonymity: no shared overlap or exported group smaller than it is revealed.
     """
 
     defaults: dict[str, bool] = Field(default_factory=lambda: {
         "analytics": True, "personalisation": False, "marketing": False, "partner_sharing": False})
+    min_group_size: int = Field(default=10, ge=1)
 
 
 class Settings(_Strict):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from plait.privacy.consent import Consent
     from plait.privacy.ledger import Ledger
     from plait.privacy.rights import SubjectRights
+    from plait.privacy.sharing import Sharing
     from plait.profiles import Profiles
 
 ENV_VAR = "PLAIT_WORKSPACE"
@@ -71,6 +72,13 @@ class Workspace:
         from plait.privacy.rights import SubjectRights
 
         return SubjectRights(self)
+
+    @property
+    def sharing(self) -> "Sharing":
+        """Clean-room audience matching with partners (see :mod:`plait.privacy.sharing`)."""
+        from plait.privacy.sharing import Sharing
+
+        return Sharing(self)
 
     @property
     def consent(self) -> "Consent":

@@ -40,6 +40,8 @@ consent_app = typer.Typer(help="Consent per purpose and channel: record choices,
 app.add_typer(consent_app, name="consent")
 privacy_app = typer.Typer(help="Subject rights: access export and erasure.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+share_app = typer.Typer(help="Clean-room audience matching with partners on keyed hashes.", no_args_is_help=True)
+app.add_typer(share_app, name="share")
 
 out = Console()
 err = Console(stderr=True)
@@ -398,6 +400,7 @@ def export_identities(
     workspace: WorkspaceOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File (default: standard output).")] = None,
+    pseudonymise: Annotated[bool, typer.Option(help="Replace identifier values by salted HMACs.")] = False,
 ) -> None:
     """One row per identifier: identifier_type,identifier_value,profile_id (customers allowing analytics).
 
@@ -411,6 +414,10 @@ def export_identities(
     with _ws(workspace) as ws:
         # An export is analytics use: customers who withdrew it are left out (the consent check).
         table = ws.identity.export(purpose="analytics")
+        if pseudonymise:
+            from plait.privacy.sharing import pseudonymise_column
+
+            table = pseudonymise_column(table, "identifier_value", ws.vault.secret("export-pseudonym-salt"))
     if fmt == "parquet":
         if output is None:
             raise PlaitError("Parquet needs a file", hint="add --output identities.parquet")
@@ -504,6 +511,57 @@ def privacy_erase(
     if r.residual_files:
         err.print(f"[bold red]still found in:[/] {', '.join(r.residual_files)}")
         raise typer.Exit(1)
+
+
+# -- partner sharing -----------------------------------------------------------------
+def _partner_key(key_hex: str) -> bytes:
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError as e:
+        raise PlaitError("--key is not hex", hint="pass the agreed matching key as 64 hex characters") from e
+    return key
+
+
+@share_app.command("match")
+def share_match(
+    partner: Annotated[str, typer.Option(help="Partner name (kept in the ledger).")],
+    hashes: Annotated[Path, typer.Option(help="The partner's hashes, one hex HMAC per line.", exists=True)],
+    key: Annotated[str, typer.Option(help="The agreed matching key (hex).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the revealed overlap here.")] = None,
+    points: Annotated[int, typer.Option(help="Loyalty points for each consenting customer matched (0: none).")] = 50,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Match a partner's hashed audience against customers who consent to sharing; reveal the
+    overlap only if it reaches the minimum group size; record it in the ledger.
+
+    Example: [bold]plait share match --partner acme --hashes acme.txt --key $KEY -o overlap.txt[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.sharing.match(partner, _partner_key(key), hashes.read_text().splitlines(), award_points=points)
+    if output is not None and r.revealed:
+        output.write_text("\n".join(r.matched) + "\n")
+    shown = f"{r.overlap:,} matched" if r.revealed else f"fewer than {r.min_group_size} matched: nothing revealed"
+    out.print(f"{partner}: {r.submitted:,} submitted, {r.eligible:,} of ours consent; {shown}; "
+              f"{r.points_awarded} customers rewarded; ledger entry {r.ledger_index}")
+
+
+@share_app.command("audience")
+def share_audience(
+    key: Annotated[str, typer.Option(help="The agreed matching key (hex).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File for our hashed audience.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write our consenting audience as keyed hashes (for a partner to match on their side)."""
+    with _ws(workspace) as ws:
+        aud = ws.sharing.audience(_partner_key(key))
+        k = ws.settings.privacy.min_group_size
+        if len(set(aud.values())) < k:
+            raise PlaitError(f"fewer than {k} consenting customers: the audience is too small to share",
+                             hint="the minimum group size is privacy.min_group_size")
+        ws.ledger.append("sharing", {"direction": "outbound", "hashes": len(aud), "customers": len(set(aud.values()))})
+        ws.ledger.head()
+    output.write_text("\n".join(sorted(aud)) + "\n")
+    err.print(f"{len(aud):,} hashes of {len(set(aud.values())):,} consenting customers written to {output}")
 
 
 # -- ledger --------------------------------------------------------------------------
