@@ -105,7 +105,7 @@ def test_stitches_across_channels_and_keeps_every_trait(ws):
               "context": {"externalIds": [{"id": "LC-9", "type": "loyalty_card"}]}}, day=3, source="pos")
     ws.resolve()
     assert same(ws, "user_id:web-1", "anonymous_id:ck-1", "loyalty_card:LC-9", "anonymous_id:caller-1",
-                "phone:07700 900123" if False else "phone:+447700900123")
+                "phone:+447700900123")
     p = ws.profiles.get("email:ann@x.com")
     assert {"plan", "shoeSize", "firstName", "email", "phone"} <= set(p["traits"])   # nothing lost in the merge
     assert p["traits"]["plan"]["confidence"] == "declared" and p["traits"]["shoeSize"]["confidence"] == "observed"
@@ -131,11 +131,11 @@ def test_limits_refuse_merges_and_record_why(ws):
          {"type": "identify", "anonymousId": "c1", "traits": {"email": "b@x.com"}},
          {"type": "identify", "anonymousId": "c2", "traits": {"email": "c@x.com"}},
          {"type": "identify", "anonymousId": "c2", "traits": {"email": "b@x.com"}})
-    ws.settings.identity.supernode_threshold = 50
-    plait.Settings  # noqa: B018
     report = ws.identity.resolve()
     assert not same(ws, "email:a@x.com", "email:c@x.com")
-    assert report.conflicts >= 1 or report.supernodes >= 1
+    assert same(ws, "email:c@x.com", "anonymous_id:c2") and same(ws, "email:b@x.com", "anonymous_id:c1")
+    assert report.conflicts == 1 and report.supernodes == 0
+    assert ws.identity.conflicts()[0]["reason"] == "limit: at most 2 email per customer"
 
 
 def test_super_node_kiosk_is_quarantined(ws):
@@ -303,8 +303,8 @@ def test_real_time_quarantines_a_value_once_it_is_seen_shared(ws):
     assert not same(ws, "user_id:son", "user_id:mum") and not same(ws, "user_id:dad", "user_id:mum")
 
 
-def test_stitcher_is_fast_enough_for_the_hot_path():
-    # Functional guard only; the latency figure lives in benchmarks/identity.py.
+def test_stitcher_keeps_customers_apart_at_scale():
+    # Functional only; the latency figure lives in benchmarks/identity.py.
     st_ = Stitcher(Registry.default())
     for i in range(1000):
         st_.observe([f"user_id:u{i}", f"anonymous_id:c{i}"], i)

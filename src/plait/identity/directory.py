@@ -53,9 +53,9 @@ class Identity:
         self._lock = threading.Lock()
 
     # -- batch ------------------------------------------------------------------------------
-    def resolve(self, *, progress: Any = None) -> ResolveReport:
+    def resolve(self) -> ResolveReport:
         """Derive a new version from the whole log (and restart real-time stitching from it)."""
-        report = resolve(self.ws, progress=progress)
+        report = resolve(self.ws)
         if self._live is not None:
             self._restore()
         return report
@@ -202,6 +202,22 @@ class Identity:
         report = self.resolve()
         return {"split_id": sid, "version": report.version, "reason": reason,
                 "profiles": sorted({self._table_profile(k) for k in side_a + side_b} - {None})}
+
+    def subjects(self, profile: str | None) -> list[str]:
+        """The event subjects (``user_id:…``/``anonymous_id:…``) of a customer in the newest version."""
+        if profile is None or self.version is None:
+            return []
+        return [r["subject"] for r in self.ws.backend.rows(
+            f"SELECT subject FROM identity_subjects WHERE version = {_CUR} AND profile_id = ? ORDER BY subject", [profile])]
+
+    def sender(self, profile: str | None) -> dict[str, str] | None:
+        """Segment fields to send an event as this customer (their user id, else an anonymous id)."""
+        subjects = self.subjects(profile)
+        for prefix, field in (("user_id:", "userId"), ("anonymous_id:", "anonymousId")):
+            for s in subjects:
+                if s.startswith(prefix):
+                    return {field: s[len(prefix):]}
+        return None
 
     def _table_profile(self, key: str) -> str | None:
         return self.ws.backend.scalar(

@@ -34,7 +34,7 @@ from typing import Any
 
 import phonenumbers
 
-from plait.config import IdentitySettings, IdentifierTypeSettings
+from plait.config import IdentitySettings
 
 # Providers that ignore dots in the local part, and providers that deliver ``user+tag``
 # to ``user``. Aliased domains are folded into one.
@@ -197,9 +197,4 @@ def _globs(patterns: list[str]) -> "re.Pattern[str] | None":
     return re.compile("|".join(globs)) if globs else None
 
 
-def type_settings(**kwargs: Any) -> IdentifierTypeSettings:
-    """An identifier type for ``IdentitySettings.types`` (a user-defined type, say)."""
-    return IdentifierTypeSettings(**kwargs)
-
-
-__all__ = ["Registry", "IdentifierType", "normalise_email", "normalise_phone", "type_settings"]
+__all__ = ["IdentifierType", "Registry", "normalise_email", "normalise_phone"]

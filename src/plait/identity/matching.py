@@ -233,7 +233,7 @@ class Matcher:
         if not pairs.num_rows:
             return _empty(k)
         Gp = np.stack([pairs.column(f"g{i}").to_numpy() for i in range(k)], axis=1)
-        _, weight = self._score(Gp)
+        weight = self._weights(Gp)
         tf = pairs.column("tf_last").to_numpy(zero_copy_only=False).astype(float)
         m.surname_u_ = float(self.backend.scalar(
             f"SELECT sum(c * c) / {float(n) ** 2} FROM (SELECT count(*) AS c FROM match_records WHERE last IS NOT NULL "
@@ -298,16 +298,14 @@ class Matcher:
         # Share of the unknown candidate pairs the model takes for matches (a diagnostic).
         m.lambda_ = float(pw[~known].sum() / unknown) if unknown else 0.0
 
-    def _score(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m = self.model
+    def _weights(self, G: np.ndarray) -> np.ndarray:
+        """Match weight (log2 Bayes factor) of each comparison pattern; a null level adds nothing."""
         weight = np.zeros(G.shape[0])
-        for i, wts in enumerate(m.weights()):
+        for i, wts in enumerate(self.model.weights()):
             g = G[:, i]
             ok = g >= 0
             weight[ok] += wts[g[ok]]
-        prior = math.log2(m.prior_ / (1 - m.prior_))
-        prob = 1.0 / (1.0 + np.power(2.0, -np.clip(weight + prior, -1000, 1000)))
-        return prob, weight
+        return weight
 
 
 def _level_counts(t: pa.Table, nlev: list[int]) -> list[np.ndarray]:

@@ -159,7 +159,7 @@ def person_record(traits: list[tuple[str, Any, str]], registry: Registry, extra:
     return rec
 
 
-def resolve(ws: "Workspace", *, progress: Any = None) -> ResolveReport:
+def resolve(ws: "Workspace") -> ResolveReport:
     """Derive a new identity version from the whole log."""
     started = time.perf_counter()
     settings = ws.settings.identity

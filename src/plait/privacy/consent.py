@@ -35,6 +35,7 @@ import msgspec
 
 from plait.engine.dialects import quote_literal
 from plait.errors import IdentityError
+from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
     from plait.events.contract import Record
@@ -145,11 +146,9 @@ class Consent:
             return {"anonymousId": v}
         # Any other identifier: speak for the customer through one of their own ids.
         pid = self.ws.identity.profile_of(identifier) if self.ws.identity.version is not None else None
-        subjects = self._subjects(pid) if pid else []
-        for prefix, field in (("user_id:", "userId"), ("anonymous_id:", "anonymousId")):
-            for s in subjects:
-                if s.startswith(prefix):
-                    return {field: s[len(prefix):]}
+        sender = self.ws.identity.sender(pid)
+        if sender is not None:
+            return sender
         raise IdentityError(f"no customer known by {identifier!r} to record consent for",
                             hint="use their user_id:… or anonymous_id:…, or run `plait resolve` first")
 
@@ -167,13 +166,6 @@ class Consent:
                 "source": r.source, "event_time_us": r.event_time, "message_id": r.message_id}
 
     # -- reading ---------------------------------------------------------------------------
-    def _subjects(self, profile: str | None) -> list[str]:
-        if profile is None or self.ws.identity.version is None:
-            return []
-        return [r["subject"] for r in self.ws.backend.rows(
-            "SELECT subject FROM identity_subjects WHERE version = (SELECT max(version) FROM identity_versions WHERE done) "
-            "AND profile_id = ?", [profile])]
-
     def choices(self, ref: str) -> list[dict[str, Any]]:
         """Every recorded choice of the customer behind ``ref`` (profile id or TYPE:VALUE), oldest first."""
         subjects = set()
@@ -182,7 +174,7 @@ class Consent:
             if key.startswith(("user_id:", "anonymous_id:")):
                 subjects.add(key)
         pid = self.ws.identity.resolve_ref(ref) if self.ws.identity.version is not None else None
-        subjects.update(self._subjects(pid))
+        subjects.update(self.ws.identity.subjects(pid))
         if not subjects:
             return []
         self.ws.backend.temp_table("consent_subjects", _subjects_table(sorted(subjects)))
@@ -208,8 +200,7 @@ class Consent:
 
     def allowed_profiles_sql(self, purpose: str, channel: str | None = None) -> str:
         """SQL listing every profile of the newest identity version with ``allowed``."""
-        return allowed_sql(purpose, channel, self.ws.settings.privacy.defaults.get(purpose, False),
-                           "(SELECT max(version) FROM identity_versions WHERE done)")
+        return allowed_sql(purpose, channel, self.ws.settings.privacy.defaults.get(purpose, False), CURRENT)
 
 
 def _subjects_table(subjects: list[str]) -> Any:

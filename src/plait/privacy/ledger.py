@@ -196,11 +196,8 @@ class Ledger:
             return f.read(n)
 
     # -- tree -----------------------------------------------------------------------------
-    def _mth(self, lo: int, hi: int) -> bytes:
-        return self.tree.mth(lo, hi)
-
     def root(self, size: int | None = None) -> bytes:
-        return self._mth(0, self.size if size is None else self._check_size(size))
+        return self.tree.mth(0, self.size if size is None else self._check_size(size))
 
     def _check_size(self, size: int) -> int:
         if not 0 <= size <= self.size:
@@ -211,7 +208,7 @@ class Ledger:
         """Sign the current tree head and keep it (every head is kept for consistency checks)."""
         with self._lock:
             size = self.size
-            root = self._mth(0, size).hex()
+            root = self.tree.mth(0, size).hex()
             ts = time.time_ns() // 1_000_000
             unsigned = TreeHead(size, ts, root, "")
             signed = TreeHead(size, ts, root, self._key.sign(unsigned.signed_bytes()).hex())
@@ -234,10 +231,10 @@ class Ledger:
         while hi - lo > 1:
             k = _split(hi - lo)
             if m < k:
-                path.append(self._mth(lo + k, hi))
+                path.append(self.tree.mth(lo + k, hi))
                 hi = lo + k
             else:
-                path.append(self._mth(lo, lo + k))
+                path.append(self.tree.mth(lo, lo + k))
                 lo, m = lo + k, m - k
         return [h.hex() for h in reversed(path)]
 
@@ -252,15 +249,15 @@ class Ledger:
             n_ = hi - lo
             if m == n_:
                 if not b:
-                    out.append(self._mth(lo, hi))
+                    out.append(self.tree.mth(lo, hi))
                 return
             k = _split(n_)
             if m <= k:
                 sub(m, lo, lo + k, b)
-                out.append(self._mth(lo + k, hi))
+                out.append(self.tree.mth(lo + k, hi))
             else:
                 sub(m - k, lo + k, hi, False)
-                out.append(self._mth(lo, lo + k))
+                out.append(self.tree.mth(lo, lo + k))
 
         sub(first, 0, n, True)
         return [h.hex() for h in out]

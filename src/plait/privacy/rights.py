@@ -31,7 +31,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plait.errors import ConfigError, IdentityError
-from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
     from plait.workspace import Workspace
@@ -71,8 +70,7 @@ class SubjectRights:
         if pid is None:
             raise IdentityError(f"no customer known by {identifier!r}", hint="check the identifier with `plait profiles show`")
         idents = ws.identity.identifiers(pid)
-        subjects = {r["subject"] for r in ws.backend.rows(
-            f"SELECT subject FROM identity_subjects WHERE version = {CURRENT} AND profile_id = ?", [pid])}
+        subjects = set(ws.identity.subjects(pid))
         if key.startswith(("user_id:", "anonymous_id:")):
             subjects.add(key)
         return pid, idents, sorted(subjects)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from plait.errors import ConfigError
+from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
     from plait.workspace import Workspace
@@ -77,7 +78,7 @@ class Sharing:
         allowed = ws.consent.allowed_profiles_sql(purpose)
         rows = ws.backend.rows(f"""
             SELECT m.identifier, m.profile_id FROM identity_map m
-            WHERE m.version = (SELECT max(version) FROM identity_versions WHERE done)
+            WHERE m.version = {CURRENT}
               AND m.identifier_type IN ({", ".join(f"'{t}'" for t in MATCH_TYPES)})
               AND m.profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)""")
         if ws.settings.identity.hash_values:
@@ -108,20 +109,16 @@ class Sharing:
 
     def _reward(self, partner: str, profiles: list[str], points: int) -> int:
         ws = self.ws
-        version = "(SELECT max(version) FROM identity_versions WHERE done)"
         records = []
         now_us = time.time_ns() // 1000
         for pid in profiles:
-            subjects = [r["subject"] for r in ws.backend.rows(
-                f"SELECT subject FROM identity_subjects WHERE version = {version} AND profile_id = ? ORDER BY subject", [pid])]
-            sender = next((s for s in subjects if s.startswith("user_id:")), subjects[0] if subjects else None)
+            sender = ws.identity.sender(pid)
             if sender is None:
                 continue
-            field_, value = ("userId", sender[8:]) if sender.startswith("user_id:") else ("anonymousId", sender.split(":", 1)[1])
             # One reward per customer and partner: the message id makes a repeat a no-op.
             mid = "share-" + hashlib.sha256(f"{partner}|{pid}".encode()).hexdigest()[:24]
             records.append(ws.parser.parse({
-                "type": "track", "event": "Loyalty Points Earned", field_: value, "messageId": mid,
+                "type": "track", "event": "Loyalty Points Earned", **sender, "messageId": mid,
                 "properties": {"points": points, "reason": f"consented to sharing with {partner}"}},
                 received_at=now_us, source="partner-sharing"))
         return ws.log.append(records).inserted if records else 0
