@@ -15,6 +15,7 @@ import plait
 from plait.cli.main import app
 from plait.errors import IdentityError
 from plait.privacy.consent import decide
+from plait.privacy.groups import aggregate, published
 from plait.privacy.ledger import HEADS_FILE, LOG_FILE
 from plait.server import create_app
 from tests.test_identity import send
@@ -69,6 +70,9 @@ def test_every_path_respects_consent(tmp_path_factory, choices):
                     if r["identifier_type"] == "user_id"}
         assert exported == allowed
         assert {c for c in CUSTOMERS if ws.profiles.get(f"user_id:{c}")["features"]} == allowed
+        # 4. Aggregates count only them (groups of one allowed here, to see every count).
+        ws.settings.privacy.min_group_size = 1
+        assert sum(r["customers"] for r in published(aggregate(ws, ["orders"]))) == len(allowed)
 
 
 def test_channel_choice_and_default_rules():

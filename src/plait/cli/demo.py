@@ -74,6 +74,7 @@ def run(out: Console, workspace: Path | None, *, people: int = 1500, days: int =
                   f"{ident.supernodes:,} shared values kept apart) in {ident.seconds:.1f} s")
         _accuracy(out, ws)
         shown = _showcase(out, ws) or "user_id:web-1"
+        _privacy(out, ws, shown)
     out.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/] — next: `plait --workspace {path} serve`, "
               f"`plait --workspace {path} profiles show {shown}`")
 
@@ -110,6 +111,40 @@ def _showcase(out: Console, ws) -> str | None:  # noqa: ANN001
     why = {link["reason"] for link in p["links"]}
     out.print("     linked by: " + "; ".join(sorted(why))[:160])
     return p["profile_id"]
+
+
+def _privacy(out: Console, ws, shown: str) -> None:  # noqa: ANN001
+    from plait.privacy.groups import aggregate
+    from plait.privacy.ledger import verify_inclusion
+
+    out.print("[bold]5. Privacy[/]: consent as events, k-anonymous aggregates, erasure by crypto-shredding, a signed ledger")
+    ws.consent.set(shown, "marketing", True, channel="email", wording_version="newsletter-2025-03")
+    st = ws.consent.state(shown)
+    out.print(f"   {shown}: marketing by email {st['marketing:email']['reason']}, by SMS "
+              f"{st['marketing:sms']['reason']} ({'allowed' if st['marketing:sms']['allowed'] else 'not allowed'})")
+    table = aggregate(ws, ["favourite_category"])
+    hidden = sum(table.column("suppressed").to_pylist())
+    out.print(f"   revenue by favourite category: {table.num_rows - hidden} groups published, {hidden} suppressed "
+              f"(fewer than {ws.settings.privacy.min_group_size} customers, or the complement of one)")
+    # A customer with an email and several identifiers and orders asks to be forgotten.
+    victim = ws.backend.rows(f"""
+        SELECT min(identifier) FILTER (WHERE identifier_type = 'email') AS identifier
+        FROM identity_map m JOIN profile_features f USING (profile_id)
+        WHERE m.version = {ws.identity.version} AND f.orders > 0 AND m.profile_id <> ?
+        GROUP BY m.profile_id HAVING count(*) >= 4 AND identifier IS NOT NULL
+        ORDER BY m.profile_id LIMIT 1""", [shown])
+    if victim:
+        ident = victim[0]["identifier"]
+        r = ws.rights.erase(ident, reason="demo: right to erasure")
+        out.print(f"   erased the person behind {ident.split(':')[0]}:…: {r.identifiers} identifiers, {r.keys_destroyed} keys "
+                  f"destroyed, the log still holds all {r.events_kept:,} events (theirs unreadable where personal), "
+                  f"{len(r.residual_files)} workspace files hold any trace of their details; {r.seconds:.1f} s")
+    led = ws.ledger
+    head, last = led.head(), led.size - 1
+    proved = verify_inclusion(led.public_key_hex, head, led.entry(last), led.prove(last, head.size), last)
+    out.print(f"   ledger: {head.size} entries (consent changes, the erasure) under signed head {head.root[:16]}…; "
+              f"whole ledger verifies: {not led.verify()}; the newest entry's proof verifies with the public key "
+              f"alone: {proved}")
 
 
 def _now() -> int:

@@ -406,9 +406,6 @@ def export_identities(
 
     Example: [bold]plait export identities --format csv -o identities.csv[/]
     """
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
     if fmt not in ("csv", "parquet"):
         raise PlaitError(f"unknown format {fmt!r}", hint="use --format csv or --format parquet")
     with _ws(workspace) as ws:
@@ -418,9 +415,37 @@ def export_identities(
             from plait.privacy.sharing import pseudonymise_column
 
             table = pseudonymise_column(table, "identifier_value", ws.vault.secret("export-pseudonym-salt"))
+    _write_table(table, fmt, output, "identifiers")
+
+
+@export_app.command("aggregate")
+def export_aggregate(
+    by: Annotated[list[str], typer.Option("--by", help="Feature column or golden trait to group by (repeatable).")],
+    workspace: WorkspaceOpt = None,
+    purpose: Annotated[str, typer.Option(help="The consent purpose this use falls under.")] = "analytics",
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File (default: standard output).")] = None,
+) -> None:
+    """Customers, orders and revenue per group; groups under the minimum size are suppressed.
+
+    Example: [bold]plait export aggregate --by city --by favourite_category[/]
+    """
+    from plait.privacy.groups import aggregate
+
+    with _ws(workspace) as ws:
+        table = aggregate(ws, by, purpose=purpose)
+    _write_table(table, fmt, output, "groups")
+
+
+def _write_table(table, fmt: str, output: Optional[Path], what: str) -> None:  # noqa: ANN001
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt not in ("csv", "parquet"):
+        raise PlaitError(f"unknown format {fmt!r}", hint="use --format csv or --format parquet")
     if fmt == "parquet":
         if output is None:
-            raise PlaitError("Parquet needs a file", hint="add --output identities.parquet")
+            raise PlaitError("Parquet needs a file", hint="add --output FILE.parquet")
         pq.write_table(table, output)
     elif output is None:
         import io
@@ -431,7 +456,7 @@ def export_identities(
     else:
         pacsv.write_csv(table, output, pacsv.WriteOptions(quoting_style="needed"))
     if output is not None:
-        err.print(f"{table.num_rows:,} identifiers written to {output}")
+        err.print(f"{table.num_rows:,} {what} written to {output}")
 
 
 # -- consent -------------------------------------------------------------------------

@@ -63,6 +63,9 @@ class Backend(ABC):
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         return self.query(sql, params).to_pylist()
 
+    def has_table(self, name: str) -> bool:
+        return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
+
     def run(self, pipeline: "Pipeline") -> pa.Table:
         return self.query(pipeline.sql())
 

@@ -122,7 +122,8 @@ class Consent:
     def set(self, identifier: str, purpose: str, granted: bool, *, channel: str | None = None,
             wording: str | None = None, wording_version: str | None = None, source: str = "consent-api",
             at: str | None = None) -> dict[str, Any]:
-        """Record a choice for the customer behind ``identifier`` (as an event, and in the ledger)."""
+        """Record a choice for the customer behind ``identifier`` (``TYPE:VALUE`` or a profile id),
+        as an event and in the ledger."""
         props: dict[str, Any] = {"purpose": purpose, "granted": bool(granted)}
         if channel:
             props["consent_channel"] = channel
@@ -138,14 +139,14 @@ class Consent:
         return {"message_id": record.message_id, "subject": record.subject, **props}
 
     def _sender(self, identifier: str) -> dict[str, str]:
-        key = self.ws.identity.key(identifier)
-        t, v = key.split(":", 1)
-        if t == "user_id" and not self.ws.settings.identity.hash_values:
-            return {"userId": v}
-        if t == "anonymous_id" and not self.ws.settings.identity.hash_values:
-            return {"anonymousId": v}
-        # Any other identifier: speak for the customer through one of their own ids.
-        pid = self.ws.identity.profile_of(identifier) if self.ws.identity.version is not None else None
+        if not identifier.startswith("prof_"):
+            t, v = self.ws.identity.key(identifier).split(":", 1)
+            if t == "user_id" and not self.ws.settings.identity.hash_values:
+                return {"userId": v}
+            if t == "anonymous_id" and not self.ws.settings.identity.hash_values:
+                return {"anonymousId": v}
+        # A profile id or any other identifier: speak for the customer through one of their own ids.
+        pid = self.ws.identity.resolve_ref(identifier) if self.ws.identity.version is not None else None
         sender = self.ws.identity.sender(pid)
         if sender is not None:
             return sender

@@ -74,13 +74,13 @@ class Profiles:
         pid = self._id(ref)
         b = self.ws.backend
         traits = {}
-        if _exists(b, "profile_traits"):
+        if b.has_table("profile_traits"):
             for r in b.rows("SELECT trait, value, source, observed_at, confidence, support, alternatives, rule "
                             "FROM profile_traits WHERE profile_id = ? ORDER BY trait", [pid]):
                 r["value"] = json.loads(r["value"])
                 traits[r.pop("trait")] = r
         features = {}
-        if _exists(b, "profile_features"):
+        if b.has_table("profile_features"):
             rows = b.rows("SELECT * EXCLUDE (version, profile_id) FROM profile_features WHERE profile_id = ?", [pid])
             features = rows[0] if rows else {}
         return {"profile_id": pid, "identifiers": self.ws.identity.identifiers(pid), "traits": traits,
@@ -108,11 +108,7 @@ class Profiles:
 
     def count(self) -> int:
         b = self.ws.backend
-        return int(b.scalar("SELECT count(*) FROM profile_features")) if _exists(b, "profile_features") else 0
-
-
-def _exists(b: Any, table: str) -> bool:
-    return bool(b.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]))
+        return int(b.scalar("SELECT count(*) FROM profile_features")) if b.has_table("profile_features") else 0
 
 
 __all__ = ["BuildReport", "Profiles"]
