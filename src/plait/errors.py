@@ -13,6 +13,7 @@ context needed to act on it (the event index, the field, the file, the SQL)::
     ├── EngineError            SQL failed inside the engine (sql kept as attribute)
     ├── IdentityError          an identifier, profile or split request that cannot be honoured
     ├── LedgerError            the ledger is torn or a proof is asked for outside it
+    ├── ModelError             a model cannot be fitted or used on the data given
     └── MissingExtraError      an optional dependency is not installed (ImportError too)
 """
 
@@ -93,6 +94,10 @@ class IdentityError(PlaitError):
 
 class LedgerError(PlaitError):
     """The ledger's files cannot be read as a ledger, or an index/size is outside it."""
+
+
+class ModelError(PlaitError):
+    """A model cannot be fitted or used on the data given (which customer, what is wrong)."""
 
 
 class MissingExtraError(PlaitError, ImportError):

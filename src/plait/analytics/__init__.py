@@ -1,0 +1,2 @@
+"""Customer analytics: summaries from the log, CLV, segments, basket and sequence rules,
+propensities and imputed traits — each an estimator whose results are workspace tables."""
