@@ -19,10 +19,13 @@ from plait.engine.duckdb import DuckDBBackend
 from plait.errors import WorkspaceError
 from plait.events.contract import Parser
 from plait.log.fx import ExchangeRates
+from plait.log.products import Catalogue
 from plait.log.store import EventLog
 from plait.log.vault import Vault
 
 if TYPE_CHECKING:
+    from plait.analytics.registry import Registry
+    from plait.analytics.runs import Analytics
     from plait.collect.bulk import Importer
     from plait.identity import Identity
     from plait.privacy.consent import Consent
@@ -61,10 +64,25 @@ class Workspace:
         self.log = EventLog(self.backend, self.vault)
         self.fx = ExchangeRates(self.backend, self.settings.base_currency)
         self.keys = KeyStore(self.backend)
+        self.catalogue = Catalogue(self.backend)
         self._identity: "Identity | None" = None
         self._profiles: "Profiles | None" = None
         self._ledger: "Ledger | None" = None
         self._consent: "Consent | None" = None
+
+    @property
+    def analytics(self) -> "Analytics":
+        """CLV, segments, rules, propensities and imputed traits (see :mod:`plait.analytics`)."""
+        from plait.analytics.runs import Analytics
+
+        return Analytics(self)
+
+    @property
+    def models(self) -> "Registry":
+        """Fitted models with version, window and metrics (see :mod:`plait.analytics.registry`)."""
+        from plait.analytics.registry import Registry
+
+        return Registry(self.backend)
 
     @property
     def rights(self) -> "SubjectRights":

@@ -202,6 +202,63 @@ class AssociationRules:
         return sorted(best.values(), key=lambda d: -d["score"])[:k]
 
 
+class SequenceRules:
+    """Sequential rules "B within ``within_days`` after A", per customer.
+
+    For each customer and item A, the clock starts at their first purchase of A; the rule
+    holds for them if they buy B (≠ A) within the window after it. Customers whose first A
+    is too close to the end of the data to see the whole window are left out (no censoring
+    bias). ``probability`` is the share of those customers who went on to buy B; ``lift``
+    compares it with buying B within the same window after a customer's first purchase of
+    anything. ``fit`` takes a DataFrame with customer (or profile_id), time (or event_time)
+    and item columns; the engine (DuckDB) does the pairing.
+    """
+
+    def __init__(self, within_days: float = 30, *, min_customers: int = 10, min_probability: float = 0.05) -> None:
+        self.within_days = within_days
+        self.min_customers = min_customers
+        self.min_probability = min_probability
+
+    def fit(self, events: Any) -> "SequenceRules":
+        import duckdb
+
+        cols = list(getattr(events, "columns", []))
+        who = next((c for c in ("customer", "profile_id", "customer_id") if c in cols), None)
+        when = next((c for c in ("time", "event_time", "day", "date") if c in cols), None)
+        if who is None or when is None or "item" not in cols:
+            raise ModelError(f"sequence rules need customer, time and item columns; got {cols}",
+                             hint="pass a DataFrame with profile_id, event_time and item")
+        con = duckdb.connect()
+        try:
+            con.register("src", events)
+            w = f"INTERVAL {float(self.within_days) * 86400.0} SECOND"
+            self.rules_ = con.execute(f"""
+                WITH ev AS (SELECT DISTINCT "{who}" AS c, CAST("{when}" AS TIMESTAMP) AS t, CAST(item AS VARCHAR) AS item
+                            FROM src WHERE item IS NOT NULL),
+                lim AS (SELECT max(t) - {w} AS last_start FROM ev),
+                f AS (SELECT c, item, min(t) AS t FROM ev GROUP BY 1, 2),
+                elig AS (SELECT * FROM f WHERE t <= (SELECT last_start FROM lim)),
+                ante AS (SELECT item AS antecedent, count(*) AS customers FROM elig GROUP BY 1),
+                followed AS (
+                  SELECT a.item AS antecedent, b.item AS consequent, count(DISTINCT a.c) AS followed,
+                         median(date_diff('second', a.t, b.t)) / 86400.0 AS median_days
+                  FROM elig a JOIN ev b ON b.c = a.c AND b.item <> a.item AND b.t > a.t AND b.t <= a.t + {w}
+                  GROUP BY 1, 2),
+                start AS (SELECT c, min(t) AS t FROM ev GROUP BY 1 HAVING min(t) <= (SELECT last_start FROM lim)),
+                base AS (
+                  SELECT b.item AS consequent, count(DISTINCT s.c) / (SELECT count(*) FROM start) AS baseline
+                  FROM start s JOIN ev b ON b.c = s.c AND b.t > s.t AND b.t <= s.t + {w} GROUP BY 1)
+                SELECT f.antecedent, f.consequent, a.customers, f.followed,
+                       f.followed / a.customers AS probability, coalesce(bs.baseline, 0) AS baseline,
+                       (f.followed / a.customers) / nullif(bs.baseline, 0) AS lift, f.median_days
+                FROM followed f JOIN ante a USING (antecedent) LEFT JOIN base bs USING (consequent)
+                WHERE f.followed >= {int(self.min_customers)} AND f.followed / a.customers >= {float(self.min_probability)}
+                ORDER BY lift DESC NULLS LAST, probability DESC, antecedent, consequent""").df()
+        finally:
+            con.close()
+        return self
+
+
 def _bitset(positions: list[int], n: int) -> int:
     """An integer with bit k set for every k in ``positions`` (built through NumPy's packbits)."""
     bits = np.zeros(n, dtype=np.uint8)
@@ -209,4 +266,4 @@ def _bitset(positions: list[int], n: int) -> int:
     return int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
 
 
-__all__ = ["RULE_COLUMNS", "AssociationRules"]
+__all__ = ["RULE_COLUMNS", "AssociationRules", "SequenceRules"]

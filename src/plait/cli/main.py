@@ -42,6 +42,10 @@ privacy_app = typer.Typer(help="Subject rights: access export and erasure.", no_
 app.add_typer(privacy_app, name="privacy")
 share_app = typer.Typer(help="Clean-room audience matching with partners on keyed hashes.", no_args_is_help=True)
 app.add_typer(share_app, name="share")
+analyze_app = typer.Typer(help="Learn from the customers: CLV, rules, segments, propensities.", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
+catalogue_app = typer.Typer(help="The product catalogue (category, department, list price).", no_args_is_help=True)
+app.add_typer(catalogue_app, name="catalogue")
 
 out = Console()
 err = Console(stderr=True)
@@ -457,6 +461,103 @@ def _write_table(table, fmt: str, output: Optional[Path], what: str) -> None:  #
         pacsv.write_csv(table, output, pacsv.WriteOptions(quoting_style="needed"))
     if output is not None:
         err.print(f"{table.num_rows:,} {what} written to {output}")
+
+
+# -- analytics -----------------------------------------------------------------------
+def _report(out_json: bool, report: dict, lines: list[str]) -> None:
+    if out_json:
+        sys.stdout.write(json.dumps(report, default=_jsonable) + "\n")
+        return
+    for line in lines:
+        out.print(line)
+
+
+def _jsonable(v):  # noqa: ANN001, ANN202
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, (tuple, set)):
+        return list(v)
+    return str(v)
+
+
+@analyze_app.command("clv")
+def analyze_clv(
+    workspace: WorkspaceOpt = None,
+    model: Annotated[str, typer.Option(help="bgnbd or pareto.")] = "bgnbd",
+    horizon_days: Annotated[float, typer.Option(help="CLV horizon in days.")] = 365,
+    discount_rate: Annotated[float, typer.Option(help="Yearly discount rate.")] = 0.1,
+    calibration_end: Annotated[Optional[str], typer.Option(help="Fit up to this date; report the holdout after it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fit BG/NBD (or Pareto/NBD) with Gamma-Gamma spend; store analytics_clv per customer.
+
+    Example: [bold]plait analyze clv --calibration-end 2025-05-01[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.analytics.clv(model=model, horizon_days=horizon_days, discount_rate=discount_rate,
+                             calibration_end=calibration_end)
+    p = ", ".join(f"{k}={v:.4g}" for k, v in r["params"].items())
+    lines = [f"{r['model']}: {p} (log-likelihood {r['log_likelihood']:,.1f}); spend "
+             + ", ".join(f"{k}={v:.4g}" for k, v in r["spend_params"].items()),
+             f"{r['customers']:,} customers ({r['repeat_buyers']:,} repeat buyers): {r['horizon_days']:.0f}-day CLV "
+             f"{r['total_clv']:,.0f}, top decile holds {r['top_decile_share']:.0%}; stored in analytics_clv"]
+    if "holdout" in r:
+        h = r["holdout"]
+        lines.append(f"holdout ({h['horizon']:.0f} days): predicted {h['predicted_total']:,.0f} purchases, actual "
+                     f"{h['actual_total']:,.0f}; per-customer MAE {h['mae']:.2f}, correlation {h['correlation']:.2f}")
+    _report(as_json, r, lines)
+
+
+@analyze_app.command("rules")
+def analyze_rules(
+    workspace: WorkspaceOpt = None,
+    level: Annotated[str, typer.Option(help="product, category or department.")] = "category",
+    min_support: Annotated[float, typer.Option(help="Minimum share of baskets.")] = 0.01,
+    min_confidence: Annotated[float, typer.Option(help="Minimum confidence.")] = 0.2,
+    multilevel: Annotated[bool, typer.Option(help="Mix levels via the catalogue's hierarchy.")] = False,
+    within_days: Annotated[float, typer.Option(help="Window of sequential rules.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Basket rules (analytics_rules) and sequential rules "B within N days after A" (analytics_sequences).
+
+    Example: [bold]plait analyze rules --level product --min-support 0.002 --min-confidence 0.3[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.analytics.rules(level=level, min_support=min_support, min_confidence=min_confidence,
+                               multilevel=multilevel, within_days=within_days)
+    lines = [f"{r['baskets']:,} baskets → {r['itemsets']:,} frequent itemsets, {r['rules']:,} rules, "
+             f"{r['sequences']:,} sequential rules in {r['seconds']:.1f} s"]
+    for x in r["top"]:
+        lines.append(f"  {', '.join(map(str, x['antecedents']))} ⇒ {', '.join(map(str, x['consequents']))}  "
+                     f"support {x['support']:.4f} confidence {x['confidence']:.2f} lift {x['lift']:.1f}")
+    for x in r["top_sequences"]:
+        lines.append(f"  {x['antecedent']} then {x['consequent']} within {within_days:g} days: "
+                     f"{x['probability']:.0%} of {x['customers']:,} (lift {x['lift']:.1f})")
+    _report(as_json, r, lines)
+
+
+@app.command("models")
+def models_list(workspace: WorkspaceOpt = None) -> None:
+    """The model registry: newest version of every fitted model."""
+    with _ws(workspace) as ws:
+        recs = ws.models.list()
+    t = Table(show_edge=False)
+    for c in ("name", "version", "kind", "trained", "window end", "metrics"):
+        t.add_column(c)
+    for r in recs:
+        t.add_row(r.name, str(r.version), r.kind, r.trained_at[:19], r.window_end or "",
+                  json.dumps({k: v for k, v in r.metrics.items() if not isinstance(v, dict)}, default=str)[:60])
+    out.print(t)
+
+
+@catalogue_app.command("load")
+def catalogue_load(path: Annotated[Path, typer.Argument(help="CSV or Parquet with product_id, category, department, "
+                                                              "list_price …")],
+                   workspace: WorkspaceOpt = None) -> None:
+    """Load or update the product catalogue."""
+    with _ws(workspace) as ws:
+        n = ws.catalogue.load(path)
+    out.print(f"{n:,} products loaded")
 
 
 # -- consent -------------------------------------------------------------------------

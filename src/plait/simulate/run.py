@@ -86,6 +86,10 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
             bar.stop()
         b.execute("DROP TABLE IF EXISTS sim_facts")
     ids = _write_truth(ws.truth_dir, w, exposures)
+    # The retailer's own product catalogue (reference data, not truth): category, department, list price.
+    ws.catalogue.add({"product_id": f"P{i}", "name": f"{w.categories[c]} item {i}", "category": w.categories[c],
+                      "department": w.category_department[c], "list_price": float(w.products["price"][i])}
+                     for i, c in enumerate(w.products["category"]))
     counts = {r["k"]: r["n"] for r in b.rows(
         "SELECT coalesce(event, type) AS k, count(*) AS n FROM events WHERE starts_with(message_id, ?) "
         "GROUP BY 1 ORDER BY 2 DESC", [f"sim{seed}-"])}

@@ -1,0 +1,148 @@
+"""``ws.analytics``: fit the models on the workspace's customers and store what they learn.
+
+Each run reads summaries the engine computes from the log (:mod:`plait.analytics.summaries`,
+analytics-consenting customers only), fits an estimator, writes its per-customer or per-rule
+results as a workspace table (``analytics_*``), registers the fitted model
+(:mod:`plait.analytics.registry`) and returns a report a CLI or API prints as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plait.errors import ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plait.workspace import Workspace
+
+
+def _store(ws: "Workspace", table: str, df: "pd.DataFrame") -> None:
+    import pyarrow as pa
+
+    data = pa.Table.from_pandas(df, preserve_index=False)
+    ws.backend.temp_table(f"_{table}_new", data)
+    ws.backend.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _{table}_new")
+    ws.backend.execute(f"DROP TABLE IF EXISTS _{table}_new")
+
+
+class Analytics:
+    def __init__(self, ws: "Workspace") -> None:
+        self.ws = ws
+
+    # -- CLV ------------------------------------------------------------------------------------
+    def clv(self, *, model: str = "bgnbd", horizon_days: float = 365, discount_rate: float = 0.1,
+            calibration_end: str | date | None = None, as_of: str | date | None = None) -> dict[str, Any]:
+        """Fit BG/NBD (or Pareto/NBD) and Gamma-Gamma on every customer; store ``analytics_clv``.
+
+        ``discount_rate`` is yearly; CLV sums monthly expected purchases × expected spend
+        over ``horizon_days``. With ``calibration_end`` the models see only the purchases up to
+        it and the report compares their predictions with what happened after."""
+        from plait.analytics.clv import BetaGeoModel, GammaGammaModel, ParetoNBDModel, holdout_report
+        from plait.analytics.summaries import clv_summary
+
+        t0 = time.perf_counter()
+        kinds = {"bgnbd": BetaGeoModel, "pareto": ParetoNBDModel}
+        if model not in kinds:
+            raise ModelError(f"unknown CLV model {model!r}", hint="use bgnbd or pareto")
+        s = clv_summary(self.ws, calibration_end=calibration_end, as_of=as_of)
+        if len(s) < 20 or (s["frequency"] > 0).sum() < 10:
+            raise ModelError(f"{len(s)} customers with purchases ({int((s['frequency'] > 0).sum())} repeat buyers) "
+                             "are too few to fit a CLV model", hint="collect more orders or widen the window")
+        x, tx, T, m = (s[c].to_numpy(float) for c in ("frequency", "recency", "T", "monetary_value"))
+        tm = kinds[model]().fit(x, tx, T)
+        # Spend is learnt from repeat buyers whose repeat purchases kept some value after returns.
+        gg = GammaGammaModel().fit(np.where(m > 0, x, 0), m)
+        months = max(1, int(round(horizon_days / 30.4375)))
+        out = s[["profile_id", "frequency", "recency", "T", "monetary_value"]].copy()
+        out["p_alive"] = tm.p_alive(x, tx, T)
+        out["expected_purchases"] = tm.predict(horizon_days, x, tx, T)
+        out["expected_spend"] = gg.expected_spend(x, m)
+        out["clv"] = gg.lifetime_value(tm, x, tx, T, m, periods=months, period_length=30.4375,
+                                       discount_rate=(1 + discount_rate) ** (1 / 12) - 1)
+        out["clv_decile"] = 10 - (out["clv"].rank(method="first", ascending=False) * 10 // (len(out) + 1)).astype(int)
+        _store(self.ws, "analytics_clv", out)
+        report: dict[str, Any] = {
+            "model": model, "customers": len(out), "repeat_buyers": int((x > 0).sum()),
+            "params": tm.params_, "log_likelihood": tm.log_likelihood_, "spend_params": gg.params_,
+            "horizon_days": horizon_days, "total_clv": float(out["clv"].sum()),
+            "top_decile_share": float(out.loc[out["clv_decile"] == 10, "clv"].sum() / max(out["clv"].sum(), 1e-12)),
+            "mean_p_alive": float(out["p_alive"].mean()),
+        }
+        if calibration_end is not None:
+            report["holdout"] = holdout_report(tm, (x, tx, T), s["holdout_frequency"].to_numpy(float),
+                                               float(s["holdout_length"].iloc[0]))
+        registry = self.ws.models
+        registry.save(f"clv_{model}", tm, kind="clv", params=tm.params_, metrics={
+            k: v for k, v in report.items() if k in ("log_likelihood", "customers", "holdout")},
+            window=(None, calibration_end or as_of))
+        registry.save("clv_spend", gg, kind="clv", params=gg.params_)
+        report["seconds"] = time.perf_counter() - t0
+        return report
+
+    # -- rules ----------------------------------------------------------------------------------
+    def rules(self, *, level: str = "category", min_support: float = 0.01, min_confidence: float = 0.2,
+              max_len: int = 4, multilevel: bool = False, within_days: float = 30,
+              segment_column: str | None = None) -> dict[str, Any]:
+        """Basket rules at ``level`` (``analytics_rules``), sequential rules ``analytics_sequences``
+        (B within ``within_days`` after A), and, with ``segment_column`` of ``analytics_segments``,
+        rules per segment."""
+        from plait.analytics.baskets import AssociationRules, SequenceRules
+        from plait.analytics.summaries import baskets
+
+        t0 = time.perf_counter()
+        df = baskets(self.ws, level)
+        if df.empty:
+            raise ModelError("no order lines to mine", hint="orders need properties.products with product_id/category")
+        hierarchy = None
+        if multilevel:
+            hierarchy = self.ws.catalogue.hierarchy() if level == "product" else {
+                r["category"]: [r["department"]] for r in self.ws.backend.rows(
+                    "SELECT DISTINCT category, department FROM products WHERE department IS NOT NULL")}
+        est = AssociationRules(min_support, min_confidence, min_len=2, max_len=max_len).fit(
+            df[["basket_id", "item"]], hierarchy=hierarchy)
+        rules = est.rules_.copy()
+        rules["segment"] = None
+        if segment_column:
+            seg = self.ws.backend.query(f"SELECT profile_id, CAST({segment_column} AS VARCHAR) AS segment "
+                                        "FROM analytics_segments").to_pandas()
+            joined = df.merge(seg, on="profile_id")
+            parts = [rules]
+            for name, part in joined.groupby("segment"):
+                if part["basket_id"].nunique() >= 50:
+                    r = AssociationRules(min_support, min_confidence, min_len=2, max_len=max_len).fit(
+                        part[["basket_id", "item"]]).rules_
+                    r["segment"] = name
+                    parts.append(r)
+            import pandas as pd
+
+            rules = pd.concat(parts, ignore_index=True)
+        stored = rules.assign(antecedents=rules["antecedents"].map(list), consequents=rules["consequents"].map(list))
+        stored["conviction"] = stored["conviction"].replace(np.inf, np.nan)
+        _store(self.ws, "analytics_rules", stored)
+        seq = SequenceRules(within_days).fit(df.rename(columns={"profile_id": "customer", "event_time": "time"}))
+        _store(self.ws, "analytics_sequences", seq.rules_)
+        self.ws.models.save(f"rules_{level}", est, kind="rules",
+                            params={"min_support": min_support, "min_confidence": min_confidence, "level": level},
+                            metrics={"rules": len(est.rules_), "baskets": est.n_transactions_})
+        return {"level": level, "baskets": est.n_transactions_, "itemsets": len(est.itemsets_),
+                "rules": len(est.rules_), "segment_rules": int(rules["segment"].notna().sum()),
+                "sequences": len(seq.rules_), "top": est.rules_.head(5).to_dict("records"),
+                "top_sequences": seq.rules_.head(5).to_dict("records"), "seconds": time.perf_counter() - t0}
+
+    def cross_sell(self, ref: str, *, k: int = 5, level: str = "category") -> list[dict[str, Any]]:
+        """Cross-sell candidates for one customer from the stored rules and what they bought."""
+        pid = self.ws.profiles._id(ref)
+        est = self.ws.models.load(f"rules_{level}")
+        from plait.analytics.summaries import baskets
+
+        df = baskets(self.ws, level)
+        return est.recommend(set(df.loc[df["profile_id"] == pid, "item"]), k=k)
+
+
+__all__ = ["Analytics"]

@@ -1,0 +1,114 @@
+"""Analytics on the simulator's world: summaries from the log, CLV ranking, planted rules,
+sequential rules, the registry, consent, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import plait
+from plait.analytics import summaries
+from plait.cli.main import app
+from plait.errors import IdentityError, ModelError
+from plait.identity.quality import truth_keys
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    ws = plait.connect(tmp_path_factory.mktemp("an") / "ws")
+    ws.simulate(people=2500, days=150, seed=11)
+    ws.resolve()
+    yield ws
+    ws.close()
+
+
+def person_of(ws) -> pd.DataFrame:
+    """profile_id → the simulated person most of its identifiers belong to."""
+    ws.backend.temp_table("truth_keys", truth_keys(ws))
+    return ws.backend.query(f"""
+        SELECT m.profile_id, mode(t.person_id) AS person_id FROM identity_map m JOIN truth_keys t USING (identifier)
+        WHERE m.version = {ws.identity.version} GROUP BY 1""").to_pandas()
+
+
+def test_summaries_follow_the_log(world):
+    s = summaries.clv_summary(world)
+    assert (s["recency"] <= s["T"]).all() and (s["frequency"] >= 0).all()
+    assert ((s["frequency"] == 0) == (s["monetary_value"] == 0)).mean() > 0.95
+    # Frequency counts purchase days beyond the first, straight from the log.
+    pid = s.sort_values("frequency").iloc[-1]["profile_id"]
+    days = world.backend.scalar(f"""
+        SELECT count(DISTINCT CAST(event_time AS DATE)) FROM events e JOIN identity_subjects s
+          ON s.subject = e.subject AND s.version = {world.identity.version}
+        WHERE s.profile_id = ? AND e.event = 'Order Completed'
+          AND (e.order_id IS NULL OR e.order_id NOT IN (SELECT order_id FROM events WHERE event = 'Order Cancelled'))""",
+                                [pid])
+    assert int(s.sort_values("frequency").iloc[-1]["frequency"]) == days - 1
+    f = summaries.customer_features(world)
+    assert set(f["r_score"]) == {1, 2, 3, 4, 5} and f["discount_share"].between(0, 1).all()
+    assert np.allclose(f[["share_web", "share_app", "share_store", "share_other"]].sum(axis=1), 1)
+    b = summaries.baskets(world, "department")
+    assert set(b["item"]) <= set(world.catalogue.hierarchy()[p][1] for p in world.catalogue.hierarchy())
+
+
+def test_clv_ranks_the_simulated_high_value_customers_high(world):
+    r = world.analytics.clv(calibration_end="2025-04-15")
+    assert r["customers"] > 1000 and r["holdout"]["correlation"] > 0.5
+    clv = world.backend.query("SELECT profile_id, clv, p_alive, expected_purchases FROM analytics_clv").to_pandas()
+    people = pq.read_table(world.truth_dir / "people.parquet").to_pandas()
+    # True value rate: purchase occasions per day while alive, zero once churned before the end.
+    people["true_rate"] = people["activity"] * (people["churn_day"] > 150)
+    # A person whose purchases identity could not join (anonymous till receipts) has several
+    # profiles; their value is the sum.
+    j = clv.merge(person_of(world), on="profile_id").groupby("person_id")["clv"].sum().reset_index()
+    j = j.merge(people, on="person_id")
+    rho = j["clv"].rank().corr(j["true_rate"].rank())
+    assert rho > 0.4, rho
+    top = j[j["clv"] >= j["clv"].quantile(0.9)]
+    assert top["true_rate"].mean() > 1.8 * j["true_rate"].mean()
+    assert world.models.get("clv_bgnbd").metrics["holdout"]["customers"] == r["customers"]
+    assert world.models.load("clv_bgnbd").params_ == r["params"]
+
+
+def test_planted_pairs_are_the_top_rules(world):
+    r = world.analytics.rules(level="product", min_support=0.001, min_confidence=0.3)
+    planted = pq.read_table(world.truth_dir / "copurchase.parquet").to_pandas()
+    pairs = set(zip(planted["antecedent"], planted["consequent"])) | set(zip(planted["consequent"],
+                                                                           planted["antecedent"]))
+    rules = world.backend.query("SELECT antecedents, consequents, lift FROM analytics_rules ORDER BY lift DESC "
+                                "LIMIT 20").to_pandas()
+    hits = sum((a[0], c[0]) in pairs for a, c in zip(rules["antecedents"], rules["consequents"]) if len(a) == 1)
+    assert hits >= 16, (hits, rules.head(20))
+    assert r["sequences"] >= 0 and r["rules"] >= 20
+    buyer = world.backend.scalar("SELECT profile_id FROM analytics_clv ORDER BY frequency DESC LIMIT 1")
+    cross = world.analytics.cross_sell(buyer, level="product")
+    bought = set(summaries.baskets(world, "product").query("profile_id == @buyer")["item"])
+    assert all(c["item"] not in bought and set(c["because"]) <= bought for c in cross)
+
+
+def test_analytics_leave_out_customers_who_withdrew(world):
+    pid = world.backend.scalar("SELECT profile_id FROM analytics_clv ORDER BY clv DESC LIMIT 1")
+    world.consent.set(pid, "analytics", False)
+    try:
+        assert pid not in set(summaries.clv_summary(world)["profile_id"])
+        assert pid not in set(summaries.baskets(world, "category")["profile_id"])
+        assert pid not in set(summaries.customer_features(world)["profile_id"])
+    finally:
+        world.consent.set(pid, "analytics", True)
+    assert pid in set(summaries.clv_summary(world)["profile_id"])
+
+
+def test_cli_and_errors(world, tmp_path):
+    r = CliRunner().invoke(app, ["--workspace", str(world.path), "analyze", "clv", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["customers"] > 1000
+    r = CliRunner().invoke(app, ["--workspace", str(world.path), "models"])
+    assert r.exit_code == 0 and "clv_bgnbd" in r.output
+    with pytest.raises(ModelError, match="unknown CLV model"):
+        world.analytics.clv(model="magic")
+    with plait.connect(tmp_path / "empty") as ws, pytest.raises(IdentityError, match="not been resolved"):
+        ws.analytics.clv()
