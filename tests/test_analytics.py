@@ -112,3 +112,29 @@ def test_cli_and_errors(world, tmp_path):
         world.analytics.clv(model="magic")
     with plait.connect(tmp_path / "empty") as ws, pytest.raises(IdentityError, match="not been resolved"):
         ws.analytics.clv()
+
+
+def test_segments_and_rule_segments_on_the_world(world):
+    r = world.analytics.segments(k_max=6)
+    assert 2 <= r["k"] <= 6 and len(r["segments"]) == r["k"]
+    descs = [s["description"] for s in r["segments"]]
+    assert any("store-first" in d for d in descs) and any("web-first" in d or "app-first" in d for d in descs)
+    seg = world.backend.query("SELECT segment, count(*) AS n FROM analytics_segments GROUP BY 1").to_pandas()
+    assert seg["n"].sum() == r["customers"]
+    # A segment of store-first customers holds people the simulator made store-first.
+    store_seg = next(s["segment"] for s in r["segments"] if "store-first" in s["description"])
+    people = pq.read_table(world.truth_dir / "people.parquet").to_pandas()
+    members = world.backend.query(f"SELECT profile_id FROM analytics_segments WHERE segment = {store_seg}").to_pandas()
+    j = members.merge(person_of(world), on="profile_id").merge(people, on="person_id")
+    assert j["pref_store"].mean() > people["pref_store"].mean()
+    loyal = {"all": [{"field": "features.orders", "op": ">=", "value": 4}, {"field": "segment", "op": "exists"}]}
+    out = world.analytics.rule_segment("loyal", loyal)
+    want = world.backend.scalar("SELECT count(*) FROM profile_features f JOIN analytics_segments s USING (profile_id) "
+                                "WHERE f.orders >= 4")
+    assert out["customers"] == want > 0
+    pid = world.backend.scalar("SELECT profile_id FROM analytics_rule_segments WHERE segment = 'loyal' LIMIT 1")
+    from plait.conditions import parse
+
+    p = world.profiles.get(pid)
+    p["segment"] = 0
+    assert parse(loyal).evaluate(p)

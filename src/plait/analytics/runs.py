@@ -85,6 +85,74 @@ class Analytics:
         report["seconds"] = time.perf_counter() - t0
         return report
 
+    # -- segments -------------------------------------------------------------------------------
+    def features(self) -> "pd.DataFrame":
+        """Store and return ``analytics_features``: RFM and behaviour per customer (plus age band
+        from a birthday trait where one is known)."""
+        from plait.analytics.summaries import customer_features
+
+        f = customer_features(self.ws)
+        ages = self.ws.backend.query("""
+            SELECT profile_id, date_diff('year', try_cast(json_extract_string(value, '$') AS DATE), current_date) AS age
+            FROM profile_traits WHERE trait IN ('birthday', 'birthdate', 'date_of_birth')""").to_pandas() \
+            if self.ws.backend.has_table("profile_traits") else None
+        if ages is not None and len(ages):
+            f = f.merge(ages.dropna().drop_duplicates("profile_id"), on="profile_id", how="left")
+            bands = [(18, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, 120)]
+            f["age_band"] = None
+            for lo, hi in bands:
+                f.loc[f["age"].between(lo, hi), "age_band"] = f"{lo}–{hi}" if hi < 120 else f"{lo}+"
+        _store(self.ws, "analytics_features", f)
+        return f
+
+    def segments(self, *, k_min: int = 2, k_max: int = 8, method: str = "kmeans", seed: int = 0) -> dict[str, Any]:
+        """Cluster customers on their features; store ``analytics_segments`` (profile_id, segment,
+        description) and ``analytics_segment_profiles`` (size, words, means)."""
+        from plait.analytics.segments import Segmentation
+        from plait.privacy.groups import suppress
+
+        t0 = time.perf_counter()
+        f = self.features()
+        if len(f) < 50:
+            raise ModelError(f"{len(f)} customers with purchases are too few to segment",
+                             hint="collect more orders first")
+        feats = [c for c in ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "share_web",
+                             "share_app", "share_store", "returns_rate", "discount_share", "categories", "age")
+                 if c in f.columns]
+        seg = Segmentation(range(k_min, k_max + 1), method=method, seed=seed, features=feats).fit(f)
+        words = dict(zip(seg.profiles_["segment"], seg.profiles_["description"]))
+        out = f[["profile_id"]].assign(segment=seg.labels_, description=[words[s] for s in seg.labels_])
+        _store(self.ws, "analytics_segments", out)
+        _store(self.ws, "analytics_segment_profiles", seg.profiles_)
+        self.ws.models.save("segments", seg, kind="segments", params={"k": seg.k_, "method": method, "seed": seed},
+                            metrics={"scores": {str(k): v for k, v in seg.scores_.items()}})
+        import pyarrow as pa
+
+        # What leaves the workspace is the segment summary, under the minimum group size.
+        summary = suppress(pa.Table.from_pandas(seg.profiles_.rename(columns={"customers": "customers"}),
+                                                preserve_index=False),
+                           by=["segment", "description"], k=self.ws.settings.privacy.min_group_size)
+        return {"k": seg.k_, "criterion_scores": seg.scores_, "segments": summary.to_pylist(),
+                "customers": len(f), "seconds": time.perf_counter() - t0}
+
+    def rule_segment(self, name: str, condition: Any) -> dict[str, Any]:
+        """Members of a rule-based segment (a condition over the profile view), stored in
+        ``analytics_rule_segments`` under ``name`` (replacing an earlier definition)."""
+        import json
+
+        from plait.analytics.segments import members_sql
+        from plait.conditions import parse
+
+        cond = parse(condition)
+        b = self.ws.backend
+        b.execute("CREATE TABLE IF NOT EXISTS analytics_rule_segments (segment VARCHAR, profile_id VARCHAR, "
+                  "definition VARCHAR)")
+        b.execute("DELETE FROM analytics_rule_segments WHERE segment = ?", [name])
+        b.execute(f"INSERT INTO analytics_rule_segments SELECT ?, profile_id, ? FROM ({members_sql(self.ws, cond)})",
+                  [name, json.dumps(condition) if isinstance(condition, dict) else cond.to_sql()])
+        n = int(b.scalar("SELECT count(*) FROM analytics_rule_segments WHERE segment = ?", [name]))
+        return {"segment": name, "customers": n, "sql": cond.to_sql()}
+
     # -- rules ----------------------------------------------------------------------------------
     def rules(self, *, level: str = "category", min_support: float = 0.01, min_confidence: float = 0.2,
               max_len: int = 4, multilevel: bool = False, within_days: float = 30,

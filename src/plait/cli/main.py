@@ -536,6 +536,46 @@ def analyze_rules(
     _report(as_json, r, lines)
 
 
+@analyze_app.command("segments")
+def analyze_segments(
+    workspace: WorkspaceOpt = None,
+    k_min: Annotated[int, typer.Option(help="Fewest segments to try.")] = 2,
+    k_max: Annotated[int, typer.Option(help="Most segments to try.")] = 8,
+    method: Annotated[str, typer.Option(help="kmeans (silhouette) or gmm (BIC).")] = "kmeans",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same segments).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Cluster customers on behaviour; store analytics_segments with a description of each.
+
+    Example: [bold]plait analyze segments --k-max 6[/]
+    """
+    with _ws(workspace) as ws:
+        r = ws.analytics.segments(k_min=k_min, k_max=k_max, method=method, seed=seed)
+    lines = [f"{r['k']} segments of {r['customers']:,} customers (chosen by {'silhouette' if method == 'kmeans' else 'BIC'})"]
+    for s in r["segments"]:
+        size = "suppressed (small group)" if s["suppressed"] else f"{s['customers']:,} ({s['share']:.0%})"
+        lines.append(f"  {s['segment']}: {s['description']} — {size}")
+    _report(as_json, r, lines)
+
+
+@analyze_app.command("segment")
+def analyze_segment(
+    name: Annotated[str, typer.Argument(help="Segment name.")],
+    condition: Annotated[str, typer.Argument(help='Condition as JSON, e.g. {"field": "features.orders", "op": ">=", '
+                                                  '"value": 3}')],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Define a rule-based segment by a condition; members go to analytics_rule_segments."""
+    try:
+        cond = json.loads(condition)
+    except json.JSONDecodeError as e:
+        raise PlaitError(f"the condition is not JSON: {e}", hint='quote it, e.g. \'{"field": "features.orders", '
+                                                                 '"op": ">=", "value": 3}\'') from None
+    with _ws(workspace) as ws:
+        r = ws.analytics.rule_segment(name, cond)
+    out.print(f"segment {name}: {r['customers']:,} customers  [dim]{r['sql']}[/]")
+
+
 @app.command("models")
 def models_list(workspace: WorkspaceOpt = None) -> None:
     """The model registry: newest version of every fitted model."""
