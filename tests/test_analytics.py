@@ -138,3 +138,33 @@ def test_segments_and_rule_segments_on_the_world(world):
     p = world.profiles.get(pid)
     p["segment"] = 0
     assert parse(loyal).evaluate(p)
+
+
+def test_propensity_out_of_time_with_drivers(world):
+    from plait.analytics.propensity import lift_at
+
+    assert lift_at(np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1]), np.arange(10)[::-1] / 10, 0.1) == 5.0
+    r = world.analytics.propensity("return", horizon_days=30)
+    assert r["auc"] > 0.7 and r["lift_at_10"] > 2, r
+    assert r["drivers"][0][0] in {"returns_rate", "recency_days", "frequency"}
+    rec = world.models.get("propensity_return")
+    assert rec.metrics["auc"] == r["auc"] and rec.window_end is not None
+    top = world.backend.rows("SELECT score, drivers FROM analytics_scores WHERE model = 'return' ORDER BY score DESC "
+                             "LIMIT 1")[0]
+    assert 0 < top["score"] <= 1 and top["drivers"]
+    # A condition can use the score, as a decision rule will.
+    n = world.analytics.rule_segment("likely_returners", {"field": "scores.return", "op": ">", "value": 0.5})["customers"]
+    assert n == world.backend.scalar("SELECT count(*) FROM analytics_scores WHERE model = 'return' AND score > 0.5")
+
+
+def test_features_as_of_a_date_ignore_later_events(world):
+    from datetime import datetime, timezone
+
+    cut = datetime(2025, 4, 1, tzinfo=timezone.utc)
+    before = summaries.customer_features(world, as_of=cut).set_index("profile_id")
+    after = summaries.customer_features(world).set_index("profile_id")
+    common = before.index.intersection(after.index)
+    assert (before.loc[common, "frequency"] <= after.loc[common, "frequency"]).all()
+    assert (before["tenure_days"] <= 90).all()      # the world starts on 2025-01-01
+    with pytest.raises(ModelError, match="unknown target"):
+        world.analytics.propensity("vibes")

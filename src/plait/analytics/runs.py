@@ -153,6 +153,29 @@ class Analytics:
         n = int(b.scalar("SELECT count(*) FROM analytics_rule_segments WHERE segment = ?", [name]))
         return {"segment": name, "customers": n, "sql": cond.to_sql()}
 
+    # -- propensities ---------------------------------------------------------------------------
+    def propensity(self, target: str, *, horizon_days: int = 30, seed: int = 0) -> dict[str, Any]:
+        """Train, validate out of time and score a propensity model; scores and drivers go to
+        ``analytics_scores`` (profile_id, model, score, drivers), the model to the registry."""
+        from plait.analytics.propensity import train
+
+        t0 = time.perf_counter()
+        r = train(self.ws, target, horizon_days=horizon_days, seed=seed)
+        b = self.ws.backend
+        b.execute("CREATE TABLE IF NOT EXISTS analytics_scores (profile_id VARCHAR, model VARCHAR, score DOUBLE, "
+                  "drivers VARCHAR)")
+        b.execute("DELETE FROM analytics_scores WHERE model = ?", [target])
+        b.temp_table("_scores_new", __import__("pyarrow").Table.from_pandas(r["scores"], preserve_index=False))
+        b.execute("INSERT INTO analytics_scores SELECT profile_id, model, score, drivers FROM _scores_new")
+        b.execute("DROP TABLE IF EXISTS _scores_new")
+        rec = self.ws.models.save(f"propensity_{target}", r["model"], kind="propensity",
+                                  params={"target": target, "horizon_days": horizon_days},
+                                  metrics={**r["metrics"], "importance": r["importance"]}, window=r["window"])
+        top = r["scores"].sort_values("score", ascending=False).head(3)
+        return {"target": target, "version": rec.version, **r["metrics"], "customers": len(r["scores"]),
+                "drivers": list(r["importance"].items())[:5], "top": top.to_dict("records"),
+                "seconds": time.perf_counter() - t0}
+
     # -- rules ----------------------------------------------------------------------------------
     def rules(self, *, level: str = "category", min_support: float = 0.01, min_confidence: float = 0.2,
               max_len: int = 4, multilevel: bool = False, within_days: float = 30,

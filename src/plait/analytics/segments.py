@@ -158,7 +158,7 @@ def profile_view_sql(ws: "Workspace", fields: set[str]) -> str:
     feats = set(b.query("SELECT * FROM profile_features LIMIT 0").column_names) if b.has_table("profile_features") else set()
     extra = set(b.query("SELECT * FROM analytics_features LIMIT 0").column_names) \
         if b.has_table("analytics_features") else set()
-    tables = {"clv": "analytics_clv", "scores": "analytics_scores"}
+    tables = {"clv": "analytics_clv"}
     seen_traits: dict[str, str] = {}
     for f in sorted(fields):
         ns, _, rest = f.partition(".")
@@ -177,6 +177,9 @@ def profile_view_sql(ws: "Workspace", fields: set[str]) -> str:
             a = seen_traits[name]
             select.append(f"{a}.confidence AS {col}" if conf == "confidence"
                           else f"try_cast(json_extract_string({a}.value, '$') AS VARCHAR) AS {col}")
+        elif ns == "scores" and rest and b.has_table("analytics_scores"):
+            select.append(f"(SELECT max(score) FROM analytics_scores s WHERE s.profile_id = p.profile_id AND s.model = "
+                          f"'{rest.replace(chr(39), '')}') AS {col}")
         elif ns in tables and b.has_table(tables[ns]) and rest:
             select.append(f"{ns}.{rest} AS {col}")
         elif f == "segment" and b.has_table("analytics_segments"):

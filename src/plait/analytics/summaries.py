@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from plait.workspace import Workspace
 
 LEVELS = ("product", "category", "department")
+# The end of the observed data: the last purchase (consent records or a late-arriving
+# operational event written "now" must not stretch every customer's T into empty time).
+DATA_END = "(SELECT max(event_time) FROM events WHERE event = 'Order Completed')"
 
 
 def _ready(ws: "Workspace") -> None:
@@ -76,7 +79,7 @@ def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration
     _ready(ws)
     if unit_days <= 0:
         raise ConfigError(f"unit_days must be positive, got {unit_days}")
-    end = _when(as_of, "(SELECT max(event_time) FROM events)")
+    end = _when(as_of, DATA_END)
     cut = _when(calibration_end, end)
     u = float(unit_days) * 86400.0
     df = ws.backend.query(f"""
@@ -133,9 +136,9 @@ def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "p
     """Per customer: recency_days, frequency, monetary, tenure_days, RFM scores (1–5 quintiles),
     orders and revenue share per channel, returns rate, discount share, category mix."""
     _ready(ws)
-    end = _when(as_of, "(SELECT max(event_time) FROM events)")
+    end = _when(as_of, DATA_END)
     df = ws.backend.query(f"""
-        WITH p AS ({purchases_sql(ws)}),
+        WITH p AS (SELECT * FROM ({purchases_sql(ws)}) WHERE event_time <= {end}),
         lines AS (
           SELECT p.profile_id, json_extract_string(x.line, '$.category') AS category,
                  try_cast(json_extract(x.line, '$.price') AS DOUBLE) * coalesce(try_cast(json_extract(x.line, '$.quantity')
@@ -178,4 +181,4 @@ def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "p
 
 
 
-__all__ = ["LEVELS", "baskets", "clv_summary", "customer_features", "purchases_sql"]
+__all__ = ["DATA_END", "LEVELS", "baskets", "clv_summary", "customer_features", "purchases_sql"]

@@ -1,0 +1,170 @@
+"""Propensity models: who will buy a category, churn or return something in the next N days.
+
+Gradient boosting (scikit-learn's ``HistGradientBoostingClassifier``, LightGBM's algorithm
+without the extra dependency) on features computed *as of* a cut-off date, labels from the
+``horizon_days`` after it. Validation is out of time, so nothing leaks: the model is trained
+at cut-off ``end − 2h`` (labels up to ``end − h``) and tested at ``end − h`` on what happened up
+to ``end``; AUC and lift in the top 10 % are measured on that later window. The model is then
+refitted at ``end − h`` and scores every customer as of ``end``.
+
+Drivers: globally, the drop in test AUC when a feature is shuffled (permutation importance);
+per customer, how much their score falls when one of their feature values is replaced by
+the population's median — "why this customer" in the feature's own words.
+
+Targets: ``category:<name>`` (an order line of that category), ``churn`` (no purchase),
+``return`` (a returned item or refund).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plait.errors import ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plait.workspace import Workspace
+
+BASE = ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "share_web", "share_app",
+        "share_store", "returns_rate", "discount_share", "coupon_share", "categories", "top_category_share")
+
+
+def lift_at(y: np.ndarray, score: np.ndarray, share: float = 0.1) -> float:
+    """Positive rate among the top ``share`` by score over the overall positive rate."""
+    n = max(1, int(round(len(y) * share)))
+    top = np.argsort(-score, kind="stable")[:n]
+    base = y.mean()
+    return float(y[top].mean() / base) if base > 0 else float("nan")
+
+
+@dataclass
+class Propensity:
+    """An estimator: ``fit(X, y)`` on a feature frame, ``predict_proba(X)`` the positive class."""
+
+    max_iter: int = 200
+    learning_rate: float = 0.08
+    seed: int = 0
+    columns_: list[str] = field(default_factory=list)
+
+    def fit(self, X: "pd.DataFrame", y: np.ndarray) -> "Propensity":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        y = np.asarray(y).astype(int)
+        if len(set(y)) < 2:
+            raise ModelError(f"every training label is {y[0] if len(y) else '—'}: nothing to learn",
+                             hint="widen the horizon or pick a target that happens")
+        self.columns_ = list(X.columns)
+        self.medians_ = X.median(numeric_only=True)
+        self.model_ = HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
+                                                     early_stopping=False, random_state=self.seed)
+        self.model_.fit(X.to_numpy(float), y)
+        return self
+
+    def predict_proba(self, X: "pd.DataFrame") -> np.ndarray:
+        return self.model_.predict_proba(X[self.columns_].to_numpy(float))[:, 1]
+
+    def importance(self, X: "pd.DataFrame", y: np.ndarray, *, repeats: int = 3) -> dict[str, float]:
+        from sklearn.inspection import permutation_importance
+
+        r = permutation_importance(self.model_, X[self.columns_].to_numpy(float), np.asarray(y).astype(int),
+                                   scoring="roc_auc", n_repeats=repeats, random_state=self.seed)
+        return dict(sorted(zip(self.columns_, map(float, r.importances_mean)), key=lambda kv: -kv[1]))
+
+    def drivers(self, X: "pd.DataFrame", *, top: int = 3) -> list[list[tuple[str, float]]]:
+        """Per row, the features whose own value raises the score most over the median's."""
+        base = self.predict_proba(X)
+        deltas = np.zeros((len(X), len(self.columns_)))
+        for j, c in enumerate(self.columns_):
+            Xm = X[self.columns_].copy()
+            Xm[c] = self.medians_.get(c, 0.0)
+            deltas[:, j] = base - self.predict_proba(Xm)
+        order = np.argsort(-deltas, axis=1)[:, :top]
+        return [[(self.columns_[j], float(deltas[i, j])) for j in order[i] if deltas[i, j] > 0] for i in range(len(X))]
+
+
+def _features(ws: "Workspace", as_of: datetime, categories: list[str]) -> "pd.DataFrame":
+    from plait.analytics.summaries import customer_features, purchases_sql
+
+    f = customer_features(ws, as_of=as_of)
+    if f.empty:
+        return f
+    cat_cols = ", ".join(
+        f"count(*) FILTER (WHERE json_extract_string(x.line, '$.category') = '{c.replace(chr(39), '')}') AS \"cat_{c}\""
+        for c in categories) or "0 AS cat_none"
+    when = f"CAST('{as_of.isoformat()}' AS TIMESTAMPTZ)"
+    cats = ws.backend.query(f"""
+        WITH p AS (SELECT * FROM ({purchases_sql(ws)}) WHERE event_time <= {when})
+        SELECT p.profile_id, {cat_cols},
+               count(DISTINCT p.order_id) FILTER (WHERE p.event_time > {when} - INTERVAL 30 DAY) AS orders_30d
+        FROM p, unnest(CAST(p.products AS JSON[])) AS x(line) GROUP BY 1""").to_pandas()
+    return f.merge(cats, on="profile_id", how="left").fillna(0)
+
+
+def _labels(ws: "Workspace", target: str, start: datetime, end: datetime) -> set[str]:
+    from plait.analytics.summaries import purchases_sql
+
+    s, e = (f"CAST('{t.isoformat()}' AS TIMESTAMPTZ)" for t in (start, end))
+    if target.startswith("category:"):
+        c = target.split(":", 1)[1].replace("'", "")
+        sql = f"""SELECT DISTINCT p.profile_id FROM ({purchases_sql(ws)}) p, unnest(CAST(p.products AS JSON[])) AS x(line)
+                  WHERE p.event_time > {s} AND p.event_time <= {e} AND json_extract_string(x.line, '$.category') = '{c}'"""
+    elif target == "churn":   # the buyers: churners are those *not* in this set
+        sql = f"SELECT DISTINCT profile_id FROM ({purchases_sql(ws)}) WHERE event_time > {s} AND event_time <= {e}"
+    elif target == "return":
+        from plait.identity.tables import CURRENT
+
+        sql = f"""SELECT DISTINCT s.profile_id FROM events e JOIN identity_subjects s
+                  ON s.version = {CURRENT} AND s.subject = e.subject
+                  WHERE e.event IN ('Product Returned', 'Order Refunded') AND e.event_time > {s} AND e.event_time <= {e}"""
+    else:
+        raise ModelError(f"unknown target {target!r}", hint="use category:<name>, churn or return")
+    return {r["profile_id"] for r in ws.backend.rows(sql)}
+
+
+def train(ws: "Workspace", target: str, *, horizon_days: int = 30, seed: int = 0) -> dict[str, Any]:
+    """Out-of-time training and test, then a refit that scores everyone as of the log's end."""
+    from plait.analytics.summaries import DATA_END
+
+    end = ws.backend.scalar(f"SELECT {DATA_END}")
+    if end is None:
+        raise ModelError("the log holds no purchases", hint="collect or import orders first")
+    h = timedelta(days=horizon_days)
+    categories = [r["category"] for r in ws.backend.rows(
+        "SELECT DISTINCT category FROM products WHERE category IS NOT NULL ORDER BY 1")]
+    frames = []
+    for cut in (end - 2 * h, end - h):
+        X = _features(ws, cut, categories)
+        if len(X) < 50:
+            raise ModelError(f"only {len(X)} customers had purchased by {cut:%Y-%m-%d}",
+                             hint="use a shorter horizon or a longer history")
+        pos = _labels(ws, target, cut, cut + h)
+        y = X["profile_id"].isin(pos).to_numpy()
+        frames.append((X, ~y if target == "churn" else y))
+    cols = [c for c in frames[0][0].columns if c in BASE or c.startswith("cat_") or c == "orders_30d"]
+    (Xtr, ytr), (Xte, yte) = frames
+    model = Propensity(seed=seed).fit(Xtr[cols], ytr)
+    from sklearn.metrics import roc_auc_score
+
+    p = model.predict_proba(Xte[cols])
+    metrics = {"auc": float(roc_auc_score(yte, p)) if len(set(yte)) > 1 else float("nan"),
+               "lift_at_10": lift_at(yte.astype(int), p), "base_rate": float(yte.mean()),
+               "train_rows": len(Xtr), "test_rows": len(Xte)}
+    importance = model.importance(Xte[cols], yte)
+    final = Propensity(seed=seed).fit(Xte[cols], yte)
+    Xnow = _features(ws, end, categories)
+    scores = final.predict_proba(Xnow[cols])
+    why = final.drivers(Xnow[cols])
+    import pandas as pd
+
+    out = pd.DataFrame({"profile_id": Xnow["profile_id"], "model": target, "score": scores,
+                        "drivers": ["; ".join(f"{n} (+{d:.2f})" for n, d in w) for w in why]})
+    return {"target": target, "horizon_days": horizon_days, "metrics": metrics, "importance": importance,
+            "model": final, "scores": out, "window": (str(end - h), str(end))}
+
+
+__all__ = ["Propensity", "lift_at", "train"]
