@@ -168,3 +168,49 @@ def test_features_as_of_a_date_ignore_later_events(world):
     assert (before["tenure_days"] <= 90).all()      # the world starts on 2025-01-01
     with pytest.raises(ModelError, match="unknown target"):
         world.analytics.propensity("vibes")
+
+
+def test_imputation_fills_gaps_without_overwriting_facts(world):
+    f = summaries.customer_features(world)
+    f = f[f["frequency"] >= 2].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    declared = f.sample(frac=0.7, random_state=1)
+    # Plant a trait that follows behaviour: store buyers call themselves "till", the rest "online".
+    calls = []
+    for pid, share in zip(declared["profile_id"], declared["share_store"]):
+        sender = world.identity.sender(pid)
+        value = "till" if share > 0.5 else "online"
+        if rng.random() < 0.05:
+            value = "online" if value == "till" else "till"
+        calls.append(world.parser.parse({"type": "identify", **sender, "traits": {"shopper_type": value},
+                                         "timestamp": "2025-05-30T00:00:00Z"}, received_at=0, source="crm"))
+    world.log.append(calls)
+    world.resolve()
+    r = world.analytics.impute("shopper_type")
+    assert r["accuracy"] > r["baseline"] + 0.1 and r["imputed"] > 0, r
+    inferred = world.backend.query("SELECT profile_id, value FROM inferred_traits WHERE trait = 'shopper_type'").to_pandas()
+    facts = {r["profile_id"] for r in world.backend.rows(
+        "SELECT profile_id FROM profile_traits WHERE trait = 'shopper_type'")}
+    assert len(facts & set(declared["profile_id"])) >= 0.95 * len(declared)
+    assert not set(inferred["profile_id"]) & facts                                # facts are never overwritten
+    j = inferred.merge(f, on="profile_id")
+    assert ((j["value"] == "till") == (j["share_store"] > 0.5)).mean() > 0.85
+    pid = inferred["profile_id"].iloc[0]
+    t = world.profiles.get(pid)["traits"]["shopper_type"]
+    assert t["confidence"] == "inferred" and 0.5 <= t["probability"] <= 1
+    guarded = {"field": "traits.shopper_type", "op": "exists", "min_confidence": "observed"}
+    assert pid not in {r["profile_id"] for r in world.backend.rows(
+        "SELECT profile_id FROM analytics_rule_segments WHERE segment = 'g'")}
+    world.analytics.rule_segment("g", guarded)
+    world.analytics.rule_segment("any", {"field": "traits.shopper_type", "op": "exists"})
+    members = {r["profile_id"] for r in world.backend.rows("SELECT profile_id FROM analytics_rule_segments "
+                                                           "WHERE segment = 'any'")}
+    assert pid in members
+    world.consent.set(pid, "analytics", False)
+    try:
+        assert "shopper_type" not in world.profiles.get(pid)["traits"]
+        world.analytics.rule_segment("any", {"field": "traits.shopper_type", "op": "exists"})
+        assert pid not in {r["profile_id"] for r in world.backend.rows(
+            "SELECT profile_id FROM analytics_rule_segments WHERE segment = 'any'")}
+    finally:
+        world.consent.set(pid, "analytics", True)

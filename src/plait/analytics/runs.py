@@ -176,6 +176,16 @@ class Analytics:
                 "drivers": list(r["importance"].items())[:5], "top": top.to_dict("records"),
                 "seconds": time.perf_counter() - t0}
 
+    # -- imputation -----------------------------------------------------------------------------
+    def impute(self, trait: str, *, min_probability: float = 0.5) -> dict[str, Any]:
+        """Predict ``trait`` where it is unknown; predictions go to ``inferred_traits`` (see
+        :mod:`plait.analytics.imputation`)."""
+        from plait.analytics.imputation import impute
+
+        if trait == "age_band":
+            self.features()      # derives age bands from birthdays
+        return impute(self.ws, trait, min_probability=min_probability)
+
     # -- rules ----------------------------------------------------------------------------------
     def rules(self, *, level: str = "category", min_support: float = 0.01, min_confidence: float = 0.2,
               max_len: int = 4, multilevel: bool = False, within_days: float = 30,

@@ -159,6 +159,9 @@ def profile_view_sql(ws: "Workspace", fields: set[str]) -> str:
     extra = set(b.query("SELECT * FROM analytics_features LIMIT 0").column_names) \
         if b.has_table("analytics_features") else set()
     tables = {"clv": "analytics_clv"}
+    # Inferred traits fill gaps in golden ones, for customers who allow profiling (analytics) only.
+    inferred = b.has_table("inferred_traits")
+    allowed = ws.consent.allowed_profiles_sql("analytics") if inferred else ""
     seen_traits: dict[str, str] = {}
     for f in sorted(fields):
         ns, _, rest = f.partition(".")
@@ -175,8 +178,16 @@ def profile_view_sql(ws: "Workspace", fields: set[str]) -> str:
                 joins.append(f"LEFT JOIN profile_traits {alias} ON {alias}.profile_id = p.profile_id AND "
                              f"{alias}.trait = '{name.replace(chr(39), '')}'")
             a = seen_traits[name]
-            select.append(f"{a}.confidence AS {col}" if conf == "confidence"
-                          else f"try_cast(json_extract_string({a}.value, '$') AS VARCHAR) AS {col}")
+            if inferred and f"i{a}" not in "".join(joins):
+                joins.append(f"LEFT JOIN inferred_traits i{a} ON i{a}.profile_id = p.profile_id AND i{a}.trait = "
+                             f"'{name.replace(chr(39), '')}' AND p.profile_id IN (SELECT profile_id FROM ({allowed}) "
+                             "WHERE allowed)")
+            golden_v = f"try_cast(json_extract_string({a}.value, '$') AS VARCHAR)"
+            if conf == "confidence":
+                select.append(f"CASE WHEN {a}.value IS NOT NULL THEN {a}.confidence "
+                              + (f"WHEN i{a}.value IS NOT NULL THEN 'inferred' " if inferred else "") + f"END AS {col}")
+            else:
+                select.append(f"coalesce({golden_v}, i{a}.value) AS {col}" if inferred else f"{golden_v} AS {col}")
         elif ns == "scores" and rest and b.has_table("analytics_scores"):
             select.append(f"(SELECT max(score) FROM analytics_scores s WHERE s.profile_id = p.profile_id AND s.model = "
                           f"'{rest.replace(chr(39), '')}') AS {col}")

@@ -79,6 +79,13 @@ class Profiles:
                             "FROM profile_traits WHERE profile_id = ? ORDER BY trait", [pid]):
                 r["value"] = json.loads(r["value"])
                 traits[r.pop("trait")] = r
+        # Inferred traits fill gaps only, and only while the customer allows profiling (analytics).
+        if b.has_table("inferred_traits") and self.ws.consent.allowed(pid, "analytics").allowed:
+            for r in b.rows("SELECT trait, value, probability, model_version, CAST(inferred_at AS VARCHAR) AS at "
+                            "FROM inferred_traits WHERE profile_id = ? ORDER BY trait", [pid]):
+                traits.setdefault(r["trait"], {"value": r["value"], "source": f"model:impute_{r['trait']}",
+                                               "observed_at": r["at"], "confidence": "inferred",
+                                               "probability": r["probability"], "rule": "imputation"})
         features = {}
         if b.has_table("profile_features"):
             rows = b.rows("SELECT * EXCLUDE (version, profile_id) FROM profile_features WHERE profile_id = ?", [pid])
