@@ -131,14 +131,23 @@ class _Summary:
 class _Fit:
     names: tuple[str, ...]
 
-    def run(self, nll, n: float, x0: Sequence[float]) -> tuple[dict[str, float], float, bool]:  # noqa: ANN001
+    def run(self, nll, n: float, x0: Sequence[float], grad=None) -> tuple[dict[str, float], float, bool]:  # noqa: ANN001
+        """Minimise ``nll`` over log-parameters; ``grad(params)`` (d nll / d params), when the
+        model has one, replaces finite differences (chain rule: × params on the log scale)."""
         from scipy.optimize import minimize
 
         def f(z: np.ndarray) -> float:
             v = nll(np.exp(z))
             return v / n if np.isfinite(v) else 1e300
 
-        res = minimize(f, np.log(np.asarray(x0, dtype=float)), method="L-BFGS-B",
+        def fg(z: np.ndarray) -> tuple[float, np.ndarray]:
+            p = np.exp(z)
+            v = nll(p)
+            if not np.isfinite(v):
+                return 1e300, np.zeros_like(z)
+            return v / n, grad(p) * p / n
+
+        res = minimize(fg if grad else f, np.log(np.asarray(x0, dtype=float)), method="L-BFGS-B", jac=bool(grad),
                        bounds=[(-20.0, 20.0)] * len(x0), options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9})
         params = dict(zip(self.names, map(float, np.exp(res.x))))
         return params, -float(res.fun) * n, bool(res.success)
@@ -191,9 +200,31 @@ class BetaGeoModel(_Model):
         x, tx, TT = _arrays(frequency, recency, T)
         d = _Summary(x, tx, TT)
         nll = lambda p: -float(d.w @ self._ll(p, d)) + self._penalty(p)  # noqa: E731
-        self.params_, self.log_likelihood_, self.converged_ = _Fit(self._names).run(nll, d.w.sum(), initial)
+        grad = lambda p: -self._grad(p, d) + 2 * self.penalizer * p  # noqa: E731
+        self.params_, self.log_likelihood_, self.converged_ = _Fit(self._names).run(nll, d.w.sum(), initial, grad)
         self.n_customers_ = int(x.size)
         return self
+
+    @staticmethod
+    def _grad(p: np.ndarray, d: _Summary) -> np.ndarray:
+        """d LL / d (r, α, a, b), summed over customers."""
+        from scipy.special import digamma
+
+        r, alpha, a, b = p
+        x, tx, T, w = d.x, d.tx, d.T, d.w
+        a3 = -(r + x) * np.log(alpha + T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + tx), -np.inf)
+        top = np.logaddexp(a3, a4)
+        w3, w4 = np.exp(a3 - top), np.exp(a4 - top)
+        dr = d.by("x", lambda x: digamma(r + x)) - digamma(r) + np.log(alpha) - w3 * np.log(alpha + T) \
+            - w4 * np.log(alpha + tx)
+        dalpha = r / alpha - w3 * (r + x) / (alpha + T) - w4 * (r + x) / (alpha + tx)
+        dpsi = digamma(a + b) - d.by("x", lambda x: digamma(a + b + x))
+        da = dpsi + w4 / a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            db = dpsi + d.by("x", lambda x: digamma(b + x)) - digamma(b) - np.where(x > 0, w4 / np.maximum(b + x - 1, 1e-300), 0)
+        return np.array([w @ dr, w @ dalpha, w @ da, w @ db])
 
     def _p(self) -> tuple[float, ...]:
         p = self._check()
@@ -329,11 +360,26 @@ class GammaGammaModel(_Model):
         if np.any(m[keep] <= 0):
             raise ModelError("monetary_value must be positive for customers with repeat purchases",
                              hint="drop zero-value orders or refunds before summarising")
-        (ux, um), w = _compress(x[keep], m[keep])
-        nll = lambda p: -float(w @ self._ll(p, ux, um)) + self._penalty(p)  # noqa: E731
-        self.params_, self.log_likelihood_, self.converged_ = _Fit(self._names).run(nll, w.sum(), initial)
+        ux, um = x[keep], m[keep]
+        nll = lambda p: -float(self._ll(p, ux, um).sum()) + self._penalty(p)  # noqa: E731
+        grad = lambda p: -self._grad(p, ux, um) + 2 * self.penalizer * p  # noqa: E731
+        self.params_, self.log_likelihood_, self.converged_ = _Fit(self._names).run(nll, float(ux.size), initial, grad)
         self.n_customers_ = int(keep.sum())
         return self
+
+    @staticmethod
+    def _grad(par: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """d LL / d (p, q, v), summed over customers."""
+        from scipy.special import digamma
+
+        p, q, v = par
+        px = p * x
+        psi = digamma(px + q)
+        lxm = np.log(x * m + v)
+        dp = x * (psi - digamma(px) + np.log(m) + np.log(x) - lxm)
+        dq = psi - digamma(q) + np.log(v) - lxm
+        dv = q / v - (px + q) / (x * m + v)
+        return np.array([dp.sum(), dq.sum(), dv.sum()])
 
     def expected_spend(self, frequency: ArrayLike, monetary_value: ArrayLike) -> np.ndarray:
         """Expected mean transaction value per customer (the population mean for x = 0)."""
