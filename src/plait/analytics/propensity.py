@@ -12,7 +12,7 @@ per customer, how much their score falls when one of their feature values is rep
 the population's median — "why this customer" in the feature's own words.
 
 Targets: ``category:<name>`` (an order line of that category), ``churn`` (no purchase),
-``return`` (a returned item or refund).
+``return`` (a returned item or refund), ``coupon`` (a coupon redeemed).
 """
 
 from __future__ import annotations
@@ -115,14 +115,15 @@ def _labels(ws: "Workspace", target: str, start: datetime, end: datetime) -> set
                   WHERE p.event_time > {s} AND p.event_time <= {e} AND json_extract_string(x.line, '$.category') = '{c}'"""
     elif target == "churn":   # the buyers: churners are those *not* in this set
         sql = f"SELECT DISTINCT profile_id FROM ({purchases_sql(ws)}) WHERE event_time > {s} AND event_time <= {e}"
-    elif target == "return":
+    elif target in ("return", "coupon"):
         from plait.identity.tables import CURRENT
 
+        events = "'Product Returned', 'Order Refunded'" if target == "return" else "'Coupon Redeemed'"
         sql = f"""SELECT DISTINCT s.profile_id FROM events e JOIN identity_subjects s
                   ON s.version = {CURRENT} AND s.subject = e.subject
-                  WHERE e.event IN ('Product Returned', 'Order Refunded') AND e.event_time > {s} AND e.event_time <= {e}"""
+                  WHERE e.event IN ({events}) AND e.event_time > {s} AND e.event_time <= {e}"""
     else:
-        raise ModelError(f"unknown target {target!r}", hint="use category:<name>, churn or return")
+        raise ModelError(f"unknown target {target!r}", hint="use category:<name>, churn, return or coupon")
     return {r["profile_id"] for r in ws.backend.rows(sql)}
 
 
