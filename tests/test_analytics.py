@@ -234,3 +234,36 @@ def test_complete_journey_real_data(tmp_path):
         assert rules["rules"] > 20 and all(r["lift"] > 1 for r in rules["top"])
         coupon = ws.analytics.propensity("coupon", horizon_days=60)
         assert coupon["auc"] > 0.7 and coupon["lift_at_10"] > 2, coupon
+
+
+def test_analytics_over_http(world):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from plait.server import create_app
+
+    analyst = world.keys.create("bi", role="analyst")
+    admin = world.keys.create("ops", role="admin")
+    h = lambda k: {"Authorization": "Basic " + base64.b64encode(f"{k}:".encode()).decode()}  # noqa: E731
+    with TestClient(create_app(world)) as c:
+        assert c.get("/v1/analytics/segments").status_code == 401
+        r = c.post("/v1/analytics/clv", json={"params": {"horizon_days": 90}}, headers=h(analyst))
+        assert r.status_code == 403
+        r = c.post("/v1/analytics/clv", json={"params": {"horizon_days": 90}}, headers=h(admin))
+        assert r.status_code == 200 and r.json()["customers"] > 1000
+        pid = world.backend.scalar("SELECT profile_id FROM analytics_clv ORDER BY clv DESC LIMIT 1")
+        got = c.get(f"/v1/analytics/customers/{pid}", headers=h(analyst)).json()
+        assert got["clv"]["clv"] > 0 and "segment" in got and isinstance(got.get("scores"), dict)
+        segs = c.get("/v1/analytics/segments", headers=h(analyst)).json()
+        assert segs and all("description" in s and "suppressed" in s for s in segs)
+        rules = c.get("/v1/analytics/rules?limit=5", headers=h(analyst)).json()
+        assert len(rules) == 5 and rules[0]["lift"] >= rules[-1]["lift"]
+        r = c.post("/v1/analytics/rule-segments", json={"name": "big", "condition": {
+            "field": "clv.clv", "op": ">", "value": 100}}, headers=h(admin))
+        assert r.status_code == 200 and r.json()["customers"] > 0
+        bad = c.post("/v1/analytics/rule-segments", json={"name": "x", "condition": {"field": "clv.clv", "op": "~"}},
+                     headers=h(admin))
+        assert bad.status_code == 400 and "unknown op" in bad.json()["detail"]["message"]
+        assert any(m["name"] == "clv_bgnbd" for m in c.get("/v1/analytics/models", headers=h(analyst)).json())
+        assert c.post("/v1/analytics/astrology", json={}, headers=h(admin)).status_code == 404

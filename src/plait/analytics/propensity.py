@@ -102,7 +102,10 @@ def _features(ws: "Workspace", as_of: datetime, categories: list[str]) -> "pd.Da
         SELECT p.profile_id, {cat_cols},
                count(DISTINCT p.order_id) FILTER (WHERE p.event_time > {when} - INTERVAL 30 DAY) AS orders_30d
         FROM p, unnest(CAST(p.products AS JSON[])) AS x(line) GROUP BY 1""").to_pandas()
-    return f.merge(cats, on="profile_id", how="left").fillna(0)
+    out = f.merge(cats, on="profile_id", how="left")
+    filled = [c for c in cats.columns if c != "profile_id"]
+    out[filled] = out[filled].fillna(0)
+    return out
 
 
 def _labels(ws: "Workspace", target: str, start: datetime, end: datetime) -> set[str]:

@@ -81,7 +81,7 @@ def run(out: Console, workspace: Path | None, *, people: int = 1500, days: int =
                   f"{ident.supernodes:,} shared values kept apart) in {ident.seconds:.1f} s")
         _accuracy(out, ws)
         shown = _showcase(out, ws) or "user_id:web-1"
-        _analytics(out, ws)
+        _analytics(out, ws, days)
         _privacy(out, ws, shown)
     out.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/] — next: `plait --workspace {path} serve`, "
               f"`plait --workspace {path} profiles show {shown}`")
@@ -121,16 +121,25 @@ def _showcase(out: Console, ws) -> str | None:  # noqa: ANN001
     return p["profile_id"]
 
 
-def _analytics(out: Console, ws) -> None:  # noqa: ANN001
-    import pyarrow.parquet as pq
+def _analytics(out: Console, ws, days: int) -> None:  # noqa: ANN001
+    from plait.errors import ModelError
 
     out.print("[bold]5. Analytics[/]: CLV, segments, basket and sequence rules, propensities, imputed traits")
-    r = ws.analytics.clv(calibration_end=_date_sql(ws, 60))
+    try:
+        _models(out, ws, holdout=max(7, min(60, days // 3)))
+    except ModelError as e:   # a tiny world (e.g. --people 300 --days 20) has too little history
+        out.print(f"   [yellow]{str(e).splitlines()[0]}[/] — run the demo with more people or days to see the models")
+
+
+def _models(out: Console, ws, holdout: int) -> None:  # noqa: ANN001
+    import pyarrow.parquet as pq
+
+    r = ws.analytics.clv(calibration_end=_date_sql(ws, holdout))
     p = r["params"]
     h = r["holdout"]
     out.print(f"   BG/NBD r={p['r']:.3f} α={p['alpha']:.2f} a={p['a']:.3f} b={p['b']:.2f}; Gamma-Gamma spend; "
               f"{r['customers']:,} customers, top CLV decile holds {r['top_decile_share']:.0%} of value; "
-              f"60-day holdout: predicted {h['predicted_total']:,.0f} vs actual {h['actual_total']:,.0f} purchases "
+              f"{holdout}-day holdout: predicted {h['predicted_total']:,.0f} vs actual {h['actual_total']:,.0f} purchases "
               f"(per-customer correlation {h['correlation']:.2f})")
     s = ws.analytics.segments(k_max=6)
     out.print(f"   {s['k']} segments (k by silhouette): " + "; ".join(
@@ -144,8 +153,8 @@ def _analytics(out: Console, ws) -> None:  # noqa: ANN001
     out.print(f"   {rules['rules']:,} product rules from {rules['baskets']:,} baskets; {hits} of the top 10 are pairs the "
               f"simulator planted (e.g. {best['antecedents'][0]} ⇒ {best['consequents'][0]}, lift {best['lift']:.0f}); "
               f"{rules['sequences']:,} 'B within 30 days after A' rules")
-    pr = ws.analytics.propensity("return", horizon_days=30)
-    out.print(f"   propensity to return in 30 days: out-of-time AUC {pr['auc']:.2f}, lift at 10% {pr['lift_at_10']:.1f}×; "
+    pr = ws.analytics.propensity("return", horizon_days=min(30, holdout))
+    out.print(f"   propensity to return in {min(30, holdout)} days: out-of-time AUC {pr['auc']:.2f}, lift at 10% {pr['lift_at_10']:.1f}×; "
               f"drivers {', '.join(n for n, _ in pr['drivers'][:3])}")
     im = ws.analytics.impute("preferred_channel")
     did = (f"imputed for {im['imputed']:,} customers as inferred traits, never over facts" if im["imputed"] else

@@ -8,6 +8,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 import plait
+from plait.analytics.http import analytics_router
 from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
@@ -42,6 +43,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     collect = Collect(intake, committer)
     app.include_router(collector_router(collect))
     app.include_router(profiles_router(workspace))
+    app.include_router(analytics_router(workspace))
     app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
                                       key_check(workspace, "collector", "admin")))
     # Consent choices arriving through the collector reach the ledger as they are appended.
