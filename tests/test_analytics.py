@@ -267,3 +267,20 @@ def test_analytics_over_http(world):
         assert bad.status_code == 400 and "unknown op" in bad.json()["detail"]["message"]
         assert any(m["name"] == "clv_bgnbd" for m in c.get("/v1/analytics/models", headers=h(analyst)).json())
         assert c.post("/v1/analytics/astrology", json={}, headers=h(admin)).status_code == 404
+
+
+def test_discount_levels_and_line_returns(world):
+    r = world.analytics.discount_levels()
+    assert set(r["levels"]) <= {"full price", "occasional deals", "deal-seeker"} and r["customers"] > 1000
+    d = world.backend.query("SELECT * FROM analytics_discount").to_pandas()
+    assert d["promo_share"].between(0, 1).all()
+    # Shrinkage: a customer with few lines sits nearer the population than their raw share.
+    few = d[d["lines"] <= 2]
+    mean = d["promo_share"].mean()
+    assert ((few["promo_share"] - mean).abs() <= (few["observed_share"] - mean).abs() + 1e-9).all()
+    people = pq.read_table(world.truth_dir / "people.parquet").to_pandas()
+    j = d.merge(person_of(world), on="profile_id").merge(people, on="person_id")
+    assert j["promo_share"].corr(j["price_sensitivity"]) > 0.35     # the simulator's hidden price sensitivity
+    lr = world.analytics.propensity("line_return")
+    assert lr["target"] == "line_return" and lr["auc"] > 0.52 and lr["test_rows"] > 1000
+    assert world.models.get("propensity_line_return").metrics["auc"] == lr["auc"]

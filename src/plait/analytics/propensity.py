@@ -171,4 +171,96 @@ def train(ws: "Workspace", target: str, *, horizon_days: int = 30, seed: int = 0
             "model": final, "scores": out, "window": (str(end - h), str(end))}
 
 
-__all__ = ["Propensity", "lift_at", "train"]
+
+
+def _lines_sql(ws: "Workspace") -> str:
+    """Order lines of consenting customers with list price, discount flag and whether returned."""
+    from plait.analytics.summaries import purchases_sql
+
+    return f"""
+        WITH p AS ({purchases_sql(ws)}),
+        l AS (
+          SELECT p.profile_id, p.order_id, p.event_time, p.channel,
+                 json_extract_string(x.line, '$.product_id') AS product_id,
+                 json_extract_string(x.line, '$.category') AS category,
+                 try_cast(json_extract(x.line, '$.price') AS DOUBLE) AS price,
+                 coalesce(try_cast(json_extract(x.line, '$.quantity') AS DOUBLE), 1) AS quantity
+          FROM p, unnest(CAST(p.products AS JSON[])) AS x(line) WHERE p.products IS NOT NULL
+        ), ret AS (
+          SELECT DISTINCT order_id, json_extract_string(properties, '$.product_id') AS product_id FROM events
+          WHERE event = 'Product Returned' AND order_id IS NOT NULL
+        )
+        SELECT l.*, c.list_price, c.department,
+               CASE WHEN c.list_price > 0 THEN greatest(1 - l.price / c.list_price, 0) END AS depth,
+               r.order_id IS NOT NULL AS returned
+        FROM l LEFT JOIN products c USING (product_id)
+        LEFT JOIN ret r ON r.order_id = l.order_id AND r.product_id = l.product_id"""
+
+
+def discount_levels(ws: "Workspace") -> "pd.DataFrame":
+    """The discount level at which each customer buys: the share of their order lines bought on
+    promotion (empirical-Bayes shrunk towards everyone's, so three lines do not make a
+    deal-seeker), the typical depth of those promotions, and a band a marketer can act on."""
+    df = ws.backend.query(f"""
+        SELECT profile_id, count(*) AS lines, count(*) FILTER (WHERE depth >= 0.05) AS discounted,
+               median(depth) FILTER (WHERE depth >= 0.05) AS typical_depth
+        FROM ({_lines_sql(ws)}) WHERE depth IS NOT NULL GROUP BY 1""").to_pandas()
+    if df.empty:
+        raise ModelError("no order lines with a list price to compare with",
+                         hint="load the product catalogue (`plait catalogue load`) or send discount on orders")
+    rate = df["discounted"] / df["lines"]
+    # Beta prior by the method of moments over customers with enough lines.
+    solid = rate[df["lines"] >= 5]
+    m, v = (solid.mean(), solid.var()) if len(solid) > 10 else (rate.mean(), rate.var())
+    v = max(float(v), 1e-6)
+    k = max(m * (1 - m) / v - 1, 0.5)
+    a, b = m * k, (1 - m) * k
+    df["observed_share"] = rate
+    df["promo_share"] = (a + df["discounted"]) / (a + b + df["lines"])
+    df["typical_depth"] = df["typical_depth"].fillna(float(df["typical_depth"].median()))
+    df["level"] = np.select([df["promo_share"] < 0.1, df["promo_share"] < 0.3], ["full price", "occasional deals"],
+                            "deal-seeker")
+    return df
+
+
+def train_line_returns(ws: "Workspace", *, seed: int = 0) -> dict[str, Any]:
+    """P(an order line is returned): lines of older orders train, the newest fifth test (out of
+    time); features are the line's price, depth of discount, quantity, category, channel and
+    the customer's return share on their earlier lines (no look-ahead)."""
+    from sklearn.metrics import roc_auc_score
+
+    df = ws.backend.query(f"""
+        WITH l AS ({_lines_sql(ws)})
+        SELECT *, coalesce(avg(CAST(returned AS DOUBLE)) OVER (PARTITION BY profile_id ORDER BY event_time
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS prior_return_share,
+               count(*) OVER (PARTITION BY profile_id ORDER BY event_time
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior_lines
+        FROM l ORDER BY event_time""").to_pandas()
+    if len(df) < 500 or df["returned"].nunique() < 2:
+        raise ModelError(f"{len(df)} order lines ({int(df['returned'].sum()) if len(df) else 0} returned) are too few",
+                         hint="collect more orders and returns")
+    X = df[["price", "quantity", "prior_return_share", "prior_lines"]].astype(float).copy()
+    X["depth"] = df["depth"].astype(float).fillna(0)
+    for col in ("category", "channel"):
+        X = X.join(pd_dummies(df[col], col))
+    X = X.fillna(0)
+    y = df["returned"].to_numpy().astype(int)
+    cut = int(len(df) * 0.8)
+    model = Propensity(seed=seed).fit(X.iloc[:cut], y[:cut])
+    p = model.predict_proba(X.iloc[cut:])
+    yt = y[cut:]
+    metrics = {"auc": float(roc_auc_score(yt, p)) if len(set(yt)) > 1 else float("nan"),
+               "lift_at_10": lift_at(yt, p), "base_rate": float(yt.mean()), "train_rows": cut,
+               "test_rows": len(df) - cut}
+    importance = model.importance(X.iloc[cut:], yt)
+    final = Propensity(seed=seed).fit(X, y)
+    return {"metrics": metrics, "importance": importance, "model": final, "columns": list(X.columns)}
+
+
+def pd_dummies(s: "pd.Series", prefix: str) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.get_dummies(s.fillna("unknown").astype(str), prefix=prefix, dtype=float)
+
+
+__all__ = ["Propensity", "discount_levels", "lift_at", "train", "train_line_returns"]

@@ -159,6 +159,8 @@ class Analytics:
         ``analytics_scores`` (profile_id, model, score, drivers), the model to the registry."""
         from plait.analytics.propensity import train
 
+        if target == "line_return":
+            return self.line_returns()
         t0 = time.perf_counter()
         r = train(self.ws, target, horizon_days=horizon_days, seed=seed)
         b = self.ws.backend
@@ -175,6 +177,27 @@ class Analytics:
         return {"target": target, "version": rec.version, **r["metrics"], "customers": len(r["scores"]),
                 "drivers": list(r["importance"].items())[:5], "top": top.to_dict("records"),
                 "seconds": time.perf_counter() - t0}
+
+    def discount_levels(self) -> dict[str, Any]:
+        """The discount level at which each customer buys; stored in ``analytics_discount``."""
+        from plait.analytics.propensity import discount_levels
+
+        df = discount_levels(self.ws)
+        _store(self.ws, "analytics_discount", df)
+        return {"customers": len(df), "levels": df["level"].value_counts().to_dict(),
+                "mean_promo_share": float(df["promo_share"].mean()),
+                "typical_depth": float(df["typical_depth"].median())}
+
+    def line_returns(self) -> dict[str, Any]:
+        """P(an order line is returned), validated out of time; model in the registry."""
+        from plait.analytics.propensity import train_line_returns
+
+        r = train_line_returns(self.ws)
+        rec = self.ws.models.save("propensity_line_return", r["model"], kind="propensity",
+                                  params={"target": "line_return", "columns": r["columns"]},
+                                  metrics={**r["metrics"], "importance": r["importance"]})
+        return {"target": "line_return", "version": rec.version, **r["metrics"],
+                "drivers": list(r["importance"].items())[:5]}
 
     # -- imputation -----------------------------------------------------------------------------
     def impute(self, trait: str, *, min_probability: float = 0.5) -> dict[str, Any]:

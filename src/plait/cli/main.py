@@ -560,7 +560,7 @@ def analyze_segments(
 
 @analyze_app.command("propensity")
 def analyze_propensity(
-    target: Annotated[str, typer.Argument(help="category:<name>, churn or return.")],
+    target: Annotated[str, typer.Argument(help="category:<name>, churn, return, coupon or line_return.")],
     workspace: WorkspaceOpt = None,
     horizon_days: Annotated[int, typer.Option(help="Predict the next N days.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -572,10 +572,22 @@ def analyze_propensity(
     with _ws(workspace) as ws:
         r = ws.analytics.propensity(target, horizon_days=horizon_days)
     lines = [f"{target} in the next {horizon_days} days: AUC {r['auc']:.3f}, lift at 10% {r['lift_at_10']:.1f}× "
-             f"(base rate {r['base_rate']:.1%}, tested on the latest window); {r['customers']:,} customers scored, "
-             f"model version {r['version']}",
+             f"(base rate {r['base_rate']:.1%}, tested on the latest window); "
+             + (f"{r['customers']:,} customers scored, " if "customers" in r else f"{r['test_rows']:,} lines tested, ")
+             + f"model version {r['version']}",
              "drivers: " + ", ".join(f"{n} ({v:+.3f} AUC)" for n, v in r["drivers"])]
     _report(as_json, r, lines)
+
+
+@analyze_app.command("discounts")
+def analyze_discounts(workspace: WorkspaceOpt = None,
+                      as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """The discount level at which each customer buys (analytics_discount)."""
+    with _ws(workspace) as ws:
+        r = ws.analytics.discount_levels()
+    _report(as_json, r, [f"{r['customers']:,} customers: " + ", ".join(f"{k} {v:,}" for k, v in r["levels"].items())
+                         + f"; {r['mean_promo_share']:.0%} of lines bought on promotion on average, typical depth "
+                           f"{r['typical_depth']:.0%}"])
 
 
 @analyze_app.command("impute")
