@@ -284,3 +284,42 @@ def test_discount_levels_and_line_returns(world):
     lr = world.analytics.propensity("line_return")
     assert lr["target"] == "line_return" and lr["auc"] > 0.52 and lr["test_rows"] > 1000
     assert world.models.get("propensity_line_return").metrics["auc"] == lr["auc"]
+
+
+def test_uci_and_hm_samples(tmp_path):
+    """Real baskets where they fit: UCI Online Retail's first invoices, H&M's store and online orders."""
+    from plait.collect import sources
+    from tests.conftest import shared_file
+
+    with plait.connect(tmp_path / "uci") as ws:
+        sources.load(ws, "uci-online-retail", shared_file("online-retail-uci-head", "online_retail_sample.csv"))
+        ws.resolve()
+        r = ws.analytics.rules(level="product", min_support=0.02, min_confidence=0.5)
+        assert r["baskets"] > 300 and r["rules"] > 0 and all(x["lift"] > 1 for x in r["top"])
+    with plait.connect(tmp_path / "hm") as ws:
+        sources.load(ws, "hm", shared_file("hm-sample", "transactions_train_sample.csv"))
+        ws.resolve()
+        f = summaries.customer_features(ws)
+        both = f[(f["share_store"] > 0) & (f["share_store"] < 1)]
+        assert len(both) >= 400                        # SOURCE.md: 459 customers buy on both channels
+        clv = ws.analytics.clv()
+        assert clv["customers"] == len(f) and 0 < clv["mean_p_alive"] <= 1
+        seg = ws.analytics.segments(k_max=5)
+        assert any("store-first" in s["description"] or "online" in s["description"] for s in seg["segments"])
+
+
+def test_multilevel_and_per_segment_rules(world):
+    if not world.backend.has_table("analytics_segments"):
+        world.analytics.segments(k_max=4)
+    r = world.analytics.rules(level="category", min_support=0.01, min_confidence=0.2, multilevel=True,
+                              segment_column="segment")
+    rules = world.backend.query("SELECT antecedents, consequents, segment FROM analytics_rules").to_pandas()
+    departments = {v for p, (_, v) in world.catalogue.hierarchy().items()}
+    items = {i for a, c in zip(rules["antecedents"], rules["consequents"]) for i in list(a) + list(c)}
+    assert items & departments and items - departments           # categories and departments mixed
+    hierarchy = {c: d for c, d in world.backend.query(
+        "SELECT DISTINCT category, department FROM products").to_pandas().itertuples(index=False)}
+    for a, c in zip(rules.loc[rules["segment"].isna(), "antecedents"], rules.loc[rules["segment"].isna(), "consequents"]):
+        both = set(a) | set(c)
+        assert not any(hierarchy.get(i) in both for i in both)    # no rule pairs a category with its own department
+    assert r["segment_rules"] > 0 and rules["segment"].notna().sum() == r["segment_rules"]

@@ -69,7 +69,9 @@ class Segmentation:
         if criterion not in ("silhouette", "bic") or (criterion == "bic" and self.method != "gmm"):
             raise ModelError(f"criterion {criterion!r} does not fit method {self.method!r}",
                              hint="kmeans uses silhouette; gmm uses bic or silhouette")
-        cols = [c for c in (self.features or DEFAULT_FEATURES) if c in data.columns]
+        # A feature nobody has, or everyone has alike, says nothing about who differs.
+        cols = [c for c in (self.features or DEFAULT_FEATURES)
+                if c in data.columns and data[c].astype(float).nunique(dropna=True) > 1]
         if not cols:
             raise ModelError("none of the segmentation features is in the data",
                              hint=f"expected some of {', '.join(self.features or DEFAULT_FEATURES)}")

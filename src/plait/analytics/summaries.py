@@ -45,7 +45,12 @@ def purchases_sql(ws: "Workspace", purpose: str = "analytics") -> str:
     allowed = ws.consent.allowed_profiles_sql(purpose)
     return f"""
         WITH o AS (
-          SELECT s.profile_id, e.order_id, e.event_time, e.day, e.channel, e.store_id, e.amount_base AS value,
+          SELECT s.profile_id, e.order_id, e.event_time, e.day, e.channel, e.store_id,
+                 -- An order without a total is worth the sum of its lines.
+                 coalesce(e.amount_base, list_sum([
+                   coalesce(try_cast(json_extract(x, '$.price') AS DOUBLE), 0)
+                   * coalesce(try_cast(json_extract(x, '$.quantity') AS DOUBLE), 1)
+                   for x in CAST(json_extract(e.properties, '$.products') AS JSON[])])) AS value,
                  json_extract(e.properties, '$.products') AS products,
                  try_cast(json_extract(e.properties, '$.discount') AS DOUBLE) AS discount,
                  json_extract_string(e.properties, '$.coupon') AS coupon
