@@ -216,4 +216,4 @@ def parse(data: Mapping[str, Any] | Condition, where: str = "condition") -> Cond
     return Compare(field, op, tuple(value) if op in ("in", "not_in", "between") else value, mc)
 
 
-__all__ = ["CONFIDENCE", "OPS", "All", "Any_", "Condition", "Compare", "Not", "parse"]
+__all__ = ["All", "Any_", "CONFIDENCE", "Compare", "Condition", "Not", "OPS", "parse"]
