@@ -323,3 +323,13 @@ def test_multilevel_and_per_segment_rules(world):
         both = set(a) | set(c)
         assert not any(hierarchy.get(i) in both for i in both)    # no rule pairs a category with its own department
     assert r["segment_rules"] > 0 and rules["segment"].notna().sum() == r["segment_rules"]
+
+
+def test_up_sell_offers_dearer_unbought_products_in_favourite_categories(world):
+    buyer = world.backend.scalar("SELECT profile_id FROM analytics_clv ORDER BY frequency DESC LIMIT 1")
+    ups = world.analytics.up_sell(buyer, k=5)
+    assert ups
+    bought = set(summaries.baskets(world, "product", profile_id=buyer)["item"])
+    cats = set(summaries.baskets(world, "category", profile_id=buyer)["item"])
+    assert all(u["product_id"] not in bought and u["category"] in cats and u["list_price"] >= 1.2 * u["usual_price"]
+               for u in ups)

@@ -265,8 +265,26 @@ class Analytics:
         est = self.ws.models.load(f"rules_{level}")
         from plait.analytics.summaries import baskets
 
-        df = baskets(self.ws, level)
-        return est.recommend(set(df.loc[df["profile_id"] == pid, "item"]), k=k)
+        return est.recommend(set(baskets(self.ws, level, profile_id=pid)["item"]), k=k)
+
+    def up_sell(self, ref: str, *, k: int = 5, step: float = 1.2) -> list[dict[str, Any]]:
+        """Up-sell candidates: in the categories a customer buys most, products priced at least
+        ``step`` × what they usually pay there, that they have not bought, ranked by how many
+        customers buy them."""
+        from plait.analytics.propensity import _lines_sql
+
+        pid = self.ws.profiles._id(ref)
+        return self.ws.backend.rows(f"""
+            WITH l AS ({_lines_sql(self.ws)}),
+            mine AS (SELECT category, count(*) AS n, avg(price) AS usual FROM l WHERE profile_id = ? AND price > 0
+                     GROUP BY 1 ORDER BY n DESC LIMIT 3),
+            pop AS (SELECT product_id, count(DISTINCT profile_id) AS buyers FROM l GROUP BY 1)
+            SELECT c.product_id, c.category, c.list_price, round(m.usual, 2) AS usual_price, coalesce(p.buyers, 0) AS buyers
+            FROM products c JOIN mine m ON m.category = c.category
+            LEFT JOIN pop p USING (product_id)
+            WHERE c.list_price >= m.usual * {float(step)}
+              AND c.product_id NOT IN (SELECT product_id FROM l WHERE profile_id = ? AND product_id IS NOT NULL)
+            ORDER BY m.n DESC, buyers DESC, c.list_price LIMIT {int(k)}""", [pid, pid])
 
 
 __all__ = ["Analytics"]

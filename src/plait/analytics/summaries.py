@@ -111,8 +111,9 @@ def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration
     return df
 
 
-def baskets(ws: "Workspace", level: str = "product") -> "pd.DataFrame":
-    """Order lines as (basket_id, profile_id, event_time, item) at ``level``; an item appears once per basket."""
+def baskets(ws: "Workspace", level: str = "product", *, profile_id: str | None = None) -> "pd.DataFrame":
+    """Order lines as (basket_id, profile_id, event_time, item) at ``level``; an item appears once
+    per basket. With ``profile_id``, one customer's only."""
     if level not in LEVELS:
         raise ConfigError(f"unknown level {level!r}", hint=f"use one of {', '.join(LEVELS)}")
     _ready(ws)
@@ -126,7 +127,8 @@ def baskets(ws: "Workspace", level: str = "product") -> "pd.DataFrame":
         item, join = ("l.product_id" if level == "product" else "coalesce(l.category, c.category)"), \
             "LEFT JOIN products c ON c.product_id = l.product_id"
     return ws.backend.query(f"""
-        WITH p AS ({purchases_sql(ws)}),
+        WITH p AS (SELECT * FROM ({purchases_sql(ws)}) WHERE {"profile_id = " + quote_literal(profile_id)
+                                                               if profile_id else "true"}),
         l AS (
           SELECT coalesce(p.order_id, p.profile_id || '@' || CAST(p.event_time AS VARCHAR)) AS basket_id, p.profile_id,
                  p.event_time, json_extract_string(x.line, '$.product_id') AS product_id,
