@@ -185,15 +185,14 @@ class MarkovAttribution:
         Q = sparse.csr_matrix((prob, (src, dst)), shape=(k, k))
         r = np.array([to_conv[i] for i in range(k)]) / out
         s0 = np.array([start_to[i] for i in range(k)]) / n_paths
-        eye = sparse.identity(k, format="csr")
 
         def p_conv(keep: np.ndarray | None) -> float:
-            if keep is None:
-                x = spsolve((eye - Q).tocsc(), r)
-            else:   # removed states lead to null: their rows and conversion paths vanish
-                D = sparse.diags(keep.astype(float))
-                x = spsolve((eye - D @ Q).tocsc(), keep * r)
-            return float(s0 @ np.atleast_1d(x))
+            # Removed states lead to null: the chain is solved on the kept states alone.
+            q, rr, ss = (Q, r, s0) if keep is None else (Q[keep][:, keep], r[keep], s0[keep])
+            if not ss.size:
+                return 0.0
+            x = spsolve((sparse.identity(ss.size, format="csc") - q).tocsc(), rr, permc_spec="MMD_ATA")
+            return float(ss @ np.atleast_1d(x))
 
         base = p_conv(None)
         states = list(index)
