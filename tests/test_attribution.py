@@ -128,3 +128,22 @@ def test_bad_tables_get_clear_errors(tmp_path):
     f = tmp_path / "paths.csv"
     TABLE.to_csv(f, index=False)
     assert MarkovAttribution(2).fit(str(f)).attribution_["conversions"].sum() == pytest.approx(10)
+
+
+def test_cli_contract(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from plait.cli.main import app
+
+    f = tmp_path / "paths.csv"
+    TABLE.to_csv(f, index=False)
+    r = CliRunner().invoke(app, ["attribution", "--model", "markov", "--order", "2", "--paths", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert sum(x["conversions"] for x in rows) == pytest.approx(10)
+    want = MarkovAttribution(2).fit(TABLE).attribution_.set_index("channel")["conversions"]
+    assert {x["channel"]: x["conversions"] for x in rows} == pytest.approx(want.to_dict())
+    r = CliRunner().invoke(app, ["attribution", "--model", "linear", "--paths", str(f)])
+    assert r.exit_code == 0 and "search" in r.output

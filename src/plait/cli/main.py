@@ -624,6 +624,44 @@ def analyze_segment(
     out.print(f"segment {name}: {r['customers']:,} customers  [dim]{r['sql']}[/]")
 
 
+@app.command("attribution")
+def attribution(
+    model: Annotated[str, typer.Option(help="markov, shapley, or a heuristic: first_touch, last_touch, "
+                                            "last_non_direct, linear, time_decay, position_based.")] = "markov",
+    order: Annotated[int, typer.Option(help="Markov order (1-4).")] = 1,
+    method: Annotated[str, typer.Option(help="Shapley: simplified, exact or ordered.")] = "simplified",
+    paths: Annotated[Optional[Path], typer.Option(help="Path table CSV: path, total_conversions, "
+                                                       "total_conversion_value, total_null.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Credit per channel: conversions and value.
+
+    Example: [bold]plait attribution --model markov --order 2 --paths paths.csv[/]
+    """
+    from plait.analytics.attribution import HeuristicAttribution, MarkovAttribution, ShapleyAttribution
+
+    if paths is None:
+        raise PlaitError("journeys from the log come with the journeys work; pass an exported path table",
+                         hint="--paths FILE with columns path, total_conversions, total_conversion_value, total_null")
+    if model == "markov":
+        est = MarkovAttribution(order)
+    elif model == "shapley":
+        est = ShapleyAttribution(method)
+    else:
+        est = HeuristicAttribution(model)
+    table = est.fit(str(paths)).attribution_.sort_values("conversions", ascending=False)
+    if as_json:
+        sys.stdout.write(table.to_json(orient="records") + "\n")
+        return
+    t = Table(show_edge=False, title=f"{model}{f' order {order}' if model == 'markov' else ''}")
+    for c in ("channel", "conversions", "value", "share"):
+        t.add_column(c, justify="left" if c == "channel" else "right")
+    total = table["conversions"].sum() or 1
+    for r in table.itertuples(index=False):
+        t.add_row(r.channel, f"{r.conversions:,.2f}", f"{r.value:,.2f}", f"{r.conversions / total:.1%}")
+    out.print(t)
+
+
 @app.command("models")
 def models_list(workspace: WorkspaceOpt = None) -> None:
     """The model registry: newest version of every fitted model."""
