@@ -199,6 +199,26 @@ class Analytics:
         return {"target": "line_return", "version": rec.version, **r["metrics"],
                 "drivers": list(r["importance"].items())[:5]}
 
+    # -- attribution ----------------------------------------------------------------------------
+    def attribution(self, model: str = "markov", *, order: int = 1, method: str = "simplified",
+                    lookback_days: float = 30, session_minutes: float = 30) -> dict[str, Any]:
+        """Credit per channel from the log's journeys; stored in ``analytics_attribution``."""
+        from plait.analytics.attribution import HeuristicAttribution, MarkovAttribution, ShapleyAttribution
+        from plait.analytics.journeys import path_table
+
+        paths = path_table(self.ws, lookback_days=lookback_days, session_minutes=session_minutes)
+        if model == "markov":
+            est: Any = MarkovAttribution(order)
+        elif model == "shapley":
+            est = ShapleyAttribution(method)
+        else:
+            est = HeuristicAttribution(model)
+        table = est.fit(paths).attribution_.sort_values("conversions", ascending=False).reset_index(drop=True)
+        _store(self.ws, "analytics_attribution", table.assign(model=model, order=order if model == "markov" else None))
+        return {"model": model, "paths": len(paths), "conversions": int(paths["total_conversions"].sum()),
+                "untouched_conversions": paths.attrs["untouched"], "table": table.to_dict("records"),
+                "top_paths": paths.head(5).to_dict("records")}
+
     # -- imputation -----------------------------------------------------------------------------
     def impute(self, trait: str, *, min_probability: float = 0.5) -> dict[str, Any]:
         """Predict ``trait`` where it is unknown; predictions go to ``inferred_traits`` (see

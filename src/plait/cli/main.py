@@ -632,24 +632,32 @@ def attribution(
     method: Annotated[str, typer.Option(help="Shapley: simplified, exact or ordered.")] = "simplified",
     paths: Annotated[Optional[Path], typer.Option(help="Path table CSV: path, total_conversions, "
                                                        "total_conversion_value, total_null.")] = None,
+    lookback_days: Annotated[float, typer.Option(help="Touches counted up to N days before a conversion.")] = 30,
+    workspace: WorkspaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
-    """Credit per channel: conversions and value.
+    """Credit per channel: conversions and value, from the workspace's journeys or a path table.
 
     Example: [bold]plait attribution --model markov --order 2 --paths paths.csv[/]
     """
     from plait.analytics.attribution import HeuristicAttribution, MarkovAttribution, ShapleyAttribution
 
-    if paths is None:
-        raise PlaitError("journeys from the log come with the journeys work; pass an exported path table",
-                         hint="--paths FILE with columns path, total_conversions, total_conversion_value, total_null")
-    if model == "markov":
-        est = MarkovAttribution(order)
-    elif model == "shapley":
-        est = ShapleyAttribution(method)
+    if paths is None:   # the workspace's own journeys
+        import pandas as pd
+
+        with _ws(workspace) as ws:
+            r = ws.analytics.attribution(model, order=order, method=method, lookback_days=lookback_days)
+        table = pd.DataFrame(r["table"])
+        err.print(f"{r['conversions']:,} conversions on {r['paths']:,} paths "
+                  f"({r['untouched_conversions']:,} conversions had no touch in the lookback window)")
     else:
-        est = HeuristicAttribution(model)
-    table = est.fit(str(paths)).attribution_.sort_values("conversions", ascending=False)
+        if model == "markov":
+            est = MarkovAttribution(order)
+        elif model == "shapley":
+            est = ShapleyAttribution(method)
+        else:
+            est = HeuristicAttribution(model)
+        table = est.fit(str(paths)).attribution_.sort_values("conversions", ascending=False)
     if as_json:
         sys.stdout.write(table.to_json(orient="records") + "\n")
         return

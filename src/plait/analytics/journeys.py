@@ -1,0 +1,113 @@
+"""Journeys from the log: each customer's touches, in order, up to each conversion.
+
+A *touch* is a message a customer engaged with (email or push opened or clicked; an SMS
+delivered, since SMS has no open signal), a social engagement, a store visit, a geofence entry,
+a call-centre contact, or the *first* page or screen of a web/app session (sessions end after
+``session_minutes`` of inactivity), classed by its campaign medium or referrer: paid search
+(cpc/ppc/paid), display, email, social, organic search (a search engine referrer), referral
+(any other referrer) or direct. A *conversion* is a completed order, online or in store. A
+conversion's path is the customer's touches since their previous conversion and within
+``lookback_days`` of it; touches after a customer's last conversion form one non-converting
+path. Paths are aggregated into the path table every attribution model reads, so the log and an
+exported table are analysed the same way. Customers who withdrew analytics consent are left out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from plait.identity.tables import CURRENT
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plait.workspace import Workspace
+
+SEARCH_ENGINES = ("google.", "bing.", "yahoo.", "duckduckgo.", "baidu.", "yandex.", "ecosia.")
+
+TOUCH_SQL = """CASE
+  WHEN event IN ('Email Opened', 'Email Clicked') THEN 'email'
+  WHEN event IN ('SMS Clicked', 'SMS Sent') THEN 'sms'
+  WHEN event IN ('Push Opened', 'Push Clicked') THEN 'push'
+  WHEN event = 'Social Engagement' THEN 'social'
+  WHEN event = 'Store Visit' THEN 'store_visit'
+  WHEN event = 'Geofence Entered' THEN 'geofence'
+  WHEN event IN ('Call Center Contact', 'Complaint Filed') THEN 'call_center'
+END"""
+
+
+def _web_source() -> str:
+    engines = " OR ".join(f"contains(lower(ref), '{e}')" for e in SEARCH_ENGINES)
+    return f"""CASE
+      WHEN medium IN ('cpc', 'ppc', 'paid', 'paidsearch', 'paid_search') THEN 'paid_search'
+      WHEN medium IN ('display', 'banner', 'cpm') THEN 'display'
+      WHEN medium = 'email' THEN 'email'
+      WHEN medium IN ('social', 'paid_social') THEN 'social'
+      WHEN ref IS NOT NULL AND ({engines}) THEN 'organic_search'
+      WHEN ref IS NOT NULL AND ref <> '' THEN 'referral'
+      ELSE 'direct' END"""
+
+
+def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes: float = 30) -> str:
+    """One row per journey: profile_id, conversion time (NULL for a non-converting one), value,
+    conversion channel, touches (list of channels in order) and their times."""
+    allowed = ws.consent.allowed_profiles_sql("analytics")
+    gap = float(session_minutes) * 60
+    look = float(lookback_days) * 86400
+    return f"""
+        WITH ev AS (
+          SELECT s.profile_id, e.event_time AS t, e.event, e.type, e.channel, e.amount_base,
+                 lower(json_extract_string(e.context, '$.campaign.medium')) AS medium,
+                 coalesce(json_extract_string(e.context, '$.page.referrer'),
+                          json_extract_string(e.properties, '$.referrer')) AS ref
+          FROM events_base e JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
+          WHERE s.profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)
+        ), web AS (
+          SELECT *, coalesce(epoch(t) - epoch(lag(t) OVER (PARTITION BY profile_id ORDER BY t)) > {gap}, true)
+                 AS starts FROM ev WHERE type IN ('page', 'screen')
+        ), stream AS (
+          SELECT profile_id, t, {TOUCH_SQL} AS touch, NULL::DOUBLE AS value, NULL AS conv_channel FROM ev
+          WHERE {TOUCH_SQL} IS NOT NULL
+          UNION ALL
+          SELECT profile_id, t, {_web_source()}, NULL, NULL FROM web WHERE starts
+          UNION ALL
+          SELECT profile_id, t, NULL, coalesce(amount_base, 0), channel FROM ev WHERE event = 'Order Completed'
+        ), seq AS (
+          SELECT *, count(*) FILTER (WHERE touch IS NULL) OVER (PARTITION BY profile_id ORDER BY t, touch NULLS LAST
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS k
+          FROM stream
+        ), conv AS (
+          SELECT profile_id, k, t AS conv_t, value, conv_channel FROM seq WHERE touch IS NULL
+        ), touches AS (
+          SELECT s.profile_id, s.k, s.t, s.touch FROM seq s WHERE s.touch IS NOT NULL
+        )
+        SELECT c.profile_id, c.conv_t, c.value, c.conv_channel,
+               coalesce(list(t.touch ORDER BY t.t) FILTER (WHERE t.touch IS NOT NULL), []) AS touches,
+               coalesce(list(t.t ORDER BY t.t) FILTER (WHERE t.touch IS NOT NULL), []) AS touch_times
+        FROM conv c LEFT JOIN touches t ON t.profile_id = c.profile_id AND t.k = c.k
+             AND epoch(c.conv_t) - epoch(t.t) <= {look}
+        GROUP BY c.profile_id, c.k, c.conv_t, c.value, c.conv_channel
+        UNION ALL
+        SELECT t.profile_id, NULL, NULL, NULL, list(t.touch ORDER BY t.t), list(t.t ORDER BY t.t)
+        FROM touches t WHERE t.k = (SELECT count(*) FROM conv c WHERE c.profile_id = t.profile_id)
+        GROUP BY t.profile_id"""
+
+
+def path_table(ws: "Workspace", **kwargs: Any) -> "pd.DataFrame":
+    """The journeys aggregated as a path table (path, total_conversions, total_conversion_value,
+    total_null); conversions without any touch are counted in ``attrs['untouched']``."""
+    df = ws.backend.query(f"""
+        WITH j AS ({journeys_sql(ws, **kwargs)})
+        SELECT array_to_string(touches, ' > ') AS path,
+               count(*) FILTER (WHERE conv_t IS NOT NULL) AS total_conversions,
+               coalesce(sum(value) FILTER (WHERE conv_t IS NOT NULL), 0) AS total_conversion_value,
+               count(*) FILTER (WHERE conv_t IS NULL) AS total_null
+        FROM j GROUP BY 1 ORDER BY 2 DESC, 1""").to_pandas()
+    untouched = df[df["path"] == ""]
+    out = df[df["path"] != ""].reset_index(drop=True)
+    out.attrs["untouched"] = int(untouched["total_conversions"].sum())
+    out.attrs["untouched_value"] = float(untouched["total_conversion_value"].sum())
+    return out
+
+
+__all__ = ["TOUCH_SQL", "journeys_sql", "path_table"]

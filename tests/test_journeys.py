@@ -1,0 +1,69 @@
+"""Journeys from the log: touches, sessions, lookback, conversions, consent, attribution on them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from plait.analytics.journeys import path_table
+
+T0 = datetime(2025, 3, 1, 9, tzinfo=timezone.utc)
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def track(ws, user, event, minutes, **extra):  # noqa: ANN001
+    call = {"type": "track", "event": event, "userId": user, "timestamp": at(minutes), **extra}
+    ws.log.append([ws.parser.parse(call, received_at=0, source="test")])
+
+
+def page(ws, user, minutes, medium=None, referrer=None):  # noqa: ANN001
+    ctx = {}
+    if medium:
+        ctx["campaign"] = {"name": "spring", "medium": medium}
+    if referrer:
+        ctx["page"] = {"referrer": referrer}
+    ws.log.append([ws.parser.parse({"type": "page", "userId": user, "timestamp": at(minutes), "context": ctx},
+                                   received_at=0, source="test")])
+
+
+def order(ws, user, minutes, oid, total=10.0, store=None):  # noqa: ANN001
+    props = {"order_id": oid, "total": total, "currency": "USD", **({"store_id": store} if store else {})}
+    track(ws, user, "Order Completed", minutes, properties=props)
+
+
+def test_paths_from_the_log(ws):
+    # Ann: email open, a paid-search session (3 pages, one touch), then an order; later a store visit, no order.
+    track(ws, "ann", "Email Opened", 0, properties={"campaign_id": "c1"})
+    page(ws, "ann", 60, medium="cpc")
+    page(ws, "ann", 65)
+    page(ws, "ann", 70)
+    order(ws, "ann", 75, "o1", 20.0)
+    track(ws, "ann", "Store Visit", 3000, properties={"store_id": "s1"})
+    # Bob: an old social touch outside the lookback, then a Google visit, a referral visit, an order.
+    track(ws, "bob", "Social Engagement", -60 * 24 * 40, properties={"platform": "instagram", "action": "like"})
+    page(ws, "bob", 0, referrer="https://www.google.com/search?q=shoes")
+    page(ws, "bob", 200, referrer="https://blog.example.org/post")
+    order(ws, "bob", 210, "o2", 30.0)
+    # Cy: buys with no touch at all.
+    order(ws, "cy", 5, "o3", 5.0)
+    ws.resolve()
+    pt = path_table(ws, lookback_days=30)
+    rows = {r["path"]: r for r in pt.to_dict("records")}
+    assert rows["email > paid_search"]["total_conversions"] == 1 and rows["email > paid_search"][
+        "total_conversion_value"] == 20.0
+    assert rows["organic_search > referral"]["total_conversions"] == 1
+    assert rows["store_visit"]["total_null"] == 1 and rows["store_visit"]["total_conversions"] == 0
+    assert pt.attrs["untouched"] == 1
+    assert not any("social" in p for p in rows)          # 40 days before: outside the lookback
+    wide = {r["path"] for r in path_table(ws, lookback_days=60).to_dict("records")}
+    assert "social > organic_search > referral" in wide
+    # Withdrawn analytics consent: Bob's journeys leave the table.
+    ws.consent.set("user_id:bob", "analytics", False)
+    assert "organic_search > referral" not in set(path_table(ws)["path"])
+    r = ws.analytics.attribution("markov", order=1)
+    assert sum(x["conversions"] for x in r["table"]) == pytest.approx(1)
+    assert ws.backend.scalar("SELECT sum(conversions) FROM analytics_attribution") == pytest.approx(1)
