@@ -157,10 +157,25 @@ def _models(out: Console, ws, holdout: int) -> None:  # noqa: ANN001
     out.print(f"   propensity to return in {min(30, holdout)} days: out-of-time AUC {pr['auc']:.2f}, lift at 10% {pr['lift_at_10']:.1f}×; "
               f"drivers {', '.join(n for n, _ in pr['drivers'][:3])}")
     im = ws.analytics.impute("preferred_channel")
+    _attribution(out, ws)
     did = (f"imputed for {im['imputed']:,} customers as inferred traits, never over facts" if im["imputed"] else
            "no better than guessing, so nothing imputed")
     out.print(f"   preferred channel where unclear: held-out accuracy {im['accuracy']:.0%} vs {im['baseline']:.0%} "
               f"always guessing the commonest — {did}; {len(ws.models.list())} models in the registry")
+
+
+def _attribution(out: Console, ws) -> None:  # noqa: ANN001
+    markov = ws.analytics.attribution("markov", order=2)
+    last = {r["channel"]: r["conversions"] for r in ws.analytics.attribution("last_touch")["table"]}
+    t = Table(show_edge=False, title=f"attribution of {markov['conversions']:,} touched conversions "
+                                     f"({markov['untouched_conversions']:,} had no touch in 30 days)")
+    for c in ("channel", "Markov order 2", "last touch"):
+        t.add_column(c, justify="left" if c == "channel" else "right")
+    for r in markov["table"][:8]:
+        t.add_row(r["channel"], f"{r['conversions']:,.0f}", f"{last.get(r['channel'], 0):,.0f}")
+    out.print(t)
+    chains = [p for p in markov["top_paths"] if " > " in p["path"]][:3] or markov["top_paths"][:3]
+    out.print("   top converting chains: " + "; ".join(f"{p['path']} ({p['total_conversions']:,})" for p in chains))
 
 
 def _date_sql(ws, days_before_end: int) -> str:  # noqa: ANN001
