@@ -147,3 +147,25 @@ def test_cli_contract(tmp_path):
     assert {x["channel"]: x["conversions"] for x in rows} == pytest.approx(want.to_dict())
     r = CliRunner().invoke(app, ["attribution", "--model", "linear", "--paths", str(f)])
     assert r.exit_code == 0 and "search" in r.output
+
+
+def test_path_analysis_tables():
+    from plait.analytics.paths import chains, sankey, top_paths, transitions
+
+    tops = top_paths(TABLE, n=2)
+    assert list(tops["converting"]["path"]) == ["search > search > store", "email > search > direct"]
+    assert tops["non_converting"]["path"].iloc[0] == "direct"
+    ch = chains(TABLE)
+    assert "search > store" in set(ch["chain"])                 # consecutive repeats collapsed
+    tr = transitions(TABLE)
+    assert tr.groupby("from")["probability"].sum().round(12).eq(1).all()
+    start = tr[tr["from"] == "(start)"].set_index("to")["count"]
+    assert start.sum() == (TABLE["total_conversions"] + TABLE["total_null"]).sum()
+    conv = tr[tr["to"] == "(conversion)"]["count"].sum()
+    assert conv == TABLE["total_conversions"].sum()
+    sk = sankey(TABLE)
+    # Every journey's flow is conserved: what enters step 1 leaves as conversions or nulls.
+    first = sk[sk["source"].str.startswith("1 ")]
+    assert sk[sk["target"].isin(["(conversion)", "(null)"])]["value"].sum() == \
+        (TABLE["total_conversions"] + TABLE["total_null"]).sum()
+    assert len(first) > 0

@@ -67,3 +67,14 @@ def test_paths_from_the_log(ws):
     r = ws.analytics.attribution("markov", order=1)
     assert sum(x["conversions"] for x in r["table"]) == pytest.approx(1)
     assert ws.backend.scalar("SELECT sum(conversions) FROM analytics_attribution") == pytest.approx(1)
+
+
+def test_time_to_conversion(ws):
+    from plait.analytics.paths import time_to_conversion
+
+    track(ws, "dee", "Email Opened", 0)
+    page(ws, "dee", 60 * 24, medium="cpc")
+    order(ws, "dee", 60 * 48, "o9")
+    ws.resolve()
+    t = time_to_conversion(ws)
+    assert t["journeys"] == 1 and t["median_days"] == pytest.approx(2.0) and t["median_touches"] == 2

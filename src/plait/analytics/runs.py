@@ -215,7 +215,10 @@ class Analytics:
             est = HeuristicAttribution(model)
         table = est.fit(paths).attribution_.sort_values("conversions", ascending=False).reset_index(drop=True)
         _store(self.ws, "analytics_attribution", table.assign(model=model, order=order if model == "markov" else None))
+        from plait.analytics.paths import chains
+
         return {"model": model, "paths": len(paths), "conversions": int(paths["total_conversions"].sum()),
+                "top_chains": chains(paths, 5).to_dict("records"),
                 "untouched_conversions": paths.attrs["untouched"], "table": table.to_dict("records"),
                 "top_paths": paths.head(5).to_dict("records")}
 

@@ -174,8 +174,8 @@ def _attribution(out: Console, ws) -> None:  # noqa: ANN001
     for r in markov["table"][:8]:
         t.add_row(r["channel"], f"{r['conversions']:,.0f}", f"{last.get(r['channel'], 0):,.0f}")
     out.print(t)
-    chains = [p for p in markov["top_paths"] if " > " in p["path"]][:3] or markov["top_paths"][:3]
-    out.print("   top converting chains: " + "; ".join(f"{p['path']} ({p['total_conversions']:,})" for p in chains))
+    out.print("   typical converting chains (repeats collapsed): " + "; ".join(
+        f"{c['chain']} ({c['conversions']:,.0f}, {c['conversion_rate']:.0%} convert)" for c in markov["top_chains"][:4]))
 
 
 def _date_sql(ws, days_before_end: int) -> str:  # noqa: ANN001

@@ -1,0 +1,109 @@
+"""Path analysis: the chains behind conversions, read from a path table or the log's journeys.
+
+- :func:`top_paths`: converting and non-converting paths with their conversion rate.
+- :func:`chains`: paths with consecutive repeats collapsed ("social > search > store"), the
+  typical sequences a marketer recognises.
+- :func:`transitions`: the first-order channel transition matrix with ``(start)``,
+  ``(conversion)`` and ``(null)``, as counts and row probabilities.
+- :func:`sankey`: a flow table (source, target, value) with step-numbered nodes ("1 email" →
+  "2 search" → "(conversion)"), ready for any Sankey chart.
+- :func:`time_to_conversion`: days and touches from a journey's first touch to its conversion.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from plait.analytics.attribution import SEP, read_paths
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plait.workspace import Workspace
+
+
+def top_paths(paths: Any, n: int = 10) -> dict[str, "pd.DataFrame"]:
+    import pandas as pd
+
+    rows = [{"path": SEP.join(c), "touches": len(c), "conversions": conv, "value": val, "null": null,
+             "conversion_rate": conv / (conv + null) if conv + null else 0.0} for c, conv, val, null in read_paths(paths)]
+    df = pd.DataFrame(rows)
+    return {"converting": df.sort_values(["conversions", "path"], ascending=[False, True]).head(n).reset_index(drop=True),
+            "non_converting": df.sort_values(["null", "path"], ascending=[False, True]).head(n).reset_index(drop=True)}
+
+
+def _collapse(chans: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for c in chans:
+        if not out or out[-1] != c:
+            out.append(c)
+    return tuple(out)
+
+
+def chains(paths: Any, n: int = 10, *, min_length: int = 2) -> "pd.DataFrame":
+    import pandas as pd
+
+    agg: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for c, conv, _, null in read_paths(paths):
+        k = _collapse(c)
+        agg[k][0] += conv
+        agg[k][1] += null
+    rows = [{"chain": SEP.join(k), "conversions": v[0], "journeys": v[0] + v[1],
+             "conversion_rate": v[0] / (v[0] + v[1]) if v[0] + v[1] else 0.0}
+            for k, v in agg.items() if len(k) >= min_length]
+    df = pd.DataFrame(rows, columns=["chain", "conversions", "journeys", "conversion_rate"])
+    return df.sort_values(["conversions", "chain"], ascending=[False, True]).head(n).reset_index(drop=True)
+
+
+def transitions(paths: Any) -> "pd.DataFrame":
+    """Counts and row probabilities ``from → to`` over journeys (weighted by how many took them)."""
+    import pandas as pd
+
+    counts: dict[tuple[str, str], float] = defaultdict(float)
+    for c, conv, _, null in read_paths(paths):
+        n = conv + null
+        seq = ("(start)", *c)
+        for a, b in zip(seq, seq[1:]):
+            counts[(a, b)] += n
+        counts[(c[-1], "(conversion)")] += conv
+        counts[(c[-1], "(null)")] += null
+    df = pd.DataFrame([{"from": a, "to": b, "count": v} for (a, b), v in counts.items() if v],
+                      columns=["from", "to", "count"])
+    df["probability"] = df["count"] / df.groupby("from")["count"].transform("sum")
+    return df.sort_values(["from", "count"], ascending=[True, False]).reset_index(drop=True)
+
+
+def sankey(paths: Any, *, max_steps: int = 5) -> "pd.DataFrame":
+    """Flows between step-numbered channels; journeys longer than ``max_steps`` are cut to
+    their last ``max_steps`` touches so the end of every journey is shown."""
+    import pandas as pd
+
+    flows: dict[tuple[str, str], float] = defaultdict(float)
+    for c, conv, _, null in read_paths(paths):
+        c = c[-max_steps:]
+        nodes = [f"{i + 1} {ch}" for i, ch in enumerate(c)]
+        for a, b in zip(nodes, nodes[1:]):
+            flows[(a, b)] += conv + null
+        flows[(nodes[-1], "(conversion)")] += conv
+        flows[(nodes[-1], "(null)")] += null
+    return pd.DataFrame([{"source": a, "target": b, "value": v} for (a, b), v in flows.items() if v],
+                        columns=["source", "target", "value"]).sort_values(
+        ["source", "value"], ascending=[True, False]).reset_index(drop=True)
+
+
+def time_to_conversion(ws: "Workspace", **kwargs: Any) -> dict[str, Any]:
+    """Days and touches from first touch to conversion over the log's converting journeys."""
+    from plait.analytics.journeys import journeys_sql
+
+    row = ws.backend.rows(f"""
+        WITH j AS ({journeys_sql(ws, **kwargs)}),
+        c AS (SELECT len(touches) AS touches, (epoch(conv_t) - epoch(touch_times[1])) / 86400.0 AS days
+              FROM j WHERE conv_t IS NOT NULL AND len(touches) > 0)
+        SELECT count(*) AS journeys, median(days) AS median_days, avg(days) AS mean_days,
+               quantile_cont(days, 0.9) AS p90_days, median(touches) AS median_touches, avg(touches) AS mean_touches
+        FROM c""")[0]
+    return {k: (float(v) if v is not None and k != "journeys" else v) for k, v in row.items()}
+
+
+__all__ = ["chains", "sankey", "time_to_conversion", "top_paths", "transitions"]
