@@ -63,7 +63,6 @@ def analytics_router(ws: "Workspace") -> APIRouter:
         return await call(customer, ref)
 
     def segments() -> list[dict[str, Any]]:
-        import pyarrow as pa
 
         from plait.privacy.groups import suppress
 

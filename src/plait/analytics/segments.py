@@ -145,7 +145,7 @@ class Segmentation:
                         words.append(str(share.index[0]) if cat == "age_band" else f"loves {share.index[0]}")
             row = {"segment": s, "customers": int(sel.sum()), "share": float(sel.mean()),
                    "description": ", ".join(words) or "average customers"}
-            for i, c in enumerate(cols):
+            for c in cols:
                 row[f"mean_{c}"] = float(data.loc[sel, c].astype(float).mean())
             rows.append(row)
         return pd.DataFrame(rows)

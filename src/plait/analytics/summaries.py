@@ -16,7 +16,7 @@ returned value, in the base currency — and from customers whose consent allows
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from plait.engine.dialects import quote_literal
 from plait.errors import ConfigError, IdentityError
