@@ -78,3 +78,25 @@ def test_time_to_conversion(ws):
     ws.resolve()
     t = time_to_conversion(ws)
     assert t["journeys"] == 1 and t["median_days"] == pytest.approx(2.0) and t["median_touches"] == 2
+
+
+def test_online_to_offline(ws):
+    from plait.analytics.journeys import online_to_offline
+
+    # Eve opens an email, visits a store two days later and buys there; Fay opens one and does nothing.
+    track(ws, "eve", "Email Opened", 0, properties={"campaign_id": "spring"})
+    track(ws, "eve", "Store Visit", 60 * 48, properties={"store_id": "s1"})
+    ws.log.append([ws.parser.parse({"type": "track", "event": "Order Completed", "userId": "eve", "timestamp": at(60 * 49),
+                                    "context": {"channel": "store"},
+                                    "properties": {"order_id": "so1", "total": 42.0, "currency": "USD",
+                                                   "store_id": "s1"}}, received_at=0, source="pos")])
+    track(ws, "fay", "Email Opened", 0, properties={"campaign_id": "spring"})
+    track(ws, "fay", "Store Visit", -60 * 24, properties={"store_id": "s1"})    # the day before: not after
+    ws.resolve()
+    assert ws.backend.scalar("SELECT channel FROM events WHERE order_id = 'so1'") == "store"
+    by_channel = online_to_offline(ws, within_days=7).set_index("channel")
+    e = by_channel.loc["email"]
+    assert (e["touches"], e["customers"]) == (2, 2)
+    assert e["store_visit_rate_after"] == 0.5 and e["store_visit_rate_before"] == 0.5
+    assert e["store_purchase_rate_after"] == 0.5 and e["store_sales_after"] == 42.0 and e["store_sales_before"] == 0
+    assert online_to_offline(ws, by="campaign").set_index("campaign").loc["spring", "touches"] == 2

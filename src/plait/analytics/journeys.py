@@ -48,16 +48,20 @@ def _web_source() -> str:
       ELSE 'direct' END"""
 
 
-def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes: float = 30) -> str:
-    """One row per journey: profile_id, conversion time (NULL for a non-converting one), value,
-    conversion channel, touches (list of channels in order) and their times."""
+DIGITAL = ("email", "sms", "push", "social", "paid_search", "display", "organic_search", "referral")
+
+
+def touches_sql(ws: "Workspace", *, session_minutes: float = 30) -> str:
+    """Every touch and conversion of consenting customers: profile_id, t, touch (NULL for a
+    conversion), value, conv_channel, campaign_id, store_id."""
     allowed = ws.consent.allowed_profiles_sql("analytics")
     gap = float(session_minutes) * 60
-    look = float(lookback_days) * 86400
     return f"""
         WITH ev AS (
-          SELECT s.profile_id, e.event_time AS t, e.event, e.type, e.channel, e.amount_base,
+          SELECT s.profile_id, e.event_time AS t, e.event, e.type, e.channel, e.amount_base, e.store_id,
                  lower(json_extract_string(e.context, '$.campaign.medium')) AS medium,
+                 coalesce(json_extract_string(e.properties, '$.campaign_id'),
+                          json_extract_string(e.context, '$.campaign.name')) AS campaign_id,
                  coalesce(json_extract_string(e.context, '$.page.referrer'),
                           json_extract_string(e.properties, '$.referrer')) AS ref
           FROM events_base e JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
@@ -65,14 +69,23 @@ def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes:
         ), web AS (
           SELECT *, coalesce(epoch(t) - epoch(lag(t) OVER (PARTITION BY profile_id ORDER BY t)) > {gap}, true)
                  AS starts FROM ev WHERE type IN ('page', 'screen')
-        ), stream AS (
-          SELECT profile_id, t, {TOUCH_SQL} AS touch, NULL::DOUBLE AS value, NULL AS conv_channel FROM ev
-          WHERE {TOUCH_SQL} IS NOT NULL
-          UNION ALL
-          SELECT profile_id, t, {_web_source()}, NULL, NULL FROM web WHERE starts
-          UNION ALL
-          SELECT profile_id, t, NULL, coalesce(amount_base, 0), channel FROM ev WHERE event = 'Order Completed'
-        ), seq AS (
+        )
+        SELECT profile_id, t, {TOUCH_SQL} AS touch, NULL::DOUBLE AS value, NULL AS conv_channel, campaign_id,
+               store_id FROM ev WHERE {TOUCH_SQL} IS NOT NULL
+        UNION ALL
+        SELECT profile_id, t, {_web_source()}, NULL, NULL, campaign_id, NULL FROM web WHERE starts
+        UNION ALL
+        SELECT profile_id, t, NULL, coalesce(amount_base, 0), channel, NULL, store_id FROM ev
+        WHERE event = 'Order Completed'"""
+
+
+def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes: float = 30) -> str:
+    """One row per journey: profile_id, conversion time (NULL for a non-converting one), value,
+    conversion channel, touches (list of channels in order) and their times."""
+    look = float(lookback_days) * 86400
+    return f"""
+        WITH stream AS ({touches_sql(ws, session_minutes=session_minutes)}),
+        seq AS (
           SELECT *, count(*) FILTER (WHERE touch IS NULL) OVER (PARTITION BY profile_id ORDER BY t, touch NULLS LAST
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS k
           FROM stream
@@ -93,6 +106,45 @@ def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes:
         GROUP BY t.profile_id"""
 
 
+def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "channel") -> "pd.DataFrame":
+    """Digital touches followed by store visits and store purchases of the same (resolved)
+    customer within ``within_days``, per digital channel or campaign — against the same
+    customers' store activity in the ``within_days`` *before* each touch (a pre/post comparison
+    of the same people: a lift estimate, not a randomised one; campaigns with holdouts give
+    the causal answer)."""
+    if by not in ("channel", "campaign"):
+        from plait.errors import ConfigError
+
+        raise ConfigError(f"group by channel or campaign, not {by!r}")
+    w = float(within_days) * 86400
+    key = "d.touch" if by == "channel" else "d.campaign_id"
+    digital = ", ".join(f"'{c}'" for c in DIGITAL)
+    return ws.backend.query(f"""
+        WITH s AS ({touches_sql(ws)}),
+        d AS (SELECT profile_id, t, touch, campaign_id FROM s WHERE touch IN ({digital})),
+        visits AS (SELECT profile_id, t FROM s WHERE touch IN ('store_visit', 'geofence')),
+        buys AS (SELECT profile_id, t, value FROM s WHERE touch IS NULL AND conv_channel = 'store'),
+        per AS (
+          SELECT {key} AS grp, d.profile_id, d.t,
+            EXISTS (SELECT 1 FROM visits v WHERE v.profile_id = d.profile_id AND epoch(v.t) - epoch(d.t) BETWEEN 0 AND {w})
+              AS visit_after,
+            EXISTS (SELECT 1 FROM visits v WHERE v.profile_id = d.profile_id AND epoch(d.t) - epoch(v.t) BETWEEN 0 AND {w})
+              AS visit_before,
+            (SELECT coalesce(sum(b.value), 0) FROM buys b WHERE b.profile_id = d.profile_id
+               AND epoch(b.t) - epoch(d.t) BETWEEN 0 AND {w}) AS sales_after,
+            (SELECT coalesce(sum(b.value), 0) FROM buys b WHERE b.profile_id = d.profile_id
+               AND epoch(d.t) - epoch(b.t) BETWEEN 0 AND {w}) AS sales_before
+          FROM d WHERE {key} IS NOT NULL
+        )
+        SELECT grp AS {by}, count(*) AS touches, count(DISTINCT profile_id) AS customers,
+               avg(CAST(visit_after AS DOUBLE)) AS store_visit_rate_after,
+               avg(CAST(visit_before AS DOUBLE)) AS store_visit_rate_before,
+               avg(CAST(sales_after > 0 AS DOUBLE)) AS store_purchase_rate_after,
+               avg(CAST(sales_before > 0 AS DOUBLE)) AS store_purchase_rate_before,
+               sum(sales_after) AS store_sales_after, sum(sales_before) AS store_sales_before
+        FROM per GROUP BY 1 ORDER BY touches DESC""").to_pandas()
+
+
 def path_table(ws: "Workspace", **kwargs: Any) -> "pd.DataFrame":
     """The journeys aggregated as a path table (path, total_conversions, total_conversion_value,
     total_null); conversions without any touch are counted in ``attrs['untouched']``."""
@@ -110,4 +162,4 @@ def path_table(ws: "Workspace", **kwargs: Any) -> "pd.DataFrame":
     return out
 
 
-__all__ = ["TOUCH_SQL", "journeys_sql", "path_table"]
+__all__ = ["DIGITAL", "TOUCH_SQL", "journeys_sql", "online_to_offline", "path_table", "touches_sql"]

@@ -606,6 +606,31 @@ def analyze_impute(
     _report(as_json, r, lines)
 
 
+@analyze_app.command("o2o")
+def analyze_o2o(
+    workspace: WorkspaceOpt = None,
+    within_days: Annotated[float, typer.Option(help="Store activity counted up to N days after a touch.")] = 7,
+    by: Annotated[str, typer.Option(help="channel or campaign.")] = "channel",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Online to offline: store visits and store sales after digital touches, vs before them."""
+    from plait.analytics.journeys import online_to_offline
+
+    with _ws(workspace) as ws:
+        df = online_to_offline(ws, within_days=within_days, by=by)
+    if as_json:
+        sys.stdout.write(df.to_json(orient="records") + "\n")
+        return
+    t = Table(show_edge=False, title=f"store activity within {within_days:g} days after vs before a digital touch")
+    for c in (by, "touches", "visit after", "visit before", "buy after", "buy before", "store sales after", "before"):
+        t.add_column(c, justify="left" if c == by else "right")
+    for r in df.itertuples(index=False):
+        t.add_row(str(r[0]), f"{r.touches:,}", f"{r.store_visit_rate_after:.1%}", f"{r.store_visit_rate_before:.1%}",
+                  f"{r.store_purchase_rate_after:.1%}", f"{r.store_purchase_rate_before:.1%}",
+                  f"{r.store_sales_after:,.0f}", f"{r.store_sales_before:,.0f}")
+    out.print(t)
+
+
 @analyze_app.command("segment")
 def analyze_segment(
     name: Annotated[str, typer.Argument(help="Segment name.")],
