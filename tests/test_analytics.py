@@ -333,3 +333,18 @@ def test_up_sell_offers_dearer_unbought_products_in_favourite_categories(world):
     cats = set(summaries.baskets(world, "category", profile_id=buyer)["item"])
     assert all(u["product_id"] not in bought and u["category"] in cats and u["list_price"] >= 1.2 * u["usual_price"]
                for u in ups)
+
+
+def test_clv_weighted_attribution(world):
+    from plait.analytics.journeys import path_table
+
+    world.analytics.clv()
+    rev = path_table(world)
+    clv = path_table(world, value="clv")
+    assert rev["total_conversions"].sum() == clv["total_conversions"].sum()
+    # Every converting customer's CLV is spread over their conversions, so the path values add up
+    # to the CLV of the customers whose conversions had touches (at most everyone's).
+    total = world.backend.scalar("SELECT sum(clv) FROM analytics_clv")
+    assert 0 < clv["total_conversion_value"].sum() <= total + 1e-6
+    r = world.analytics.attribution("markov", order=2, value="clv")
+    assert sum(x["value"] for x in r["table"]) == pytest.approx(clv["total_conversion_value"].sum())

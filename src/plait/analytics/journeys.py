@@ -145,11 +145,29 @@ def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "cha
         FROM per GROUP BY 1 ORDER BY touches DESC""").to_pandas()
 
 
-def path_table(ws: "Workspace", **kwargs: Any) -> "pd.DataFrame":
+def path_table(ws: "Workspace", *, value: str = "revenue", **kwargs: Any) -> "pd.DataFrame":
     """The journeys aggregated as a path table (path, total_conversions, total_conversion_value,
-    total_null); conversions without any touch are counted in ``attrs['untouched']``."""
+    total_null); conversions without any touch are counted in ``attrs['untouched']``.
+
+    ``value="clv"`` values each conversion in expected future value instead of today's revenue:
+    the customer's discounted CLV (``analytics_clv``, from ``ws.analytics.clv()``) shared
+    equally over their conversions — CLV-weighted attribution."""
+    if value not in ("revenue", "clv"):
+        from plait.errors import ConfigError
+
+        raise ConfigError(f"value is revenue or clv, not {value!r}")
+    journeys = journeys_sql(ws, **kwargs)
+    if value == "clv":
+        if not ws.backend.has_table("analytics_clv"):
+            from plait.errors import ModelError
+
+            raise ModelError("CLV-weighted attribution needs CLV first", hint="run `plait analyze clv`")
+        journeys = f"""
+            SELECT j.* REPLACE (CASE WHEN j.conv_t IS NOT NULL THEN coalesce(c.clv, 0)
+                   / count(*) FILTER (WHERE j.conv_t IS NOT NULL) OVER (PARTITION BY j.profile_id) END AS value)
+            FROM ({journeys}) j LEFT JOIN analytics_clv c USING (profile_id)"""
     df = ws.backend.query(f"""
-        WITH j AS ({journeys_sql(ws, **kwargs)})
+        WITH j AS ({journeys})
         SELECT array_to_string(touches, ' > ') AS path,
                count(*) FILTER (WHERE conv_t IS NOT NULL) AS total_conversions,
                coalesce(sum(value) FILTER (WHERE conv_t IS NOT NULL), 0) AS total_conversion_value,

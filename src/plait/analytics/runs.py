@@ -201,12 +201,12 @@ class Analytics:
 
     # -- attribution ----------------------------------------------------------------------------
     def attribution(self, model: str = "markov", *, order: int = 1, method: str = "simplified",
-                    lookback_days: float = 30, session_minutes: float = 30) -> dict[str, Any]:
+                    lookback_days: float = 30, session_minutes: float = 30, value: str = "revenue") -> dict[str, Any]:
         """Credit per channel from the log's journeys; stored in ``analytics_attribution``."""
         from plait.analytics.attribution import HeuristicAttribution, MarkovAttribution, ShapleyAttribution
         from plait.analytics.journeys import path_table
 
-        paths = path_table(self.ws, lookback_days=lookback_days, session_minutes=session_minutes)
+        paths = path_table(self.ws, lookback_days=lookback_days, session_minutes=session_minutes, value=value)
         if model == "markov":
             est: Any = MarkovAttribution(order)
         elif model == "shapley":

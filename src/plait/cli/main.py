@@ -658,6 +658,7 @@ def attribution(
     paths: Annotated[Optional[Path], typer.Option(help="Path table CSV: path, total_conversions, "
                                                        "total_conversion_value, total_null.")] = None,
     lookback_days: Annotated[float, typer.Option(help="Touches counted up to N days before a conversion.")] = 30,
+    value: Annotated[str, typer.Option(help="revenue, or clv for credit in expected future value.")] = "revenue",
     workspace: WorkspaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
@@ -671,7 +672,7 @@ def attribution(
         import pandas as pd
 
         with _ws(workspace) as ws:
-            r = ws.analytics.attribution(model, order=order, method=method, lookback_days=lookback_days)
+            r = ws.analytics.attribution(model, order=order, method=method, lookback_days=lookback_days, value=value)
         table = pd.DataFrame(r["table"])
         err.print(f"{r['conversions']:,} conversions on {r['paths']:,} paths "
                   f"({r['untouched_conversions']:,} conversions had no touch in the lookback window)")
