@@ -234,6 +234,11 @@ def test_complete_journey_real_data(tmp_path):
         assert rules["rules"] > 20 and all(r["lift"] > 1 for r in rules["top"])
         coupon = ws.analytics.propensity("coupon", horizon_days=60)
         assert coupon["auc"] > 0.7 and coupon["lift_at_10"] > 2, coupon
+        # Offline journeys: mailed campaigns and coupon redemptions before store purchases.
+        att = ws.analytics.attribution("markov", order=1, lookback_days=30)
+        credit = {r["channel"]: r["conversions"] for r in att["table"]}
+        assert set(credit) == {"direct_mail", "coupon"} and credit["direct_mail"] > 0
+        assert sum(credit.values()) == pytest.approx(att["conversions"])
 
 
 def test_analytics_over_http(world):

@@ -1,8 +1,8 @@
 """Journeys from the log: each customer's touches, in order, up to each conversion.
 
 A *touch* is a message a customer engaged with (email or push opened or clicked; an SMS
-delivered, since SMS has no open signal), a social engagement, a store visit, a geofence entry,
-a call-centre contact, or the *first* page or screen of a web/app session (sessions end after
+delivered, since SMS has no open signal), a campaign received by mail, a coupon redeemed, a
+social engagement, a store visit, a geofence entry, a call-centre contact, or the *first* page or screen of a web/app session (sessions end after
 ``session_minutes`` of inactivity), classed by its campaign medium or referrer: paid search
 (cpc/ppc/paid), display, email, social, organic search (a search engine referrer), referral
 (any other referrer) or direct. A *conversion* is a completed order, online or in store. A
@@ -33,6 +33,8 @@ TOUCH_SQL = """CASE
   WHEN event = 'Store Visit' THEN 'store_visit'
   WHEN event = 'Geofence Entered' THEN 'geofence'
   WHEN event IN ('Call Center Contact', 'Complaint Filed') THEN 'call_center'
+  WHEN event IN ('Campaign Received', 'Direct Mail Received') THEN coalesce(nullif(channel, 'other'), 'direct_mail')
+  WHEN event = 'Coupon Redeemed' THEN 'coupon'
 END"""
 
 
