@@ -100,3 +100,31 @@ def test_online_to_offline(ws):
     assert e["store_visit_rate_after"] == 0.5 and e["store_visit_rate_before"] == 0.5
     assert e["store_purchase_rate_after"] == 0.5 and e["store_sales_after"] == 42.0 and e["store_sales_before"] == 0
     assert online_to_offline(ws, by="campaign").set_index("campaign").loc["spring", "touches"] == 2
+
+
+def test_funnel_by_entry_channel_and_store(ws):
+    from plait.analytics.journeys import funnel
+
+    page(ws, "gil", 0, medium="cpc")
+    track(ws, "gil", "Product Viewed", 1, properties={"product_id": "p1"})
+    track(ws, "gil", "Product Added", 2, properties={"product_id": "p1"})
+    track(ws, "gil", "Checkout Started", 3, properties={"order_id": "g1"})
+    order(ws, "gil", 4, "g1", 25.0)
+    page(ws, "gil", 600)                                  # a later direct session that only looks
+    page(ws, "hal", 0)
+    page(ws, "hal", 5)
+    track(ws, "hal", "Store Visit", 60 * 24, properties={"store_id": "s1"})
+    ws.log.append([ws.parser.parse({"type": "track", "event": "Order Completed", "userId": "hal",
+                                    "timestamp": at(60 * 24 + 20), "context": {"channel": "store"},
+                                    "properties": {"order_id": "h1", "total": 9.0, "currency": "USD",
+                                                   "store_id": "s1"}}, received_at=0, source="pos")])
+    track(ws, "ian", "Store Visit", 60 * 24, properties={"store_id": "s1"})
+    ws.resolve()
+    f = funnel(ws).set_index("channel")
+    ps = f.loc["paid_search"]
+    assert (ps["sessions"], ps["viewed_product"], ps["added_to_cart"], ps["conversion"], ps["revenue"]) == (
+        1, 1.0, 1.0, 1.0, 25.0)
+    d = f.loc["direct"]
+    assert d["sessions"] == 2 and d["conversion"] == 0 and d["pages_per_session"] == 1.5
+    st = funnel(ws, by="store").set_index("store").loc["s1"]
+    assert (st["visits"], st["visits_with_purchase"], st["conversion"]) == (2, 1, 0.5)

@@ -108,6 +108,63 @@ def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes:
         GROUP BY t.profile_id"""
 
 
+def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30) -> "pd.DataFrame":
+    """Journey stages per entry channel (web/app sessions by their source) or per store
+    (visits → purchases): sessions, visit quality (pages per session, share viewing a product),
+    add to cart, checkout, orders, conversion and the median days from first touch to order."""
+    from plait.analytics.summaries import _ready
+    from plait.errors import ConfigError
+
+    _ready(ws)
+    allowed = ws.consent.allowed_profiles_sql("analytics")
+    base = f"""
+        SELECT s.profile_id, e.* EXCLUDE (subject) FROM events_base e
+        JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
+        WHERE s.profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)"""
+    if by == "store":
+        return ws.backend.query(f"""
+            WITH ev AS ({base}),
+            v AS (SELECT store_id, profile_id, day FROM ev WHERE event = 'Store Visit' AND store_id IS NOT NULL),
+            o AS (SELECT store_id, profile_id, day, amount_base FROM ev WHERE event = 'Order Completed'
+                  AND channel = 'store' AND store_id IS NOT NULL)
+            SELECT v.store_id AS store, count(*) AS visits, count(DISTINCT v.profile_id) AS visitors,
+                   count(o.profile_id) AS visits_with_purchase,
+                   count(o.profile_id) / count(*) AS conversion,
+                   (SELECT sum(amount_base) FROM o o2 WHERE o2.store_id = v.store_id) AS store_sales
+            FROM v LEFT JOIN (SELECT DISTINCT store_id, profile_id, day, 1 AS x FROM o) o
+              ON o.store_id = v.store_id AND o.profile_id = v.profile_id AND o.day = v.day
+            GROUP BY 1 ORDER BY visits DESC""").to_pandas()
+    if by != "channel":
+        raise ConfigError(f"a funnel is by channel or store, not {by!r}")
+    gap = float(session_minutes) * 60
+    return ws.backend.query(f"""
+        WITH ev AS ({base} AND (e.type IN ('page', 'screen') OR e.event IN ('Product Viewed', 'Product Added',
+                    'Checkout Started', 'Order Completed'))
+                    AND coalesce(e.channel, '') NOT IN ('store', 'call_center', 'partner', 'social')),
+        marked AS (
+          SELECT *, coalesce(epoch(event_time) - epoch(lag(event_time) OVER (PARTITION BY profile_id ORDER BY event_time))
+                 > {gap}, true) AS starts,
+                 lower(json_extract_string(context, '$.campaign.medium')) AS medium,
+                 coalesce(json_extract_string(context, '$.page.referrer'),
+                          json_extract_string(properties, '$.referrer')) AS ref
+          FROM ev
+        ), sess AS (
+          SELECT *, sum(CAST(starts AS INTEGER)) OVER (PARTITION BY profile_id ORDER BY event_time) AS sid FROM marked
+        ), s AS (
+          SELECT profile_id, sid, arg_min({_web_source()}, event_time) AS entry,
+                 count(*) FILTER (WHERE type IN ('page', 'screen')) AS pages,
+                 coalesce(bool_or(event = 'Product Viewed'), false) AS viewed, coalesce(bool_or(event = 'Product Added'), false) AS added,
+                 coalesce(bool_or(event = 'Checkout Started'), false) AS checkout, coalesce(bool_or(event = 'Order Completed'), false) AS ordered,
+                 sum(amount_base) FILTER (WHERE event = 'Order Completed') AS revenue
+          FROM sess GROUP BY 1, 2
+        )
+        SELECT entry AS channel, count(*) AS sessions, count(DISTINCT profile_id) AS visitors,
+               avg(pages) AS pages_per_session, avg(CAST(viewed AS DOUBLE)) AS viewed_product,
+               avg(CAST(added AS DOUBLE)) AS added_to_cart, avg(CAST(checkout AS DOUBLE)) AS started_checkout,
+               avg(CAST(ordered AS DOUBLE)) AS conversion, coalesce(sum(revenue), 0) AS revenue
+        FROM s GROUP BY 1 ORDER BY sessions DESC""").to_pandas()
+
+
 def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "channel") -> "pd.DataFrame":
     """Digital touches followed by store visits and store purchases of the same (resolved)
     customer within ``within_days``, per digital channel or campaign — against the same
@@ -182,4 +239,4 @@ def path_table(ws: "Workspace", *, value: str = "revenue", **kwargs: Any) -> "pd
     return out
 
 
-__all__ = ["DIGITAL", "TOUCH_SQL", "journeys_sql", "online_to_offline", "path_table", "touches_sql"]
+__all__ = ["DIGITAL", "TOUCH_SQL", "funnel", "journeys_sql", "online_to_offline", "path_table", "touches_sql"]

@@ -631,6 +631,30 @@ def analyze_o2o(
     out.print(t)
 
 
+@analyze_app.command("funnel")
+def analyze_funnel(
+    workspace: WorkspaceOpt = None,
+    by: Annotated[str, typer.Option(help="channel (web/app sessions by entry source) or store.")] = "channel",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Journey stages: sessions, visit quality, cart, checkout, conversion — per entry channel or store."""
+    from plait.analytics.journeys import funnel
+
+    with _ws(workspace) as ws:
+        df = funnel(ws, by=by)
+    if as_json:
+        sys.stdout.write(df.to_json(orient="records") + "\n")
+        return
+    t = Table(show_edge=False)
+    for c in df.columns:
+        t.add_column(c, justify="left" if c in ("channel", "store") else "right")
+    for r in df.itertuples(index=False):
+        t.add_row(*[f"{v:.1%}" if isinstance(v, float) and c not in ("revenue", "store_sales", "pages_per_session")
+                    else f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+                    for c, v in zip(df.columns, r)])
+    out.print(t)
+
+
 @analyze_app.command("segment")
 def analyze_segment(
     name: Annotated[str, typer.Argument(help="Segment name.")],
