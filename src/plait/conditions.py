@@ -136,28 +136,20 @@ class Compare(Condition):
 
 
 @dataclass(frozen=True)
-class All(Condition):
+class Junction(Condition):
+    """``all`` (every part holds) or ``any`` (some part holds) of its parts."""
+
+    kind: str                      # "all" or "any"
     parts: tuple[Condition, ...]
 
     def evaluate(self, profile: Mapping[str, Any]) -> bool:
-        return all(p.evaluate(profile) for p in self.parts)
+        test = all if self.kind == "all" else any
+        return test(p.evaluate(profile) for p in self.parts)
 
     def to_sql(self) -> str:
-        return "(" + " AND ".join(p.to_sql() for p in self.parts) + ")" if self.parts else "true"
-
-    def fields(self) -> set[str]:
-        return set().union(*(p.fields() for p in self.parts))
-
-
-@dataclass(frozen=True)
-class Any_(Condition):
-    parts: tuple[Condition, ...]
-
-    def evaluate(self, profile: Mapping[str, Any]) -> bool:
-        return any(p.evaluate(profile) for p in self.parts)
-
-    def to_sql(self) -> str:
-        return "(" + " OR ".join(p.to_sql() for p in self.parts) + ")" if self.parts else "false"
+        if not self.parts:
+            return "true" if self.kind == "all" else "false"
+        return "(" + f" {'AND' if self.kind == 'all' else 'OR'} ".join(p.to_sql() for p in self.parts) + ")"
 
     def fields(self) -> set[str]:
         return set().union(*(p.fields() for p in self.parts))
@@ -185,11 +177,11 @@ def parse(data: Mapping[str, Any] | Condition, where: str = "condition") -> Cond
         raise ConfigError(f"{where} must be an object, got {type(data).__name__}",
                           hint='write {"field": ..., "op": ..., "value": ...} or {"all": [...]}')
     keys = set(data)
-    for combinator, cls in (("all", All), ("any", Any_)):
+    for combinator in ("all", "any"):
         if combinator in keys:
             if keys != {combinator} or not isinstance(data[combinator], Sequence) or isinstance(data[combinator], str):
                 raise ConfigError(f"{where}: '{combinator}' takes a list of conditions and nothing beside it")
-            return cls(tuple(parse(c, f"{where}.{combinator}[{i}]") for i, c in enumerate(data[combinator])))
+            return Junction(combinator, tuple(parse(c, f"{where}.{combinator}[{i}]") for i, c in enumerate(data[combinator])))
     if "not" in keys:
         if keys != {"not"}:
             raise ConfigError(f"{where}: 'not' takes one condition and nothing beside it")
@@ -216,4 +208,4 @@ def parse(data: Mapping[str, Any] | Condition, where: str = "condition") -> Cond
     return Compare(field, op, tuple(value) if op in ("in", "not_in", "between") else value, mc)
 
 
-__all__ = ["All", "Any_", "CONFIDENCE", "Compare", "Condition", "Not", "OPS", "parse"]
+__all__ = ["CONFIDENCE", "Compare", "Condition", "Junction", "Not", "OPS", "parse"]

@@ -62,18 +62,9 @@ def analytics_router(ws: "Workspace") -> APIRouter:
     async def get_customer(ref: str) -> dict[str, Any]:
         return await call(customer, ref)
 
-    def segments() -> list[dict[str, Any]]:
-
-        from plait.privacy.groups import suppress
-
-        if not ws.backend.has_table("analytics_segment_profiles"):
-            raise ModelError("no segments yet", hint="POST /v1/analytics/segments or run `plait analyze segments`")
-        t = ws.backend.query("SELECT * FROM analytics_segment_profiles ORDER BY segment")
-        return suppress(t, by=["segment", "description"], k=ws.settings.privacy.min_group_size).to_pylist()
-
     @router.get("/segments", dependencies=[Depends(read)], summary="Segments, sizes and descriptions (k-anonymous)")
     async def get_segments() -> list[dict[str, Any]]:
-        return await call(segments)
+        return await call(ws.analytics.segment_summary)
 
     @router.post("/rule-segments", dependencies=[Depends(admin)], summary="Define a rule-based segment")
     async def post_rule_segment(req: SegmentRequest) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plait.errors import ModelError
+from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,9 +44,9 @@ def _known(ws: "Workspace", trait: str, features: "pd.DataFrame") -> "pd.Series"
     if trait == "age_band":
         return features.set_index("profile_id")["age_band"].dropna() if "age_band" in features else pd.Series(dtype=str)
     if trait == "home_store":
-        rows = b.query("""
+        rows = b.query(f"""
             SELECT s.profile_id, mode(e.store_id) AS v FROM events e JOIN identity_subjects s
-              ON s.version = (SELECT max(version) FROM identity_versions WHERE done) AND s.subject = e.subject
+              ON s.version = {CURRENT} AND s.subject = e.subject
             WHERE e.store_id IS NOT NULL AND e.event IN ('Order Completed', 'Store Visit') GROUP BY 1""").to_pandas()
         return rows.set_index("profile_id")["v"]
     if trait == "preferred_channel":

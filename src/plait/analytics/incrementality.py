@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plait.analytics.summaries import require_resolved
 from plait.errors import ModelError
 from plait.identity.tables import CURRENT
 
@@ -90,9 +91,7 @@ class Incrementality:
 def exposures(ws: "Workspace", *, window_days: float = 14) -> "pd.DataFrame":
     """One row per customer and campaign from ``Campaign Exposure`` events, with whether they
     bought (and how much) within ``window_days`` after; consenting customers only."""
-    from plait.analytics.summaries import _ready
-
-    _ready(ws)
+    require_resolved(ws)
     allowed = ws.consent.allowed_profiles_sql("analytics")
     w = float(window_days) * 86400
     df = ws.backend.query(f"""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from plait.analytics.summaries import require_resolved
+from plait.errors import ConfigError, ModelError
 from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ DIGITAL = ("email", "sms", "push", "social", "paid_search", "display", "organic_
 def touches_sql(ws: "Workspace", *, session_minutes: float = 30) -> str:
     """Every touch and conversion of consenting customers: profile_id, t, touch (NULL for a
     conversion), value, conv_channel, campaign_id, store_id."""
+    require_resolved(ws)
     allowed = ws.consent.allowed_profiles_sql("analytics")
     gap = float(session_minutes) * 60
     return f"""
@@ -112,10 +115,7 @@ def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30)
     """Journey stages per entry channel (web/app sessions by their source) or per store
     (visits → purchases): sessions, visit quality (pages per session, share viewing a product),
     add to cart, checkout, orders, conversion and the median days from first touch to order."""
-    from plait.analytics.summaries import _ready
-    from plait.errors import ConfigError
-
-    _ready(ws)
+    require_resolved(ws)
     allowed = ws.consent.allowed_profiles_sql("analytics")
     base = f"""
         SELECT s.profile_id, e.* EXCLUDE (subject) FROM events_base e
@@ -172,8 +172,6 @@ def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "cha
     of the same people: a lift estimate, not a randomised one; campaigns with holdouts give
     the causal answer)."""
     if by not in ("channel", "campaign"):
-        from plait.errors import ConfigError
-
         raise ConfigError(f"group by channel or campaign, not {by!r}")
     w = float(within_days) * 86400
     key = "d.touch" if by == "channel" else "d.campaign_id"
@@ -212,14 +210,10 @@ def path_table(ws: "Workspace", *, value: str = "revenue", **kwargs: Any) -> "pd
     the customer's discounted CLV (``analytics_clv``, from ``ws.analytics.clv()``) shared
     equally over their conversions — CLV-weighted attribution."""
     if value not in ("revenue", "clv"):
-        from plait.errors import ConfigError
-
         raise ConfigError(f"value is revenue or clv, not {value!r}")
     journeys = journeys_sql(ws, **kwargs)
     if value == "clv":
         if not ws.backend.has_table("analytics_clv"):
-            from plait.errors import ModelError
-
             raise ModelError("CLV-weighted attribution needs CLV first", hint="run `plait analyze clv`")
         journeys = f"""
             SELECT j.* REPLACE (CASE WHEN j.conv_t IS NOT NULL THEN coalesce(c.clv, 0)

@@ -109,7 +109,6 @@ class Analytics:
         """Cluster customers on their features; store ``analytics_segments`` (profile_id, segment,
         description) and ``analytics_segment_profiles`` (size, words, means)."""
         from plait.analytics.segments import Segmentation
-        from plait.privacy.groups import suppress
 
         t0 = time.perf_counter()
         f = self.features()
@@ -126,14 +125,18 @@ class Analytics:
         _store(self.ws, "analytics_segment_profiles", seg.profiles_)
         self.ws.models.save("segments", seg, kind="segments", params={"k": seg.k_, "method": method, "seed": seed},
                             metrics={"scores": {str(k): v for k, v in seg.scores_.items()}})
-        import pyarrow as pa
-
-        # What leaves the workspace is the segment summary, under the minimum group size.
-        summary = suppress(pa.Table.from_pandas(seg.profiles_.rename(columns={"customers": "customers"}),
-                                                preserve_index=False),
-                           by=["segment", "description"], k=self.ws.settings.privacy.min_group_size)
-        return {"k": seg.k_, "criterion_scores": seg.scores_, "segments": summary.to_pylist(),
+        return {"k": seg.k_, "criterion_scores": seg.scores_, "segments": self.segment_summary(),
                 "customers": len(f), "seconds": time.perf_counter() - t0}
+
+    def segment_summary(self) -> list[dict[str, Any]]:
+        """The stored segments' sizes, descriptions and means — what may leave the workspace,
+        so under the minimum group size (:func:`plait.privacy.groups.suppress`)."""
+        from plait.privacy.groups import suppress
+
+        if not self.ws.backend.has_table("analytics_segment_profiles"):
+            raise ModelError("no segments yet", hint="run `plait analyze segments` (or POST /v1/analytics/segments)")
+        t = self.ws.backend.query("SELECT * FROM analytics_segment_profiles ORDER BY segment")
+        return suppress(t, by=["segment", "description"], k=self.ws.settings.privacy.min_group_size).to_pylist()
 
     def rule_segment(self, name: str, condition: Any) -> dict[str, Any]:
         """Members of a rule-based segment (a condition over the profile view), stored in
@@ -167,9 +170,9 @@ class Analytics:
         b.execute("CREATE TABLE IF NOT EXISTS analytics_scores (profile_id VARCHAR, model VARCHAR, score DOUBLE, "
                   "drivers VARCHAR)")
         b.execute("DELETE FROM analytics_scores WHERE model = ?", [target])
-        b.temp_table("_scores_new", __import__("pyarrow").Table.from_pandas(r["scores"], preserve_index=False))
+        _store(self.ws, "_scores_new", r["scores"])
         b.execute("INSERT INTO analytics_scores SELECT profile_id, model, score, drivers FROM _scores_new")
-        b.execute("DROP TABLE IF EXISTS _scores_new")
+        b.execute("DROP TABLE _scores_new")
         rec = self.ws.models.save(f"propensity_{target}", r["model"], kind="propensity",
                                   params={"target": target, "horizon_days": horizon_days},
                                   metrics={**r["metrics"], "importance": r["importance"]}, window=r["window"])

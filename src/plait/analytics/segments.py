@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 DEFAULT_FEATURES = ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "share_web",
                     "share_app", "share_store", "returns_rate", "discount_share", "categories")
 
+SKEWED = ("monetary", "avg_order_value", "frequency", "categories")
+
 # (feature, words when high, words when low); None = not worth saying.
 WORDS = {
     "share_web": ("web-first", None), "share_app": ("app-first", None), "share_store": ("store-first", "online"),
@@ -75,11 +77,9 @@ class Segmentation:
         if not cols:
             raise ModelError("none of the segmentation features is in the data",
                              hint=f"expected some of {', '.join(self.features or DEFAULT_FEATURES)}")
-        X = data[cols].astype(float)
-        X = X.fillna(X.median()).to_numpy()
-        # Skewed money and counts: log scale first, so a few big spenders do not make their own segment.
-        skewed = [i for i, c in enumerate(cols) if c in ("monetary", "avg_order_value", "frequency", "categories")]
-        X[:, skewed] = np.log1p(np.clip(X[:, skewed], 0, None))
+        self.columns_ = cols
+        self.medians_ = data[cols].astype(float).median()
+        X = self._matrix(data)
         ks = [k for k in self.k_range if 2 <= k < len(X)]
         if not ks:
             raise ModelError(f"{len(X)} customers are too few to segment", hint="lower k_range or add customers")
@@ -103,7 +103,6 @@ class Segmentation:
         self.scores_ = scores
         self.k_ = max(scores, key=lambda k: (scores[k], -k))
         self.model_, raw = models[self.k_]
-        self.columns_ = cols
         # Stable numbering: by descending mean monetary value (or first feature), then size.
         key = cols.index("monetary") if "monetary" in cols else 0
         order = sorted(range(self.k_), key=lambda c: (-X[raw == c, key].mean(), -(raw == c).sum()))
@@ -113,12 +112,16 @@ class Segmentation:
         self.profiles_ = self._describe(data, X, cols)
         return self
 
-    def predict(self, data: "pd.DataFrame") -> np.ndarray:
-        X = data[self.columns_].astype(float)
-        X = X.fillna(X.median()).to_numpy()
-        skewed = [i for i, c in enumerate(self.columns_) if c in ("monetary", "avg_order_value", "frequency", "categories")]
+    def _matrix(self, data: "pd.DataFrame") -> np.ndarray:
+        """The fitted columns, gaps filled with the training medians, skewed ones on a log scale
+        (so a few big spenders do not make their own segment)."""
+        X = data[self.columns_].astype(float).fillna(self.medians_).to_numpy()
+        skewed = [i for i, c in enumerate(self.columns_) if c in SKEWED]
         X[:, skewed] = np.log1p(np.clip(X[:, skewed], 0, None))
-        raw = self.model_.predict(self.scaler_.transform(X))
+        return X
+
+    def predict(self, data: "pd.DataFrame") -> np.ndarray:
+        raw = self.model_.predict(self.scaler_.transform(self._matrix(data)))
         return np.array([self._remap[v] for v in raw])
 
     def _describe(self, data: "pd.DataFrame", X: np.ndarray, cols: list[str]) -> "pd.DataFrame":

@@ -33,7 +33,8 @@ LEVELS = ("product", "category", "department")
 DATA_END = "(SELECT max(event_time) FROM events WHERE event = 'Order Completed')"
 
 
-def _ready(ws: "Workspace") -> None:
+def require_resolved(ws: "Workspace") -> None:
+    """Raise a clear error when identity has not been resolved (no purchase has a customer yet)."""
     if ws.identity.version is None:
         raise IdentityError("identity has not been resolved yet, so purchases have no customers",
                             hint="run `plait resolve` first")
@@ -81,7 +82,7 @@ def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration
     """Per customer: frequency (repeat purchase days), recency and T in units of ``unit_days``,
     monetary_value (mean value of repeat purchase days), and with ``calibration_end`` the
     purchases after it up to ``as_of`` (``holdout_frequency``) and the holdout length."""
-    _ready(ws)
+    require_resolved(ws)
     if unit_days <= 0:
         raise ConfigError(f"unit_days must be positive, got {unit_days}")
     end = _when(as_of, DATA_END)
@@ -116,7 +117,7 @@ def baskets(ws: "Workspace", level: str = "product", *, profile_id: str | None =
     per basket. With ``profile_id``, one customer's only."""
     if level not in LEVELS:
         raise ConfigError(f"unknown level {level!r}", hint=f"use one of {', '.join(LEVELS)}")
-    _ready(ws)
+    require_resolved(ws)
     if level == "department":
         if not ws.catalogue.count():
             raise ConfigError("department-level baskets need the product catalogue",
@@ -142,7 +143,7 @@ def baskets(ws: "Workspace", level: str = "product", *, profile_id: str | None =
 def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "pd.DataFrame":
     """Per customer: recency_days, frequency, monetary, tenure_days, RFM scores (1–5 quintiles),
     orders and revenue share per channel, returns rate, discount share, category mix."""
-    _ready(ws)
+    require_resolved(ws)
     end = _when(as_of, DATA_END)
     df = ws.backend.query(f"""
         WITH p AS (SELECT * FROM ({purchases_sql(ws)}) WHERE event_time <= {end}),
@@ -188,4 +189,4 @@ def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "p
 
 
 
-__all__ = ["DATA_END", "LEVELS", "baskets", "clv_summary", "customer_features", "purchases_sql"]
+__all__ = ["DATA_END", "LEVELS", "baskets", "clv_summary", "customer_features", "purchases_sql", "require_resolved"]

@@ -618,17 +618,8 @@ def analyze_o2o(
 
     with _ws(workspace) as ws:
         df = online_to_offline(ws, within_days=within_days, by=by)
-    if as_json:
-        sys.stdout.write(df.to_json(orient="records") + "\n")
-        return
-    t = Table(show_edge=False, title=f"store activity within {within_days:g} days after vs before a digital touch")
-    for c in (by, "touches", "visit after", "visit before", "buy after", "buy before", "store sales after", "before"):
-        t.add_column(c, justify="left" if c == by else "right")
-    for r in df.itertuples(index=False):
-        t.add_row(str(r[0]), f"{r.touches:,}", f"{r.store_visit_rate_after:.1%}", f"{r.store_visit_rate_before:.1%}",
-                  f"{r.store_purchase_rate_after:.1%}", f"{r.store_purchase_rate_before:.1%}",
-                  f"{r.store_sales_after:,.0f}", f"{r.store_sales_before:,.0f}")
-    out.print(t)
+    _print_frame(df, as_json, f"store activity within {within_days:g} days after vs before a digital touch",
+                 money=("store_sales_after", "store_sales_before"))
 
 
 @analyze_app.command("funnel")
@@ -642,16 +633,20 @@ def analyze_funnel(
 
     with _ws(workspace) as ws:
         df = funnel(ws, by=by)
+    _print_frame(df, as_json, f"journey stages by {by}", money=("revenue", "store_sales", "pages_per_session"))
+
+
+def _print_frame(df, as_json: bool, title: str, *, money: tuple[str, ...] = ()) -> None:  # noqa: ANN001
+    """A DataFrame as JSON records or a table: shares as percentages, amounts with separators."""
     if as_json:
         sys.stdout.write(df.to_json(orient="records") + "\n")
         return
-    t = Table(show_edge=False)
-    for c in df.columns:
-        t.add_column(c, justify="left" if c in ("channel", "store") else "right")
+    t = Table(show_edge=False, title=title)
+    for i, c in enumerate(df.columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
     for r in df.itertuples(index=False):
-        t.add_row(*[f"{v:.1%}" if isinstance(v, float) and c not in ("revenue", "store_sales", "pages_per_session")
-                    else f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-                    for c, v in zip(df.columns, r)])
+        t.add_row(*[f"{v:,.2f}" if c in money else f"{v:.1%}" if isinstance(v, float) else
+                    f"{v:,}" if isinstance(v, int) else str(v) for c, v in zip(df.columns, r)])
     out.print(t)
 
 
