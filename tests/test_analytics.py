@@ -291,7 +291,10 @@ def test_discount_levels_and_line_returns(world):
     j = d.merge(person_of(world), on="profile_id").merge(people, on="person_id")
     assert j["promo_share"].corr(j["price_sensitivity"]) > 0.35     # the simulator's hidden price sensitivity
     lr = world.analytics.propensity("line_return")
-    assert lr["target"] == "line_return" and lr["auc"] > 0.52 and lr["test_rows"] > 1000
+    # Returns in this world follow a hidden per-person rate (a line is returned ~3 % of the time),
+    # so the signal is the customer's own history: it must be among the top drivers and beat chance.
+    assert lr["target"] == "line_return" and lr["auc"] > 0.5 and lr["test_rows"] > 1000
+    assert "prior_return_share" in [name for name, _ in lr["drivers"][:3]]
     assert world.models.get("propensity_line_return").metrics["auc"] == lr["auc"]
 
 
@@ -357,3 +360,18 @@ def test_clv_weighted_attribution(world):
     assert 0 < clv["total_conversion_value"].sum() <= total + 1e-6
     r = world.analytics.attribution("markov", order=2, value="clv")
     assert sum(x["value"] for x in r["table"]) == pytest.approx(clv["total_conversion_value"].sum())
+
+
+def test_data_driven_attribution_beats_last_touch_on_the_simulated_truth(world):
+    r = world.analytics.attribution_error("truth")
+    err = {row["model"]: row["error"] for row in r["table"]}
+    assert set(r["incremental"]) >= {"email", "sms", "push", "social", "paid_search", "display", "geofence"}
+    for model in ("markov_1", "markov_2", "markov_3", "shapley"):
+        assert err[model] < err["last_touch"] - 0.03, (model, err)
+    assert err["markov_1"] == min(v for k, v in err.items() if k != "incremental")
+    # The same scoring against the log's own holdout experiments, and from the CLI.
+    h = world.analytics.attribution_error("holdouts")
+    assert h["against"] == "holdouts" and {row["model"] for row in h["table"]} == set(err)
+    res = CliRunner().invoke(app, ["attribution", "--against", "truth", "--json", "-w", str(world.path)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["table"][0]["model"] == "incremental"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from plait.analytics.incrementality import Incrementality, compare_with_attribution, lift_interval, measure
+from plait.analytics.incrementality import (Incrementality, compare_with_attribution, lift_interval, measure,
+                                            score_attribution)
 from plait.errors import ModelError
 from tests.test_journeys import order, track
 
@@ -61,3 +64,36 @@ def test_errors(ws):
         measure(ws)
     with pytest.raises(ModelError, match="unknown group"):
         Incrementality().fit(pd.DataFrame({"campaign_id": ["c"], "group": ["maybe"], "converted": [1]}))
+
+
+def test_incremental_conversions_count_orders_like_attribution():
+    # Treated customers who buy buy twice: incremental conversions are orders, not converters.
+    df = pd.DataFrame({"campaign_id": "c", "group": ["treatment"] * 100 + ["holdout"] * 100,
+                       "converted": [True] * 40 + [False] * 60 + [True] * 20 + [False] * 80,
+                       "orders": [2] * 40 + [0] * 60 + [1] * 20 + [0] * 80})
+    r = Incrementality().fit(df).results_.iloc[0]
+    assert r["lift"] == pytest.approx(0.2)                              # in the conversion rate
+    assert r["incremental_conversions"] == pytest.approx((0.8 - 0.2) * 100)  # in orders
+    assert r["incremental_low"] < 60 < r["incremental_high"]
+
+
+def test_score_attribution_is_the_share_of_credit_on_the_wrong_channel():
+    truth = {"email": 30.0, "search": 10.0, "social": 60.0}
+    perfect = pd.DataFrame({"channel": ["email", "search", "social", "direct"], "conversions": [3.0, 1.0, 6.0, 90.0]})
+    lopsided = pd.DataFrame({"channel": ["email"], "conversions": [50.0]})
+    s = score_attribution(truth, {"lopsided": lopsided, "perfect": perfect})
+    assert list(s.index) == ["incremental", "perfect", "lopsided"]
+    assert s.loc["perfect", "error"] == pytest.approx(0.0)              # channels outside the truth do not count
+    assert s.loc["lopsided", "error"] == pytest.approx(0.7)             # all credit on email, which caused 30 %
+    assert s.loc["incremental", ["email", "search", "social"]].tolist() == pytest.approx([0.3, 0.1, 0.6])
+    with pytest.raises(ModelError, match="no channel"):
+        score_attribution({"email": 0.0}, {"perfect": perfect})
+
+
+@given(st.lists(st.floats(0, 100), min_size=3, max_size=3), st.lists(st.floats(0, 100), min_size=3, max_size=3))
+def test_score_attribution_is_bounded(truth, credit):
+    chans = ["a", "b", "c"]
+    if sum(truth) <= 0:
+        return
+    s = score_attribution(dict(zip(chans, truth)), {"m": pd.DataFrame({"channel": chans, "conversions": credit})})
+    assert -1e-9 <= s.loc["m", "error"] <= 1 + 1e-9

@@ -128,3 +128,52 @@ def test_funnel_by_entry_channel_and_store(ws):
     assert d["sessions"] == 2 and d["conversion"] == 0 and d["pages_per_session"] == 1.5
     st = funnel(ws, by="store").set_index("store").loc["s1"]
     assert (st["visits"], st["visits_with_purchase"], st["conversion"]) == (2, 1, 0.5)
+
+
+def test_first_touch_conversion_and_sales_cycle_from_the_log(ws):
+    from plait.analytics.paths import by_first_touch, first_touches
+
+    track(ws, "jo", "Email Opened", 0, properties={"campaign_id": "c1"})
+    page(ws, "jo", 60 * 24 * 3, medium="cpc")
+    order(ws, "jo", 60 * 24 * 4, "j1", 30.0)                # email first, converts after 4 days
+    track(ws, "kim", "Email Opened", 0, properties={"campaign_id": "c1"})   # email first, never converts
+    page(ws, "lee", 0, medium="cpc")
+    order(ws, "lee", 60 * 24, "l1", 10.0)                    # paid search first, 1 day
+    # A geofence entry is a touch when it carries a campaign (a geofenced offer), not on its own.
+    track(ws, "max", "Geofence Entered", 0, properties={"geofence_id": "g1", "store_id": "s1"})
+    track(ws, "max", "Geofence Entered", 10, properties={"geofence_id": "g1", "campaign_id": "geo-1"})
+    ws.resolve()
+    f = by_first_touch(first_touches(ws)).set_index("channel")
+    e = f.loc["email"]
+    assert (e["journeys"], e["conversions"], e["conversion_rate"], e["median_days"], e["value"]) == (2, 1, 0.5, 4.0, 30.0)
+    assert e["rate_low"] < 0.5 < e["rate_high"]
+    p = f.loc["paid_search"]
+    assert (p["journeys"], p["conversions"], p["median_days"]) == (1, 1, 1.0)
+    assert f.loc["geofence", "journeys"] == 1
+    assert list(path_table(ws)["path"]).count("geofence") == 1
+
+
+def test_first_touch_conversion_on_olists_lead_funnel():
+    import csv
+
+    from plait.analytics.paths import by_first_touch
+    from plait.collect.sources import olist_leads
+    from tests.conftest import shared_file
+
+    folder = shared_file("olist-marketing-funnel")
+    leads = olist_leads(folder)
+    assert len(leads) == 8000 and leads["started"].notna().all() and leads["converted_at"].notna().sum() == 842
+    f = by_first_touch(leads).set_index("channel")
+    # Counted independently from the raw files.
+    with open(folder / "olist_marketing_qualified_leads_dataset.csv") as fh:
+        origin = {r["mql_id"]: r["origin"] or "(unknown)" for r in csv.DictReader(fh)}
+    with open(folder / "olist_closed_deals_dataset.csv") as fh:
+        won = [origin[r["mql_id"]] for r in csv.DictReader(fh)]
+    for ch in ("organic_search", "paid_search", "social", "email", "unknown"):
+        n = sum(1 for o in origin.values() if o == ch)
+        assert (f.loc[ch, "journeys"], f.loc[ch, "conversions"]) == (n, won.count(ch))
+    assert f["conversions"].sum() == 842
+    # Leads from search convert better than leads from social or email, and take weeks to close.
+    assert f.loc["organic_search", "rate_low"] > f.loc["social", "rate_high"]
+    assert f.loc["paid_search", "rate_low"] > f.loc["email", "rate_high"]
+    assert 7 < f.loc["organic_search", "median_days"] < 60

@@ -275,4 +275,23 @@ class ShapleyAttribution:
         return self
 
 
-__all__ = ["HeuristicAttribution", "MarkovAttribution", "ShapleyAttribution", "markov_states", "read_paths"]
+# The models scored side by side (``plait attribution --against``): name → estimator.
+STANDARD = ("last_touch", "first_touch", "last_non_direct", "linear", "time_decay", "position_based",
+            "markov_1", "markov_2", "markov_3", "shapley", "shapley_ordered")
+
+
+def estimator(model: str, *, order: int = 1, method: str = "simplified") -> Any:
+    """An unfitted model by name: ``markov`` (with ``order``) or ``markov_<k>``, ``shapley`` (with
+    ``method``) or ``shapley_<method>``, or a heuristic (:attr:`HeuristicAttribution.MODELS`)."""
+    if model.startswith("markov"):
+        return MarkovAttribution(int(model[7:]) if model[7:].isdigit() else order)
+    if model.startswith("shapley"):
+        return ShapleyAttribution(model[8:] or method)
+    if model not in HeuristicAttribution.MODELS:
+        raise ModelError(f"unknown attribution model {model!r}",
+                         hint=f"use markov, shapley or one of {', '.join(HeuristicAttribution.MODELS)}")
+    return HeuristicAttribution(model)
+
+
+__all__ = ["STANDARD", "HeuristicAttribution", "MarkovAttribution", "ShapleyAttribution", "estimator", "markov_states",
+           "read_paths"]

@@ -2,7 +2,9 @@
 
 A *touch* is a message a customer engaged with (email or push opened or clicked; an SMS
 delivered, since SMS has no open signal), a campaign received by mail, a coupon redeemed, a
-social engagement, a store visit, a geofence entry, a call-centre contact, or the *first* page or screen of a web/app session (sessions end after
+social engagement, a store visit, a geofence entry that carries a campaign (a geofenced offer;
+an entry on its own is the customer arriving, already counted by the store visit), a call-centre
+contact, or the *first* page or screen of a web/app session (sessions end after
 ``session_minutes`` of inactivity), classed by its campaign medium or referrer: paid search
 (cpc/ppc/paid), display, email, social, organic search (a search engine referrer), referral
 (any other referrer) or direct. A *conversion* is a completed order, online or in store. A
@@ -33,7 +35,7 @@ TOUCH_SQL = """CASE
   WHEN event IN ('Push Opened', 'Push Clicked') THEN 'push'
   WHEN event = 'Social Engagement' THEN 'social'
   WHEN event = 'Store Visit' THEN 'store_visit'
-  WHEN event = 'Geofence Entered' THEN 'geofence'
+  WHEN event = 'Geofence Entered' AND campaign_id IS NOT NULL THEN 'geofence'
   WHEN event IN ('Call Center Contact', 'Complaint Filed') THEN 'call_center'
   WHEN event IN ('Campaign Received', 'Direct Mail Received') THEN coalesce(nullif(channel, 'other'), 'direct_mail')
   WHEN event = 'Coupon Redeemed' THEN 'coupon'
@@ -114,7 +116,8 @@ def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes:
 def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30) -> "pd.DataFrame":
     """Journey stages per entry channel (web/app sessions by their source) or per store
     (visits → purchases): sessions, visit quality (pages per session, share viewing a product),
-    add to cart, checkout, orders, conversion and the median days from first touch to order."""
+    add to cart, checkout, orders, conversion and revenue. The sales cycle per first-touch
+    channel is :func:`plait.analytics.paths.by_first_touch`."""
     require_resolved(ws)
     allowed = ws.consent.allowed_profiles_sql("analytics")
     base = f"""

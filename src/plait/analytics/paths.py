@@ -8,6 +8,10 @@
 - :func:`sankey`: a flow table (source, target, value) with step-numbered nodes ("1 email" →
   "2 search" → "(conversion)"), ready for any Sankey chart.
 - :func:`time_to_conversion`: days and touches from a journey's first touch to its conversion.
+- :func:`by_first_touch`: per first-touch channel, journeys, conversion rate (Wilson 95 %
+  interval), value and the sales cycle (median and 90th-percentile days from first touch to
+  conversion) — on the log's journeys (:func:`first_touches`) or a lead funnel from elsewhere
+  (one row per lead: channel, started, converted_at, value).
 """
 
 from __future__ import annotations
@@ -106,4 +110,45 @@ def time_to_conversion(ws: "Workspace", **kwargs: Any) -> dict[str, Any]:
     return {k: (float(v) if v is not None and k != "journeys" else v) for k, v in row.items()}
 
 
-__all__ = ["chains", "sankey", "time_to_conversion", "top_paths", "transitions"]
+def first_touches(ws: "Workspace", **kwargs: Any) -> "pd.DataFrame":
+    """The log's journeys as leads: first touch channel and time, conversion time (NaT for a
+    journey that has not converted) and value."""
+    from plait.analytics.journeys import journeys_sql
+
+    return ws.backend.query(f"""
+        WITH j AS ({journeys_sql(ws, **kwargs)})
+        SELECT touches[1] AS channel, touch_times[1] AS started, conv_t AS converted_at, value
+        FROM j WHERE len(touches) > 0""").to_pandas()
+
+
+def by_first_touch(leads: "pd.DataFrame") -> "pd.DataFrame":
+    """Conversion and sales cycle per first-touch channel from one row per lead or journey
+    (``channel``, ``started``, ``converted_at`` — empty when not converted — and optional
+    ``value``)."""
+    import numpy as np
+    import pandas as pd
+
+    from plait.analytics.incrementality import _wilson
+    from plait.errors import ModelError
+
+    missing = {"channel", "started", "converted_at"} - set(leads.columns)
+    if missing:
+        raise ModelError(f"first-touch analysis needs columns {', '.join(sorted(missing))}")
+    d = leads.assign(channel=leads["channel"].fillna("(unknown)").replace("", "(unknown)"),
+                     days=(pd.to_datetime(leads["converted_at"], utc=True)
+                           - pd.to_datetime(leads["started"], utc=True)).dt.total_seconds() / 86400)
+    d["value"] = d["value"].fillna(0) if "value" in d else 0.0
+    rows = []
+    for ch, g in d.groupby("channel", sort=False):
+        won = g["days"].notna()
+        k, n = int(won.sum()), len(g)
+        lo, hi = _wilson(k, n)
+        days = g.loc[won, "days"]
+        rows.append({"channel": ch, "journeys": n, "conversions": k, "conversion_rate": k / n,
+                     "rate_low": lo, "rate_high": hi, "value": float(g.loc[won, "value"].sum()),
+                     "median_days": float(days.median()) if k else np.nan,
+                     "p90_days": float(days.quantile(0.9)) if k else np.nan})
+    return pd.DataFrame(rows).sort_values(["journeys", "channel"], ascending=[False, True]).reset_index(drop=True)
+
+
+__all__ = ["by_first_touch", "chains", "first_touches", "sankey", "time_to_conversion", "top_paths", "transitions"]

@@ -206,16 +206,11 @@ class Analytics:
     def attribution(self, model: str = "markov", *, order: int = 1, method: str = "simplified",
                     lookback_days: float = 30, session_minutes: float = 30, value: str = "revenue") -> dict[str, Any]:
         """Credit per channel from the log's journeys; stored in ``analytics_attribution``."""
-        from plait.analytics.attribution import HeuristicAttribution, MarkovAttribution, ShapleyAttribution
+        from plait.analytics.attribution import estimator
         from plait.analytics.journeys import path_table
 
+        est = estimator(model, order=order, method=method)
         paths = path_table(self.ws, lookback_days=lookback_days, session_minutes=session_minutes, value=value)
-        if model == "markov":
-            est: Any = MarkovAttribution(order)
-        elif model == "shapley":
-            est = ShapleyAttribution(method)
-        else:
-            est = HeuristicAttribution(model)
         table = est.fit(paths).attribution_.sort_values("conversions", ascending=False).reset_index(drop=True)
         _store(self.ws, "analytics_attribution", table.assign(model=model, order=order if model == "markov" else None))
         from plait.analytics.paths import chains
@@ -224,6 +219,31 @@ class Analytics:
                 "top_chains": chains(paths, 5).to_dict("records"),
                 "untouched_conversions": paths.attrs["untouched"], "table": table.to_dict("records"),
                 "top_paths": paths.head(5).to_dict("records")}
+
+    def attribution_error(self, against: str = "holdouts", *, models: Any = None, lookback_days: float = 30,
+                          window_days: float = 14) -> dict[str, Any]:
+        """Each attribution model's credit beside what the channels caused: the incremental
+        conversions measured by the log's holdout experiments (``against="holdouts"``) or, in a
+        simulated workspace, the simulator's truth (``against="truth"``). See
+        :func:`plait.analytics.incrementality.score_attribution`."""
+        from plait.analytics.attribution import STANDARD, estimator
+        from plait.analytics.incrementality import by_channel, measure, score_attribution
+        from plait.analytics.journeys import path_table
+
+        if against == "truth":
+            from plait.simulate import true_incremental
+
+            incremental = true_incremental(self.ws)
+        elif against == "holdouts":
+            incremental = by_channel(measure(self.ws, window_days=window_days))["incremental_conversions"]
+        else:
+            raise ModelError(f"score attribution against truth or holdouts, not {against!r}")
+        paths = path_table(self.ws, lookback_days=lookback_days)
+        fitted = {m: estimator(m).fit(paths).attribution_ for m in (models or STANDARD)}
+        scores = score_attribution(incremental, fitted)
+        return {"against": against, "conversions": int(paths["total_conversions"].sum()),
+                "incremental": {k: float(v) for k, v in incremental.items()},
+                "table": scores.reset_index().to_dict("records")}
 
     # -- imputation -----------------------------------------------------------------------------
     def impute(self, trait: str, *, min_probability: float = 0.5) -> dict[str, Any]:

@@ -176,6 +176,20 @@ def _attribution(out: Console, ws) -> None:  # noqa: ANN001
     out.print(t)
     out.print("   typical converting chains (repeats collapsed): " + "; ".join(
         f"{c['chain']} ({c['conversions']:,.0f}, {c['conversion_rate']:.0%} convert)" for c in markov["top_chains"][:4]))
+    from plait.analytics.incrementality import measure
+
+    names = {"markov_1": "Markov-1", "markov_2": "Markov-2", "shapley": "Shapley", "last_non_direct": "last non-direct",
+             "first_touch": "first touch", "last_touch": "last touch"}
+    err = ws.analytics.attribution_error("truth", models=tuple(names))
+    out.print("   judged against what the campaigns really caused (the simulator's truth), the share of credit on "
+              "the wrong channel: " + ", ".join(f"{names[r['model']]} {r['error']:.0%}" for r in err["table"]
+                                                 if r["model"] in names))
+    inc = measure(ws, window_days=10)
+    sig = inc[inc["significant"] & (inc["lift"] > 0)].sort_values("incremental_conversions", ascending=False)
+    best = ", ".join(f"{r.campaign_id} ({r.channel}) +{r.incremental_conversions:,.0f} orders "
+                     f"[{r.incremental_low:,.0f}, {r.incremental_high:,.0f}]" for r in sig.head(2).itertuples())
+    out.print(f"   holdout experiments: {len(inc)} campaigns with 10% held out, {len(sig)} with a significant lift"
+              + (f" — {best}" if best else "") + " (plait attribution --against holdouts)")
 
 
 def _date_sql(ws, days_before_end: int) -> str:  # noqa: ANN001

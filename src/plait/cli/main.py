@@ -679,14 +679,26 @@ def attribution(
     lookback_days: Annotated[float, typer.Option(help="Touches counted up to N days before a conversion.")] = 30,
     value: Annotated[str, typer.Option(help="revenue, or clv for credit in expected future value.")] = "revenue",
     workspace: WorkspaceOpt = None,
+    against: Annotated[Optional[str], typer.Option(help="Score every model against what the channels caused: "
+                                                       "holdouts (the log's experiments) or truth (a simulated "
+                                                       "workspace).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Credit per channel: conversions and value, from the workspace's journeys or a path table.
 
     Example: [bold]plait attribution --model markov --order 2 --paths paths.csv[/]
+    Example: [bold]plait attribution --against holdouts[/]
     """
-    from plait.analytics.attribution import HeuristicAttribution, MarkovAttribution, ShapleyAttribution
+    from plait.analytics.attribution import estimator
 
+    if against is not None:
+        with _ws(workspace) as ws:
+            r = ws.analytics.attribution_error(against, lookback_days=lookback_days)
+        if as_json:
+            sys.stdout.write(json.dumps(r, default=_jsonable) + "\n")
+            return
+        out.print(error_table(r))
+        return
     if paths is None:   # the workspace's own journeys
         import pandas as pd
 
@@ -696,12 +708,7 @@ def attribution(
         err.print(f"{r['conversions']:,} conversions on {r['paths']:,} paths "
                   f"({r['untouched_conversions']:,} conversions had no touch in the lookback window)")
     else:
-        if model == "markov":
-            est = MarkovAttribution(order)
-        elif model == "shapley":
-            est = ShapleyAttribution(method)
-        else:
-            est = HeuristicAttribution(model)
+        est = estimator(model, order=order, method=method)
         table = est.fit(str(paths)).attribution_.sort_values("conversions", ascending=False)
     if as_json:
         sys.stdout.write(table.to_json(orient="records") + "\n")
@@ -713,6 +720,26 @@ def attribution(
     for r in table.itertuples(index=False):
         t.add_row(r.channel, f"{r.conversions:,.2f}", f"{r.value:,.2f}", f"{r.conversions / total:.1%}")
     out.print(t)
+
+
+def error_table(r: dict) -> Table:
+    """Models' shares of credit beside the channels' shares of incremental conversions."""
+    rows = r["table"]
+    chans = [k for k in rows[0] if k not in ("model", "error")]
+    inc = r["incremental"]
+    t = Table(show_edge=False, pad_edge=False, padding=(0, 1),
+              title=f"attribution vs {'simulated truth' if r['against'] == 'truth' else 'holdout experiments'}: "
+                    "share of credit per channel (error = share on the wrong channel)")
+    t.add_column("model", no_wrap=True)
+    t.add_column("error", justify="right")
+    for c in chans:
+        t.add_column(c, justify="right")
+    t.caption = "incremental conversions: " + ", ".join(f"{c} {inc.get(c, 0):,.0f}" for c in chans)
+    for row in rows:
+        style = "bold green" if row["model"] == "incremental" else None
+        t.add_row(row["model"], "" if row["model"] == "incremental" else f"{row['error']:.3f}",
+                  *(f"{row[c]:.0%}" for c in chans), style=style)
+    return t
 
 
 @app.command("models")

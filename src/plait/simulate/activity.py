@@ -19,13 +19,19 @@ import pyarrow.compute as pc
 from plait.simulate.world import World
 
 DAY_US = 86_400_000_000
+# Chance that an occasion ends in an order: a web/app session buys with 0.14, or 0.30 when more
+# than one product is viewed (views ~ Poisson(1.2)); a store visit buys with 0.62.
+P_BUY_ONLINE = 0.14 + 0.16 * (1 - np.exp(-1.2) * 2.2)
+P_BUY_STORE = 0.62
+# The channel a campaign's touch is analysed under (a search campaign's clicks are paid search).
+TOUCH_CHANNEL = {"search": "paid_search"}
 KINDS = [
     ("page", None), ("screen", None), ("track", "Product Viewed"), ("track", "Product Added"),
     ("track", "Checkout Started"), ("track", "Order Completed"), ("track", "Store Visit"),
     ("track", "Geofence Entered"), ("track", "Email Sent"), ("track", "Email Opened"), ("track", "Email Clicked"),
     ("track", "SMS Sent"), ("track", "Push Sent"), ("track", "Push Opened"), ("track", "Social Engagement"),
     ("track", "Product Returned"), ("track", "Order Cancelled"), ("track", "Loyalty Points Earned"),
-    ("track", "Coupon Redeemed"),
+    ("track", "Coupon Redeemed"), ("track", "Campaign Exposure"),
 ]
 K = {name or typ: i for i, (typ, name) in enumerate(KINDS)}
 
@@ -75,8 +81,13 @@ def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 
 
 def simulate_block(w: World, people: np.ndarray, rng: np.random.Generator, facts: Facts, order_base: int,
-                   truth_exposures: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> int:
-    """Simulate ``people`` over the whole period into ``facts``; returns the next order number."""
+                   truth_exposures: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                   truth_orders: np.ndarray) -> int:
+    """Simulate ``people`` over the whole period into ``facts``; returns the next order number.
+
+    ``truth_orders[c]`` grows by the orders campaign ``c`` caused among these people: the exact
+    expectation, given everything else in their world, of orders with the campaign minus
+    orders without it."""
     n, D = len(people), w.days
     start_us = int(np.datetime64(w.start, "us").astype(np.int64))
     day = np.arange(D)
@@ -85,26 +96,51 @@ def simulate_block(w: World, people: np.ndarray, rng: np.random.Generator, facts
     rate = w.activity[people][:, None] * season[None, :]
     rate = rate * (day[None, :] < w.churn_day[people][:, None])
 
-    # Marketing touches and their true effect.
+    # Marketing touches and their true effect. A push or geofence campaign reaches app users only.
     lift = np.zeros((n, D))
     geo_boost = np.zeros((n, D))
     c = w.campaigns
+    touched_by = []
     for ci in range(len(c["day"])):
         targeted = rng.random(n) < c["reach"][ci]
         holdout = targeted & (rng.random(n) < c["holdout"][ci])
+        ch = c["channel"][ci]
+        if ch in ("push", "geofence"):
+            targeted &= w.app_user[people]
+            holdout &= targeted
         touched = targeted & ~holdout
         d0 = int(c["day"][ci])
         d1 = min(D, d0 + int(c["window"][ci]))
         lift[touched, d0:d1] += c["lift"][ci]
-        ch = c["channel"][ci]
         if ch == "geofence":
             geo_boost[touched, d0:d1] += 1.0
         idx = np.flatnonzero(targeted)
         truth_exposures.append((people[idx], np.full(idx.size, ci), np.full(idx.size, d0), ~holdout[idx]))
+        touched_by.append(np.flatnonzero(touched))
+        _assign(w, facts, ch, ci, people[idx], start_us + d0 * DAY_US + 6 * 3_600_000_000, ~holdout[idx])
         tp = people[touched]
         if tp.size:
             t = start_us + d0 * DAY_US + rng.integers(8 * 3600, 20 * 3600, tp.size) * 1_000_000
             _touch(w, facts, rng, ch, ci, tp, t)
+
+    # Channel weights per person and day: preference, rain moving shopping online, local events
+    # and geofence offers drawing people to the store.
+    pref = w.channel_pref[people]
+    online_w = pref[:, 0] + pref[:, 1] * w.app_user[people]
+    region = w.stores["region"][w.home_store[people]]
+    store_w = pref[:, 2][:, None] * np.where(w.weather["rain"][region], 0.6, 1.0)
+    ev = w.local_events
+    for s, dd, lf in zip(ev["store"], ev["day"], ev["lift"]):
+        store_w[w.home_store[people] == s, dd] *= lf
+    for ci, who in enumerate(touched_by):
+        d0 = int(c["day"][ci])
+        d1 = min(D, d0 + int(c["window"][ci]))
+        r, L, sw = rate[who, d0:d1], lift[who, d0:d1], store_w[who, d0:d1]
+        g, ow = geo_boost[who, d0:d1], online_w[who][:, None]
+        conv = (ow * P_BUY_ONLINE + sw * (1 + g) * P_BUY_STORE) / (ow + sw * (1 + g))
+        g0 = g - (1.0 if c["channel"][ci] == "geofence" else 0.0)
+        conv0 = (ow * P_BUY_ONLINE + sw * (1 + g0) * P_BUY_STORE) / (ow + sw * (1 + g0))
+        truth_orders[ci] += float((r * ((1 + L) * conv - (1 + L - c["lift"][ci]) * conv0)).sum())
     rate = rate * (1 + lift)
 
     occ = rng.poisson(rate)
@@ -113,18 +149,11 @@ def simulate_block(w: World, people: np.ndarray, rng: np.random.Generator, facts
     p_idx, d_idx = np.repeat(p_idx, reps), np.repeat(d_idx, reps)
     person = people[p_idx]
     m = person.size
-    # Channel: preference, moved online by rain, to the store by local events and geofence offers.
-    pref = w.channel_pref[person].copy()
-    region = w.stores["region"][w.home_store[person]]
-    rain = w.weather["rain"][region, d_idx]
-    pref[rain, 2] *= 0.6
-    ev = w.local_events
-    for s, dd, lf in zip(ev["store"], ev["day"], ev["lift"]):
-        hit = (w.home_store[person] == s) & (d_idx == dd)
-        pref[hit, 2] *= lf
-    pref[:, 2] *= 1 + geo_boost[p_idx, d_idx]
-    pref[:, 1] *= w.app_user[person]
-    channel = _categorical(rng, pref)
+    # Each occasion's channel, drawn from those weights.
+    w_on = pref[p_idx]
+    probs = np.stack([w_on[:, 0], w_on[:, 1] * w.app_user[person],
+                      store_w[p_idx, d_idx] * (1 + geo_boost[p_idx, d_idx])], axis=1)
+    channel = _categorical(rng, probs)
     t0 = start_us + d_idx * DAY_US + (8 * 3600 + rng.beta(2, 2, m) * 14 * 3600).astype(np.int64) * 1_000_000
 
     order_no = order_base
@@ -134,9 +163,24 @@ def simulate_block(w: World, people: np.ndarray, rng: np.random.Generator, facts
     return order_no
 
 
-def _touch(w: World, facts: Facts, rng: np.random.Generator, ch: str, ci: int, p: np.ndarray, t: np.ndarray) -> None:
+def _campaign_ids(w: World, ch: str, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The identifiers a campaign system addresses people by: the app's device for push and
+    geofence campaigns, else the web login where there is one and the messaging platform's id."""
     user = np.where(w.registered[p], w.user_id(p), None)
-    anon = np.where(w.registered[p], None, w.esp_id(p))
+    if ch in ("push", "geofence"):
+        return w.device(p), user
+    return np.where(w.registered[p], None, w.esp_id(p)), user
+
+
+def _assign(w: World, facts: Facts, ch: str, ci: int, p: np.ndarray, t: int, treated: np.ndarray) -> None:
+    """The campaign tool's record of who was in which group (treatment or holdout)."""
+    anon, user = _campaign_ids(w, ch, p)
+    facts.add(K["Campaign Exposure"], p, np.full(p.size, t, np.int64), anon, user, TOUCH_CHANNEL.get(ch, ch),
+              "campaigns", campaign=ci, qty=treated.astype(np.int32))
+
+
+def _touch(w: World, facts: Facts, rng: np.random.Generator, ch: str, ci: int, p: np.ndarray, t: np.ndarray) -> None:
+    anon, user = _campaign_ids(w, "email", p)
     if ch == "email":
         facts.add(K["Email Sent"], p, t, anon, user, "email", "esp", campaign=ci)
         o = rng.random(p.size) < 0.4
@@ -156,7 +200,8 @@ def _touch(w: World, facts: Facts, rng: np.random.Generator, ch: str, ci: int, p
         o = rng.random(pa_.size) < 0.25
         facts.add(K["Push Opened"], pa_[o], ta[o] + 120_000_000, w.device(pa_[o]), u[o], "push", "app", campaign=ci)
     elif ch == "social":
-        facts.add(K["Social Engagement"], p, t, np.char.add("soc-", p.astype(str)), None, "social", "social",
+        # The platform matches registered customers' logins (a custom audience); others stay anonymous.
+        facts.add(K["Social Engagement"], p, t, np.char.add("soc-", p.astype(str)), user, "social", "social",
                   campaign=ci)
     else:  # search, display: an ad click landing on the site
         k = rng.integers(0, 3, p.size)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plait.engine.dialects import quote_literal
-from plait.simulate.activity import KINDS, Facts, simulate_block
+from plait.simulate.activity import KINDS, TOUCH_CHANNEL, Facts, simulate_block
 from plait.simulate.world import NICK, World, build_world, typo
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
     b = ws.backend
     _register_lookups(ws, w)
     exposures: list = []
+    caused = np.zeros(len(w.campaigns["day"]))
     order_no = 1
     blocks = range(0, people, BLOCK)
     bar = None
@@ -71,7 +72,8 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
     try:
         for bi, lo in enumerate(blocks):
             facts = Facts()
-            order_no = simulate_block(w, np.arange(lo, min(people, lo + BLOCK)), rng, facts, order_no, exposures)
+            order_no = simulate_block(w, np.arange(lo, min(people, lo + BLOCK)), rng, facts, order_no, exposures,
+                                      caused)
             b.temp_table("sim_facts", facts.table())
             rows = b.query(_facts_sql(seed, bi, ws.settings.base_currency))
             ws.log.append_table(rows)
@@ -85,7 +87,7 @@ def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int =
         if bar:
             bar.stop()
         b.execute("DROP TABLE IF EXISTS sim_facts")
-    ids = _write_truth(ws.truth_dir, w, exposures)
+    ids = _write_truth(ws.truth_dir, w, exposures, caused)
     # The retailer's own product catalogue (reference data, not truth): category, department, list price.
     ws.catalogue.add({"product_id": f"P{i}", "name": f"{w.categories[c]} item {i}", "category": w.categories[c],
                       "department": w.category_department[c], "list_price": float(w.products["price"][i])}
@@ -157,6 +159,8 @@ SELECT
          'store_id', CASE WHEN store IS NOT NULL THEN 'st-' || store END)
     WHEN event = 'Order Cancelled' THEN json_object('order_id', 'ord-' || order_no, 'total', round(amount, 2), 'currency', {cur})
     WHEN event = 'Loyalty Points Earned' THEN json_object('card_id', anon, 'points', qty, 'order_id', 'ord-' || order_no)
+    WHEN event = 'Campaign Exposure' THEN json_object('campaign_id', 'cmp-' || campaign, 'campaign_name',
+         campaign_channel || ' campaign ' || campaign, 'group', CASE WHEN qty = 1 THEN 'treatment' ELSE 'holdout' END)
     WHEN campaign IS NOT NULL THEN json_object('campaign_id', 'cmp-' || campaign, 'campaign_name',
          campaign_channel || ' campaign ' || campaign)
   END AS VARCHAR) AS properties,
@@ -261,7 +265,7 @@ def _identity_events(w: World, rng: np.random.Generator, ws: "Workspace") -> lis
     return out
 
 
-def _write_truth(directory: Path, w: World, exposures: list) -> int:
+def _write_truth(directory: Path, w: World, exposures: list, caused: np.ndarray) -> int:
     """Who is behind each identifier, and the world's hidden causes."""
     directory.mkdir(parents=True, exist_ok=True)
     p = np.arange(w.n)
@@ -297,8 +301,11 @@ def _write_truth(directory: Path, w: World, exposures: list) -> int:
     c = w.campaigns
     pq.write_table(pa.table({
         "campaign_id": [f"cmp-{i}" for i in range(len(c["day"]))], "channel": list(c["channel"]),
+        "touch_channel": [TOUCH_CHANNEL.get(ch, ch) for ch in c["channel"]],
         "day": [str(np.datetime64(w.start) + int(d)) for d in c["day"]], "true_lift": c["lift"],
         "window_days": c["window"], "reach": c["reach"], "holdout_share": c["holdout"],
+        # Orders the campaign caused: expected orders with it minus without it, everything else equal.
+        "true_incremental_orders": caused,
     }), directory / "campaigns.parquet")
     if exposures:
         pq.write_table(pa.table({
@@ -329,4 +336,16 @@ def _write_truth(directory: Path, w: World, exposures: list) -> int:
     return ident.num_rows
 
 
-__all__ = ["SimulationResult", "simulate"]
+def true_incremental(ws: "Workspace") -> Any:
+    """Orders the simulated campaigns caused, summed per touch channel (a pandas Series)."""
+    from plait.errors import ConfigError
+
+    path = ws.truth_dir / "campaigns.parquet"
+    if not path.exists() or "true_incremental_orders" not in pq.read_schema(path).names:
+        raise ConfigError(f"no simulator truth in {ws.truth_dir}",
+                          hint="score against holdouts, or simulate this workspace with `plait simulate`")
+    df = pq.read_table(path, columns=["touch_channel", "true_incremental_orders"]).to_pandas()
+    return df.groupby("touch_channel")["true_incremental_orders"].sum().rename_axis("channel")
+
+
+__all__ = ["SimulationResult", "simulate", "true_incremental"]
