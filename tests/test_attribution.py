@@ -169,3 +169,21 @@ def test_path_analysis_tables():
     assert sk[sk["target"].isin(["(conversion)", "(null)"])]["value"].sum() == \
         (TABLE["total_conversions"] + TABLE["total_null"]).sum()
     assert len(first) > 0
+
+
+def test_markov_value_has_its_own_removal_effects():
+    # Paths through "b" convert rarely but for a lot; "a" converts often for little.
+    df = pd.DataFrame({"path": ["a", "b", "a > b"], "total_conversions": [8, 2, 1],
+                       "total_conversion_value": [80.0, 400.0, 50.0], "total_null": [2, 8, 4]})
+    m = MarkovAttribution(1).fit(df)
+    a = m.attribution_.set_index("channel")
+    assert a["value"].sum() == pytest.approx(530.0) and a["conversions"].sum() == pytest.approx(11)
+    assert a.loc["a", "conversions"] > a.loc["b", "conversions"] and a.loc["b", "value"] > a.loc["a", "value"]
+    # Solved by hand: from the start a 15/25, b 10/25; a converts 8/15 (value 80/15) and moves to b
+    # 5/15; b converts 3/15 (value 450/15). Expected value 21.2 per path; without b 3.2, without a 12.
+    assert m.value_per_path_ == pytest.approx(21.2) and m.conversion_probability_ == pytest.approx(0.44)
+    assert m.value_removal_effects_["b"] == pytest.approx(1 - 3.2 / 21.2)
+    assert m.value_removal_effects_["a"] == pytest.approx(1 - 12 / 21.2)
+    vb, va = 1 - 3.2 / 21.2, 1 - 12 / 21.2
+    assert a.loc["b", "value"] == pytest.approx(530 * vb / (va + vb))
+    assert a.loc["a", "conversions"] == pytest.approx(11 * (1 - 0.08 / 0.44) / ((1 - 0.08 / 0.44) + (1 - 0.32 / 0.44)))

@@ -142,7 +142,11 @@ def markov_states(chans: tuple[str, ...], order: int) -> list[tuple[str, ...]]:
 
 
 class MarkovAttribution:
-    """Removal effects of an order-``order`` Markov chain, solved exactly."""
+    """Removal effects of an order-``order`` Markov chain, solved exactly.
+
+    Conversions are shared by the removal effects on the conversion probability; value by the
+    removal effects on the expected converted value (a chain whose conversions carry the mean
+    value of the paths ending in each state), as ChannelAttribution separates them."""
 
     def __init__(self, order: int = 1) -> None:
         if not 1 <= order <= 4:
@@ -157,6 +161,7 @@ class MarkovAttribution:
         index: dict[tuple[str, ...], int] = {}
         trans: dict[tuple[int, int], float] = defaultdict(float)
         to_conv: dict[int, float] = defaultdict(float)
+        to_val: dict[int, float] = defaultdict(float)
         out_total: dict[int, float] = defaultdict(float)
         start_to: dict[int, float] = defaultdict(float)
         total_conv = total_val = 0.0
@@ -174,6 +179,7 @@ class MarkovAttribution:
                 trans[(a, b)] += n
                 out_total[a] += n
             to_conv[ids[-1]] += conv
+            to_val[ids[-1]] += val
             out_total[ids[-1]] += n          # conv + null leave the last state
         if total_conv == 0:
             raise ModelError("no conversions in the path table", hint="nothing to attribute")
@@ -183,31 +189,41 @@ class MarkovAttribution:
         out = np.array([out_total[i] for i in range(k)])
         prob = np.fromiter(trans.values(), float, len(trans)) / out[src]
         Q = sparse.csr_matrix((prob, (src, dst)), shape=(k, k))
-        r = np.array([to_conv[i] for i in range(k)]) / out
+        # Rewards on leaving a state: the chance of converting, and the value converted.
+        reward = np.column_stack([np.array([to_conv[i] for i in range(k)]) / out,
+                                  np.array([to_val[i] for i in range(k)]) / out])
         s0 = np.array([start_to[i] for i in range(k)]) / n_paths
 
-        def p_conv(keep: np.ndarray | None) -> float:
-            # Removed states lead to null: the chain is solved on the kept states alone.
-            q, rr, ss = (Q, r, s0) if keep is None else (Q[keep][:, keep], r[keep], s0[keep])
+        def expected(keep: np.ndarray | None) -> np.ndarray:
+            # Removed states lead to null: the chain is solved on the kept states alone, for the
+            # conversion probability and the expected value at once.
+            q, rr, ss = (Q, reward, s0) if keep is None else (Q[keep][:, keep], reward[keep], s0[keep])
             if not ss.size:
-                return 0.0
+                return np.zeros(2)
             x = spsolve((sparse.identity(ss.size, format="csc") - q).tocsc(), rr, permc_spec="MMD_ATA")
-            return float(ss @ np.atleast_1d(x))
+            return ss @ np.asarray(x).reshape(ss.size, 2)
 
-        base = p_conv(None)
+        base = expected(None)
         states = list(index)
         channels = sorted({c for s in states for c in s})
-        effects = {}
+        effects, value_effects = {}, {}
         for c in channels:
-            keep = np.array([c not in s for s in states])
-            effects[c] = max(0.0, 1 - p_conv(keep) / base) if base > 0 else 0.0
-        total_effect = sum(effects.values())
+            kept = expected(np.array([c not in s for s in states]))
+            effects[c] = max(0.0, 1 - kept[0] / base[0]) if base[0] > 0 else 0.0
+            value_effects[c] = max(0.0, 1 - kept[1] / base[1]) if base[1] > 0 else 0.0
         self.removal_effects_ = effects
-        self.conversion_probability_ = base
+        self.value_removal_effects_ = value_effects
+        self.conversion_probability_ = float(base[0])
+        self.value_per_path_ = float(base[1])
         self.n_states_ = k
-        share = {c: (e / total_effect if total_effect else 0.0) for c, e in effects.items()}
-        self.attribution_ = _frame({c: total_conv * s for c, s in share.items()},
-                                   {c: total_val * s for c, s in share.items()})
+
+        def shares(e: dict[str, float]) -> dict[str, float]:
+            t = sum(e.values())
+            return {c: (x / t if t else 0.0) for c, x in e.items()}
+
+        conv_share, val_share = shares(effects), shares(value_effects)
+        self.attribution_ = _frame({c: total_conv * s for c, s in conv_share.items()},
+                                   {c: total_val * val_share[c] for c in conv_share})
         return self
 
 

@@ -184,12 +184,12 @@ def _attribution(out: Console, ws) -> None:  # noqa: ANN001
     out.print("   judged against what the campaigns really caused (the simulator's truth), the share of credit on "
               "the wrong channel: " + ", ".join(f"{names[r['model']]} {r['error']:.0%}" for r in err["table"]
                                                  if r["model"] in names))
-    inc = measure(ws, window_days=10)
-    sig = inc[inc["significant"] & (inc["lift"] > 0)].sort_values("incremental_conversions", ascending=False)
-    best = ", ".join(f"{r.campaign_id} ({r.channel}) +{r.incremental_conversions:,.0f} orders "
-                     f"[{r.incremental_low:,.0f}, {r.incremental_high:,.0f}]" for r in sig.head(2).itertuples())
-    out.print(f"   holdout experiments: {len(inc)} campaigns with 10% held out, {len(sig)} with a significant lift"
-              + (f" — {best}" if best else "") + " (plait attribution --against holdouts)")
+    inc = measure(ws, window_days=10).sort_values("incremental_conversions", ascending=False)
+    sig = int((inc["significant"] & (inc["lift"] > 0)).sum())
+    best = ", ".join(f"{r.campaign_id} ({r.channel}) {r.incremental_conversions:+,.0f} orders "
+                     f"[95% CI {r.incremental_low:+,.0f} to {r.incremental_high:+,.0f}]" for r in inc.head(2).itertuples())
+    out.print(f"   holdout experiments: {len(inc)} campaigns, 10% held out; {sig} with a significant lift in conversion "
+              f"rate; largest measured: {best} (plait attribution --against holdouts)")
 
 
 def _date_sql(ws, days_before_end: int) -> str:  # noqa: ANN001
