@@ -187,3 +187,23 @@ def test_markov_value_has_its_own_removal_effects():
     vb, va = 1 - 3.2 / 21.2, 1 - 12 / 21.2
     assert a.loc["b", "value"] == pytest.approx(530 * vb / (va + vb))
     assert a.loc["a", "conversions"] == pytest.approx(11 * (1 - 0.08 / 0.44) / ((1 - 0.08 / 0.44) + (1 - 0.32 / 0.44)))
+
+
+@pytest.mark.parametrize("leak", [0.5, 0.0005])   # fast (iterated) and slow (solved by LU) chains
+def test_absorbing_chain_solutions_are_exact(leak):
+    from scipy import sparse
+
+    from plait.analytics.attribution import _absorb
+
+    rng = np.random.default_rng(4)
+    k = 60
+    P = rng.random((k, k)) * (rng.random((k, k)) < 0.1)
+    P = P / np.maximum(P.sum(axis=1, keepdims=True), 1e-12) * (1 - leak)
+    reward = np.column_stack([np.full(k, leak), rng.random(k) * leak])
+    s0 = rng.dirichlet(np.ones(k))
+    keep = np.column_stack([np.ones(k, bool), rng.random(k) < 0.7, rng.random(k) < 0.4])
+    got = _absorb(sparse.csr_matrix(P), reward, s0, keep)
+    for j in range(keep.shape[1]):
+        kj = keep[:, j]
+        x = np.linalg.solve(np.eye(kj.sum()) - P[kj][:, kj], reward[kj])
+        assert got[j] == pytest.approx(s0[kj] @ x, rel=1e-10)

@@ -97,3 +97,26 @@ def test_score_attribution_is_bounded(truth, credit):
         return
     s = score_attribution(dict(zip(chans, truth)), {"m": pd.DataFrame({"channel": chans, "conversions": credit})})
     assert -1e-9 <= s.loc["m", "error"] <= 1 + 1e-9
+
+
+def test_a_digital_campaigns_effect_on_store_sales(ws):
+    # Treated customers buy in store after the email; held-out ones buy online only.
+    for i in range(20):
+        group = "treatment" if i < 10 else "holdout"
+        track(ws, f"s{i}", "Campaign Exposure", 0, properties={"campaign_id": "push-store", "group": group},
+              context={"channel": "email"})
+        if group == "treatment" and i < 6:
+            track(ws, f"s{i}", "Order Completed", 60 * 24, context={"channel": "store"},
+                  properties={"order_id": f"st{i}", "total": 30.0, "currency": "USD", "store_id": "s1"})
+        else:
+            order(ws, f"s{i}", 60 * 24, f"on{i}", 30.0)
+    ws.resolve()
+    store = measure(ws, conversions="store").set_index("campaign_id").loc["push-store"]
+    assert (store["rate_treated"], store["rate_holdout"]) == (0.6, 0.0)
+    assert store["incremental_conversions"] == pytest.approx(6)
+    anywhere = measure(ws).set_index("campaign_id").loc["push-store"]
+    assert anywhere["lift"] == 0                                  # everyone bought somewhere
+    online = measure(ws, conversions="online").set_index("campaign_id").loc["push-store"]
+    assert online["lift"] == pytest.approx(-0.6)
+    with pytest.raises(ModelError, match="any, store or online"):
+        measure(ws, conversions="phone")

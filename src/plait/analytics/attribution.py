@@ -55,15 +55,26 @@ def read_paths(paths: Any) -> list[tuple[tuple[str, ...], float, float, float]]:
     value = paths["total_conversion_value"].fillna(0).to_numpy(float) if "total_conversion_value" in cols \
         else np.zeros(len(paths))
     null = paths["total_null"].fillna(0).to_numpy(float) if "total_null" in cols else np.zeros(len(paths))
+    raw = paths["path"]
+    if raw.map(type).eq(str).all():
+        # Split and trim in Arrow: a path table can hold hundreds of thousands of rows.
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts = pc.split_pattern(pa.array(raw.to_numpy(object), pa.string()), SEP.strip())
+        trimmed = pc.utf8_trim_whitespace(parts.flatten())
+        lists = pa.ListArray.from_arrays(parts.offsets, trimmed).to_pylist()
+    else:
+        lists = [list(map(str, p)) for p in raw]
+    bad = np.flatnonzero((conv < 0) | (null < 0) | (value < 0))
     out = []
-    for i, p in enumerate(paths["path"]):
-        chans = tuple(c.strip() for c in p.split(SEP.strip())) if isinstance(p, str) else tuple(map(str, p))
-        chans = tuple(c for c in chans if c)
+    for i, (chans, c, v, n) in enumerate(zip(lists, conv.tolist(), value.tolist(), null.tolist())):
+        chans = tuple(x for x in chans if x)
         if not chans:
             raise ModelError(f"path row {i} is empty", hint="every path needs at least one channel")
-        if conv[i] < 0 or null[i] < 0 or value[i] < 0:
+        if bad.size and i == bad[0]:
             raise ModelError(f"path row {i} ({SEP.join(chans)}) has a negative count or value")
-        out.append((chans, conv[i], value[i], null[i]))
+        out.append((chans, c, v, n))
     return out
 
 
@@ -141,6 +152,44 @@ def markov_states(chans: tuple[str, ...], order: int) -> list[tuple[str, ...]]:
     return out
 
 
+def _absorb(Q: Any, reward: np.ndarray, s0: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Expected rewards from the start of the absorbing chain ``x = r + Q x`` restricted, per
+    column of ``keep``, to the kept states: one row per column, one value per reward column.
+
+    All restrictions are iterated together (``X = keep * (R + Q X)``), converging geometrically
+    at the rate of Q's spectral radius — paths end, so it is below one — until the update no
+    longer changes X beyond rounding; chains that converge slowly (or are too large to hold
+    every column) are solved by sparse LU per column instead. Both are exact to rounding and
+    deterministic."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    k, m = keep.shape
+    r = reward.shape[1]
+    if k * m * r <= 20_000_000:
+        mask = np.repeat(keep, r, axis=1).astype(float)
+        R = np.tile(reward, (1, m)) * mask
+        X = R.copy()
+        scale = max(float(np.abs(R).max()), 1e-300)
+        deltas = []
+        for it in range(3000):
+            nxt = mask * (R + Q @ X)
+            deltas.append(float(np.abs(nxt - X).max()))
+            X = nxt
+            if deltas[-1] <= 1e-15 * max(scale, float(np.abs(X).max())):
+                return (s0 @ X).reshape(m, r)
+            if it == 40 and deltas[20] > 0 and (deltas[40] / deltas[20]) ** (1 / 20) > 0.99:
+                break                       # slow to converge: solve directly
+    out = np.zeros((m, r))
+    for j in range(m):
+        kj = keep[:, j]
+        if kj.any():
+            a = (sparse.identity(int(kj.sum()), format="csc") - Q[kj][:, kj]).tocsc()
+            x = np.asarray(spsolve(a, reward[kj], permc_spec="MMD_ATA")).reshape(-1, r)
+            out[j] = s0[kj] @ x
+    return out
+
+
 class MarkovAttribution:
     """Removal effects of an order-``order`` Markov chain, solved exactly.
 
@@ -155,62 +204,53 @@ class MarkovAttribution:
 
     def fit(self, paths: Any) -> "MarkovAttribution":
         from scipy import sparse
-        from scipy.sparse.linalg import spsolve
 
         rows = read_paths(paths)
         index: dict[tuple[str, ...], int] = {}
-        trans: dict[tuple[int, int], float] = defaultdict(float)
-        to_conv: dict[int, float] = defaultdict(float)
-        to_val: dict[int, float] = defaultdict(float)
-        out_total: dict[int, float] = defaultdict(float)
-        start_to: dict[int, float] = defaultdict(float)
-        total_conv = total_val = 0.0
-        n_paths = 0.0
+        flat: list[int] = []          # every path's state ids, end to end
+        lengths, weight, convs, vals = [], [], [], []
         for chans, conv, val, null in rows:
-            n = conv + null
-            if n == 0:
+            if conv + null == 0:
                 continue
-            total_conv += conv
-            total_val += val
-            n_paths += n
             ids = [index.setdefault(s, len(index)) for s in markov_states(chans, self.order)]
-            start_to[ids[0]] += n
-            for a, b in zip(ids, ids[1:]):
-                trans[(a, b)] += n
-                out_total[a] += n
-            to_conv[ids[-1]] += conv
-            to_val[ids[-1]] += val
-            out_total[ids[-1]] += n          # conv + null leave the last state
+            flat.extend(ids)
+            lengths.append(len(ids))
+            weight.append(conv + null)
+            convs.append(conv)
+            vals.append(val)
+        total_conv, total_val = float(sum(convs)), float(sum(vals))
         if total_conv == 0:
             raise ModelError("no conversions in the path table", hint="nothing to attribute")
         k = len(index)
-        src = np.fromiter((a for a, _ in trans), int, len(trans))
-        dst = np.fromiter((b for _, b in trans), int, len(trans))
-        out = np.array([out_total[i] for i in range(k)])
-        prob = np.fromiter(trans.values(), float, len(trans)) / out[src]
-        Q = sparse.csr_matrix((prob, (src, dst)), shape=(k, k))
+        ids = np.asarray(flat, dtype=np.int64)
+        ln = np.asarray(lengths, dtype=np.int64)
+        w = np.asarray(weight)
+        ends = np.cumsum(ln) - 1
+        first, last = ends - ln + 1, ends
+        n_paths = float(w.sum())
+        # Transitions between consecutive states of a path, weighted by the path's journeys.
+        step = np.ones(ids.size, bool)
+        step[last] = False
+        wt = np.repeat(w, ln)
+        src, dst = ids[step], ids[np.flatnonzero(step) + 1]
+        out = np.bincount(ids, weights=wt, minlength=k)          # journeys leaving each state
+        Q = sparse.csr_matrix((wt[step] / out[src], (src, dst)), shape=(k, k))
+        Q.sum_duplicates()
         # Rewards on leaving a state: the chance of converting, and the value converted.
-        reward = np.column_stack([np.array([to_conv[i] for i in range(k)]) / out,
-                                  np.array([to_val[i] for i in range(k)]) / out])
-        s0 = np.array([start_to[i] for i in range(k)]) / n_paths
-
-        def expected(keep: np.ndarray | None) -> np.ndarray:
-            # Removed states lead to null: the chain is solved on the kept states alone, for the
-            # conversion probability and the expected value at once.
-            q, rr, ss = (Q, reward, s0) if keep is None else (Q[keep][:, keep], reward[keep], s0[keep])
-            if not ss.size:
-                return np.zeros(2)
-            x = spsolve((sparse.identity(ss.size, format="csc") - q).tocsc(), rr, permc_spec="MMD_ATA")
-            return ss @ np.asarray(x).reshape(ss.size, 2)
-
-        base = expected(None)
+        reward = np.column_stack([np.bincount(ids[last], weights=np.asarray(convs), minlength=k) / out,
+                                  np.bincount(ids[last], weights=np.asarray(vals), minlength=k) / out])
+        s0 = np.bincount(ids[first], weights=w, minlength=k) / n_paths
         states = list(index)
-        channels = sorted({c for s in states for c in s})
+        channels = sorted({c for st in states for c in st})
+        # Column 0 keeps every state; column j + 1 removes the states holding channel j (they lead
+        # to null). Each column is the chain solved on its kept states, for conversion and value.
+        keep = np.column_stack([np.ones(k, bool)] + [np.array([c not in st for st in states]) for c in channels])
+        ev = _absorb(Q, reward, s0, keep)
+        base = ev[0]
         effects, value_effects = {}, {}
-        for c in channels:
-            kept = expected(np.array([c not in s for s in states]))
-            effects[c] = max(0.0, 1 - kept[0] / base[0]) if base[0] > 0 else 0.0
-            value_effects[c] = max(0.0, 1 - kept[1] / base[1]) if base[1] > 0 else 0.0
+        for j, c in enumerate(channels, start=1):
+            effects[c] = max(0.0, 1 - ev[j, 0] / base[0]) if base[0] > 0 else 0.0
+            value_effects[c] = max(0.0, 1 - ev[j, 1] / base[1]) if base[1] > 0 else 0.0
         self.removal_effects_ = effects
         self.value_removal_effects_ = value_effects
         self.conversion_probability_ = float(base[0])

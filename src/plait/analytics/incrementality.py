@@ -103,9 +103,16 @@ class Incrementality:
         return self
 
 
-def exposures(ws: "Workspace", *, window_days: float = 14) -> "pd.DataFrame":
+CONVERSIONS = {"any": "true", "store": "e.channel = 'store'", "online": "e.channel IS DISTINCT FROM 'store'"}
+
+
+def exposures(ws: "Workspace", *, window_days: float = 14, conversions: str = "any") -> "pd.DataFrame":
     """One row per customer and campaign from ``Campaign Exposure`` events, with whether they
-    bought (and how much) within ``window_days`` after; consenting customers only."""
+    bought (how often, how much) within ``window_days`` after; consenting customers only.
+    ``conversions="store"`` counts store purchases only — a digital campaign's effect on store
+    sales, through resolved identity — and ``"online"`` the rest."""
+    if conversions not in CONVERSIONS:
+        raise ModelError(f"conversions are any, store or online, not {conversions!r}")
     require_resolved(ws)
     allowed = ws.consent.allowed_profiles_sql("analytics")
     w = float(window_days) * 86400
@@ -119,7 +126,7 @@ def exposures(ws: "Workspace", *, window_days: float = 14) -> "pd.DataFrame":
         ), buys AS (
           SELECT s.profile_id, e.event_time AS t, coalesce(e.amount_base, 0) AS value
           FROM events_base e JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
-          WHERE e.event = 'Order Completed'
+          WHERE e.event = 'Order Completed' AND {CONVERSIONS[conversions]}
         )
         SELECT ex.campaign_id, ex."group", ex.channel, ex.profile_id,
                count(b.t) > 0 AS converted, count(b.t) AS orders, coalesce(sum(b.value), 0) AS value
@@ -128,8 +135,9 @@ def exposures(ws: "Workspace", *, window_days: float = 14) -> "pd.DataFrame":
     return df
 
 
-def measure(ws: "Workspace", *, window_days: float = 14) -> "pd.DataFrame":
-    df = exposures(ws, window_days=window_days)
+def measure(ws: "Workspace", *, window_days: float = 14, conversions: str = "any") -> "pd.DataFrame":
+    """Lift per campaign (see :class:`Incrementality`) from the log's exposures."""
+    df = exposures(ws, window_days=window_days, conversions=conversions)
     if df.empty:
         raise ModelError(f"no {EVENT} events in the log",
                          hint="record each campaign's treatment and holdout customers as "
