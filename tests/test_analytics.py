@@ -375,3 +375,18 @@ def test_data_driven_attribution_beats_last_touch_on_the_simulated_truth(world):
     res = CliRunner().invoke(app, ["attribution", "--against", "truth", "--json", "-w", str(world.path)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["table"][0]["model"] == "incremental"
+
+
+def test_incrementality_and_first_touch_from_the_cli(world):
+    res = CliRunner().invoke(app, ["analyze", "incrementality", "--conversions", "store", "--json", "-w",
+                                   str(world.path)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    truth = pq.read_table(world.truth_dir / "campaigns.parquet").to_pandas()
+    assert {r["campaign_id"] for r in rows} == set(truth["campaign_id"])
+    assert all(r["lift_low"] <= r["lift"] <= r["lift_high"] for r in rows)
+    res = CliRunner().invoke(app, ["analyze", "first-touch", "--json", "-w", str(world.path)])
+    assert res.exit_code == 0, res.output
+    ft = {r["channel"]: r for r in json.loads(res.stdout)}
+    assert {"direct", "email", "store_visit"} <= set(ft) and all(0 <= r["conversion_rate"] <= 1 for r in ft.values())
+    assert CliRunner().invoke(app, ["analyze", "first-touch", "-w", str(world.path)]).exit_code == 0

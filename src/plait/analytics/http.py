@@ -88,10 +88,11 @@ def analytics_router(ws: "Workspace") -> APIRouter:
         return [r.as_dict() for r in await call(ws.models.list)]
 
     fits = {"clv": ws.analytics.clv, "segments": ws.analytics.segments, "rules": ws.analytics.rules,
-            "propensity": ws.analytics.propensity, "impute": ws.analytics.impute}
+            "propensity": ws.analytics.propensity, "impute": ws.analytics.impute,
+            "attribution": ws.analytics.attribution, "attribution_error": ws.analytics.attribution_error}
 
     @router.post("/{analysis}", dependencies=[Depends(admin)], summary="Fit an analysis (clv, segments, rules, "
-                 "propensity, impute) with its parameters")
+                 "propensity, impute, attribution, attribution_error) with its parameters")
     async def fit(analysis: str, req: FitRequest) -> dict[str, Any]:
         if analysis not in fits:
             raise HTTPException(404, {"code": "analytics", "message": f"no analysis {analysis!r}; "

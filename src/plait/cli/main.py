@@ -636,6 +636,50 @@ def analyze_funnel(
     _print_frame(df, as_json, f"journey stages by {by}", money=("revenue", "store_sales", "pages_per_session"))
 
 
+@analyze_app.command("incrementality")
+def analyze_incrementality(
+    workspace: WorkspaceOpt = None,
+    window_days: Annotated[float, typer.Option(help="Conversions counted up to N days after the assignment.")] = 14,
+    conversions: Annotated[str, typer.Option(help="any, store (a campaign's effect on store sales) or online.")] = "any",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Campaign lift against holdout groups (Campaign Exposure events), with 95 % intervals."""
+    from plait.analytics.incrementality import measure
+
+    with _ws(workspace) as ws:
+        df = measure(ws, window_days=window_days, conversions=conversions)
+    if not as_json:
+        df = df.assign(
+            treated=df["treated"].astype(int), holdout=df["holdout"].astype(int),
+            lift_95=[f"{lo:+.1%} to {hi:+.1%}" for lo, hi in zip(df["lift_low"], df["lift_high"])],
+            incremental_orders=[f"{x:+,.0f} [{lo:+,.0f}, {hi:+,.0f}]" for x, lo, hi in
+                                zip(df["incremental_conversions"], df["incremental_low"], df["incremental_high"])],
+        )[["campaign_id", "channel", "treated", "holdout", "rate_treated", "rate_holdout", "lift_95",
+           "incremental_orders"]].rename(columns={"campaign_id": "campaign", "rate_treated": "buy_t",
+                                                  "rate_holdout": "buy_h"})
+    _print_frame(df, as_json, f"lift over holdouts within {window_days:g} days ({conversions} conversions)")
+
+
+@analyze_app.command("first-touch")
+def analyze_first_touch(
+    workspace: WorkspaceOpt = None,
+    lookback_days: Annotated[float, typer.Option(help="Touches counted up to N days before a conversion.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Journeys per first-touch channel: conversion rate (95 % interval), value and sales cycle in days."""
+    from plait.analytics.paths import by_first_touch, first_touches
+
+    with _ws(workspace) as ws:
+        df = by_first_touch(first_touches(ws, lookback_days=lookback_days))
+    if not as_json:
+        df = df.assign(rate_95=[f"{lo:.1%}–{hi:.1%}" for lo, hi in zip(df["rate_low"], df["rate_high"])])[
+            ["channel", "journeys", "conversions", "conversion_rate", "rate_95", "value", "median_days", "p90_days"]
+        ].rename(columns={"conversions": "conv", "conversion_rate": "rate", "median_days": "days_50",
+                          "p90_days": "days_90"})
+    _print_frame(df, as_json, "conversion and sales cycle (days from first touch) by first touch",
+                 money=("value", "days_50", "days_90"))
+
+
 def _print_frame(df, as_json: bool, title: str, *, money: tuple[str, ...] = ()) -> None:  # noqa: ANN001
     """A DataFrame as JSON records or a table: shares as percentages, amounts with separators."""
     if as_json:
