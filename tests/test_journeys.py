@@ -128,6 +128,8 @@ def test_funnel_by_entry_channel_and_store(ws):
     assert d["sessions"] == 2 and d["conversion"] == 0 and d["pages_per_session"] == 1.5
     st = funnel(ws, by="store").set_index("store").loc["s1"]
     assert (st["visits"], st["visits_with_purchase"], st["conversion"]) == (2, 1, 0.5)
+    # Hal's store purchase came 1 day 20 minutes after his first touch (the direct session).
+    assert st["median_days_first_touch_to_purchase"] == pytest.approx(1 + 20 / 1440)
 
 
 def test_first_touch_conversion_and_sales_cycle_from_the_log(ws):

@@ -88,7 +88,7 @@ def touches_sql(ws: "Workspace", *, session_minutes: float = 30) -> str:
 
 def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes: float = 30) -> str:
     """One row per journey: profile_id, conversion time (NULL for a non-converting one), value,
-    conversion channel, touches (list of channels in order) and their times."""
+    conversion channel and store, touches (list of channels in order) and their times."""
     look = float(lookback_days) * 86400
     return f"""
         WITH stream AS ({touches_sql(ws, session_minutes=session_minutes)}),
@@ -97,25 +97,26 @@ def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes:
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS k
           FROM stream
         ), conv AS (
-          SELECT profile_id, k, t AS conv_t, value, conv_channel FROM seq WHERE touch IS NULL
+          SELECT profile_id, k, t AS conv_t, value, conv_channel, store_id AS conv_store FROM seq WHERE touch IS NULL
         ), touches AS (
           SELECT s.profile_id, s.k, s.t, s.touch FROM seq s WHERE s.touch IS NOT NULL
         )
-        SELECT c.profile_id, c.conv_t, c.value, c.conv_channel,
+        SELECT c.profile_id, c.conv_t, c.value, c.conv_channel, c.conv_store,
                coalesce(list(t.touch ORDER BY t.t) FILTER (WHERE t.touch IS NOT NULL), []) AS touches,
                coalesce(list(t.t ORDER BY t.t) FILTER (WHERE t.touch IS NOT NULL), []) AS touch_times
         FROM conv c LEFT JOIN touches t ON t.profile_id = c.profile_id AND t.k = c.k
              AND epoch(c.conv_t) - epoch(t.t) <= {look}
-        GROUP BY c.profile_id, c.k, c.conv_t, c.value, c.conv_channel
+        GROUP BY c.profile_id, c.k, c.conv_t, c.value, c.conv_channel, c.conv_store
         UNION ALL
-        SELECT t.profile_id, NULL, NULL, NULL, list(t.touch ORDER BY t.t), list(t.t ORDER BY t.t)
+        SELECT t.profile_id, NULL, NULL, NULL, NULL, list(t.touch ORDER BY t.t), list(t.t ORDER BY t.t)
         FROM touches t WHERE t.k = (SELECT count(*) FROM conv c WHERE c.profile_id = t.profile_id)
         GROUP BY t.profile_id"""
 
 
 def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30) -> "pd.DataFrame":
     """Journey stages per entry channel (web/app sessions by their source) or per store
-    (visits → purchases): sessions, visit quality (pages per session, share viewing a product),
+    (visits → purchases, and the median days from a store purchase's first touch to it):
+    sessions, visit quality (pages per session, share viewing a product),
     add to cart, checkout, orders, conversion and revenue. The sales cycle per first-touch
     channel is :func:`plait.analytics.paths.by_first_touch`."""
     require_resolved(ws)
@@ -129,13 +130,17 @@ def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30)
             WITH ev AS ({base}),
             v AS (SELECT store_id, profile_id, day FROM ev WHERE event = 'Store Visit' AND store_id IS NOT NULL),
             o AS (SELECT store_id, profile_id, day, amount_base FROM ev WHERE event = 'Order Completed'
-                  AND channel = 'store' AND store_id IS NOT NULL)
+                  AND channel = 'store' AND store_id IS NOT NULL),
+            cyc AS (SELECT conv_store AS store_id, median(epoch(conv_t) - epoch(touch_times[1])) / 86400.0 AS days
+                      FROM ({journeys_sql(ws)}) WHERE conv_channel = 'store' AND len(touches) > 0 GROUP BY 1)
             SELECT v.store_id AS store, count(*) AS visits, count(DISTINCT v.profile_id) AS visitors,
                    count(o.profile_id) AS visits_with_purchase,
                    count(o.profile_id) / count(*) AS conversion,
-                   (SELECT sum(amount_base) FROM o o2 WHERE o2.store_id = v.store_id) AS store_sales
+                   (SELECT sum(amount_base) FROM o o2 WHERE o2.store_id = v.store_id) AS store_sales,
+                   any_value(c.days) AS median_days_first_touch_to_purchase
             FROM v LEFT JOIN (SELECT DISTINCT store_id, profile_id, day, 1 AS x FROM o) o
               ON o.store_id = v.store_id AND o.profile_id = v.profile_id AND o.day = v.day
+            LEFT JOIN cyc c ON c.store_id = v.store_id
             GROUP BY 1 ORDER BY visits DESC""").to_pandas()
     if by != "channel":
         raise ConfigError(f"a funnel is by channel or store, not {by!r}")
