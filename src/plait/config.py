@@ -169,6 +169,39 @@ class PrivacySettings(_Strict):
     min_group_size: int = Field(default=10, ge=1)
 
 
+class Cap(_Strict):
+    max: int = Field(ge=0)
+    per_hours: float = Field(gt=0)
+
+
+class QuietHours(_Strict):
+    """No outbound messages between ``start`` and ``end`` (hours, local time; may wrap midnight)
+    on ``channels``; a customer's ``timezone`` trait overrides ``timezone``."""
+
+    start: float = Field(default=21, ge=0, lt=24)
+    end: float = Field(default=8, ge=0, lt=24)
+    timezone: str = "UTC"
+    channels: list[str] = Field(default_factory=lambda: ["push", "sms"])
+
+
+class DecideSettings(_Strict):
+    """Real-time decisions: where rules live and the contact policy every decision obeys.
+
+    ``caps`` maps a channel (``*`` for all) to limits such as one push a day; ``global_control``
+    is the share of customers who never get marketing (the baseline for measuring it all);
+    ``salt`` keys the stable random groups (control, rollout, holdouts)."""
+
+    rules: str = "rules"
+    caps: dict[str, list[Cap]] = Field(default_factory=lambda: {
+        "push": [Cap(max=1, per_hours=24)], "sms": [Cap(max=1, per_hours=72)], "email": [Cap(max=3, per_hours=168)],
+        "*": [Cap(max=4, per_hours=24)]})
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    complaint_suppression_days: float = Field(default=14, ge=0)
+    global_control: float = Field(default=0.05, ge=0, le=0.5)
+    salt: str = "plait"
+    max_actions: int = Field(default=3, ge=1, le=50)
+
+
 class Settings(_Strict):
     """Everything configurable about a workspace."""
 
@@ -179,6 +212,7 @@ class Settings(_Strict):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    decide: DecideSettings = Field(default_factory=DecideSettings)
 
     @classmethod
     def load(cls, workspace: Path) -> "Settings":

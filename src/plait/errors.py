@@ -14,6 +14,8 @@ context needed to act on it (the event index, the field, the file, the SQL)::
     ├── IdentityError          an identifier, profile or split request that cannot be honoured
     ├── LedgerError            the ledger is torn or a proof is asked for outside it
     ├── ModelError             a model cannot be fitted or used on the data given
+    ├── RuleError              a rule or offer definition is invalid (file, rule, field)
+    ├── DecisionError          a decision request cannot be answered (which field, why)
     └── MissingExtraError      an optional dependency is not installed (ImportError too)
 """
 
@@ -98,6 +100,24 @@ class LedgerError(PlaitError):
 
 class ModelError(PlaitError):
     """A model cannot be fitted or used on the data given (which customer, what is wrong)."""
+
+
+class RuleError(ConfigError):
+    """A decision rule or offer is invalid: ``source`` (file), ``rule`` (its id or position) and
+    ``field`` say where."""
+
+    def __init__(self, message: str, *, source: str = "", rule: str = "", field: str = "", hint: str = "") -> None:
+        self.source, self.rule, self.field = source, rule, field
+        where = ", ".join(x for x in (source, f"rule {rule}" if rule else "", f"field `{field}`" if field else "") if x)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+
+
+class DecisionError(PlaitError):
+    """A decision request cannot be answered: ``field`` names the offending part."""
+
+    def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
+        self.field = field
+        super().__init__(f"`{field}`: {message}" if field else message, hint=hint)
 
 
 class MissingExtraError(PlaitError, ImportError):

@@ -1,0 +1,345 @@
+"""The decider: an event or a customer and placement in, the next best actions out, in microseconds.
+
+One decision, in order:
+
+1. find the customer in the online profile store (by profile id, or the event's user/anonymous id);
+2. gather context (time, and whatever providers and the request add: weather, location, events);
+3. fire the rules whose events, placements and condition match; their actions name offers;
+4. keep offers that are valid today, within budget, eligible, in the staged rollout, allowed by
+   every policy (consent, caps, quiet hours, complaint suppression, global control);
+5. set aside the offer's random holdout (recorded, not shown: the incrementality baseline);
+6. score the rest — propensity × value × context weight × lever — and return the best
+   ``max_actions`` with their reasons (service actions first); record the decision as a
+   ``Decision Made`` event.
+
+A complaint arriving as the decision's event suppresses marketing at once (the store is
+updated before the policies run).
+
+Nothing on this path queries the engine: profiles come from :mod:`plait.profiles.online`,
+rules from a :class:`~plait.decide.rules.RuleBook`, caps from a :class:`ContactLog`.
+
+>>> from plait.decide.rules import RuleBook
+>>> from plait.profiles.online import MemoryStore
+>>> store = MemoryStore()
+>>> store.put({"profile_id": "p1", "features": {"orders": 4}, "scores": {"dairy": 0.3},
+...            "consent": {"personalisation": True}}, identifiers=["user_id:u1"])
+>>> book = RuleBook(data={"offers": [{"id": "dairy-10", "value": 5, "propensity": {"model": "dairy"}}],
+...                       "rules": [{"id": "loyal", "condition": {"field": "features.orders", "op": ">=", "value": 3},
+...                                  "actions": [{"offer": "dairy-10"}]}]})
+>>> d = Decider(book, store).decide({"customer": "user_id:u1", "placement": "app_screen"})
+>>> [(a["offer_id"], round(a["score"], 2)) for a in d.actions]
+[('dairy-10', 1.5)]
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from plait.config import DecideSettings
+from plait.decide.policies import ContactLog, blocked, bucket
+from plait.decide.rules import PLACEMENTS, Compiled, RuleBook
+from plait.errors import DecisionError
+
+if TYPE_CHECKING:
+    from plait.profiles.online import MemoryStore
+    from plait.workspace import Workspace
+
+EVENT = "Decision Made"
+# A request's channel → the placement its answer shows on, when the request does not say.
+CHANNEL_PLACEMENT = {"web": "web_banner", "app": "app_screen", "store": "store_screen", "call_center": "agent_desktop",
+                     "push": "push", "email": "email", "sms": "sms"}
+_ids = itertools.count()
+_PREFIX = base64.b32encode(os.urandom(5)).decode().lower()
+
+
+@dataclass
+class Decision:
+    decision_id: str
+    profile_id: str | None
+    placement: str
+    channel: str | None
+    actions: list[dict[str, Any]]
+    held_out: list[str] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    version: str = ""
+    at: float = 0.0
+    subject: str | None = None       # the identifier the decision is logged under (``type:value``)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"decision_id": self.decision_id, "profile_id": self.profile_id, "placement": self.placement,
+                "channel": self.channel, "actions": self.actions, "held_out": self.held_out,
+                "rejected": self.rejected, "rules": self.rules, "version": self.version,
+                "at": datetime.fromtimestamp(self.at, timezone.utc).isoformat()}
+
+
+def _subject(event: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key, kind in (("userId", "user_id"), ("user_id", "user_id"), ("anonymousId", "anonymous_id"),
+                      ("anonymous_id", "anonymous_id")):
+        v = event.get(key)
+        if v:
+            out.append(f"{kind}:{v}")
+    return out
+
+
+def time_context(now: float, tz: str = "UTC") -> dict[str, Any]:
+    from zoneinfo import ZoneInfo
+
+    d = datetime.fromtimestamp(now, ZoneInfo(tz))
+    return {"hour": d.hour, "minute": d.minute, "weekday": d.strftime("%A").lower(), "weekend": d.weekday() >= 5,
+            "date": d.date().isoformat(), "day_of_month": d.day, "month": d.month}
+
+
+class Decider:
+    """Decides for one workspace's rules, offers and customers (see the module docstring)."""
+
+    def __init__(self, book: RuleBook, store: "MemoryStore", *, settings: DecideSettings | None = None,
+                 consent_defaults: Mapping[str, bool] | None = None, context: Any = None,
+                 record: Callable[[Decision], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.book = book
+        self.store = store
+        self.settings = settings or DecideSettings()
+        self.consent_defaults = dict(consent_defaults or {"analytics": True})
+        self.context = context
+        self.record = record
+        self.clock = clock
+        self.contacts = ContactLog()
+        self._coupon_next: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._index()
+
+    def _index(self) -> None:
+        """Rules by triggering event, in priority order, rebuilt when the rule book changes."""
+        self._version = self.book.version
+        ordered = sorted(self.book.rules.values(), key=lambda c: (-c.defn.priority, c.defn.id))
+        self._rules = [c for c in ordered if c.defn.enabled]
+
+    # -- the decision -------------------------------------------------------------------------
+    def decide(self, request: Mapping[str, Any]) -> Decision:
+        if self.book.version != self._version:
+            self._index()
+        now = request.get("now")
+        now = self.clock() if now is None else _timestamp(now)
+        event = request.get("event")
+        if event is not None and not isinstance(event, Mapping):
+            raise DecisionError("must be an object (a Segment-style event)", field="event")
+        profile, subject = None, None
+        refs = [str(request["customer"])] if request.get("customer") else _subject(event or {})
+        for ref in refs:
+            profile = self.store.lookup(ref)
+            if profile is not None:
+                subject = ref if ref in self.store.ids else None
+                break
+        if profile is None and not refs:
+            raise DecisionError("a decision needs a customer or an event with userId/anonymousId", field="customer")
+        profile = profile or {}
+        pid = profile.get("profile_id")
+        if subject is None:
+            subject = next(iter(self.store.subjects(pid)), None) if pid else (refs[0] if refs else None)
+        ev = _event_view(event) if event is not None else None
+        if ev is not None and pid and ev["name"] in ("Complaint Filed",):
+            # The complaint itself counts at once: marketing stops now, not at the next profile load.
+            self.store.update(pid, "features.last_complaint_at", now)
+            profile = self.store.lookup(pid) or profile
+        placement = request.get("placement") or CHANNEL_PLACEMENT.get((ev or {}).get("channel") or "", "response")
+        if placement not in PLACEMENTS:
+            raise DecisionError(f"unknown placement {placement!r}; use {', '.join(PLACEMENTS)}", field="placement")
+        channel, purpose = PLACEMENTS[placement]
+        ctx = time_context(now, self.settings.quiet_hours.timezone)
+        if self.context is not None:
+            ctx.update(self.context.enrich(profile, ev, now))
+        if request.get("context"):
+            ctx.update(request["context"])
+        view = dict(profile)
+        view["event"] = ev or {}
+        view["context"] = ctx
+        view["placement"] = placement
+        # Rules → candidate offers (an offer keeps its highest-priority rule).
+        fired, candidates, messages = [], {}, []
+        name = (ev or {}).get("name")
+        for c in self._rules:
+            r = c.defn
+            if r.events and name not in r.events:
+                continue
+            if r.placements and placement not in r.placements:
+                continue
+            if c.condition is not None and not c.condition.evaluate(view):
+                continue
+            fired.append(r.id)
+            for a in r.actions:
+                if a.offer is not None:
+                    candidates.setdefault(a.offer, r)
+                elif a.message is not None:
+                    messages.append({"rule_id": r.id, "message": a.message, "reasons": [f"rule {r.id}"]})
+        key = pid or next(iter(refs), "")
+        rejected, held, scored = [], [], []
+        today = datetime.fromtimestamp(now, timezone.utc).date()
+        for oid, rule in candidates.items():
+            c = self.book.offers[oid]
+            o = c.defn
+            why = self._unavailable(c, channel, today, view, key)
+            if why is None:
+                why = blocked(self.settings, profile, o, channel, o.purpose or purpose, self.contacts, now,
+                              self.consent_defaults)
+            if why is not None:
+                rejected.append({"offer_id": oid, "reason": why})
+                continue
+            if o.holdout and bucket(self.settings.salt, oid, "holdout", key) < o.holdout:
+                held.append(oid)
+                continue
+            p_src = o.propensity
+            p = profile.get("scores", {}).get(p_src.model) if p_src.model else None
+            p = p_src.default if p is None else float(p)
+            weight, why_w = 1.0, []
+            for cond, w in c.weights:
+                if cond.evaluate(view):
+                    weight *= w
+                    why_w.append(f"context ×{w:g}")
+            score = p * o.value * weight * o.lever
+            reasons = [f"rule {rule.id} (priority {rule.priority})",
+                       f"propensity {p:.3f}" + (f" from scores.{p_src.model}" if p_src.model and p != p_src.default else
+                                               " (default)"),
+                       f"value {o.value:g}"] + why_w + ([f"lever ×{o.lever:g}"] if o.lever != 1 else [])
+            scored.append((o.service, score, rule.priority, oid, p, weight, reasons))
+        # Service actions (an apology, "your order is ready") come before any offer.
+        scored.sort(key=lambda s: (not s[0], -s[1], -s[2], s[3]))
+        limit = min(int(request.get("max_actions") or self.settings.max_actions), self.settings.max_actions)
+        did = f"dec-{_PREFIX}-{next(_ids)}"
+        actions = []
+        for _, score, _, oid, p, weight, reasons in scored[:limit]:
+            o = self.book.offers[oid].defn
+            actions.append({"offer_id": oid, "name": o.name, "score": score, "propensity": p, "value": o.value,
+                            "context_weight": weight, "coupon": self._coupon(o, did), "reasons": reasons})
+        actions.extend(messages[: max(0, limit - len(actions))])
+        if pid and actions:
+            self.contacts.record(pid, now, channel or placement, [a["offer_id"] for a in actions if "offer_id" in a])
+        d = Decision(did, pid, placement, channel, actions, held, rejected, fired, self.book.version, now, subject)
+        if self.record is not None:
+            self.record(d)
+        return d
+
+    def _unavailable(self, c: Compiled, channel: str | None, today: Any, view: Mapping[str, Any], key: str) -> str | None:
+        o = c.defn
+        if o.channels and channel is not None and channel not in o.channels:
+            return f"not offered on {channel}"
+        if o.valid_from and today < o.valid_from:
+            return f"starts {o.valid_from}"
+        if o.valid_to and today > o.valid_to:
+            return f"ended {o.valid_to}"
+        if o.budget is not None and self.contacts.accepted.get(o.id, 0) >= o.budget:
+            return "budget spent"
+        if o.coupon_codes and self._coupon_next.get(o.id, 0) >= len(o.coupon_codes):
+            return "no coupon codes left"
+        if c.condition is not None and not c.condition.evaluate(view):
+            return "not eligible"
+        if o.rollout < 1 and bucket(self.settings.salt, o.id, "rollout", key) >= o.rollout:
+            return f"outside the {o.rollout:.0%} rollout"
+        return None
+
+    def _coupon(self, o: Any, decision_id: str) -> str | None:
+        if o.coupon_codes:
+            with self._lock:
+                i = self._coupon_next.get(o.id, 0)
+                self._coupon_next[o.id] = i + 1
+            return o.coupon_codes[i]
+        if o.coupon_prefix:
+            return o.coupon_prefix + decision_id.rsplit("-", 2)[-2][:4].upper() + decision_id.rsplit("-", 1)[-1]
+        return None
+
+    def accepted(self, offer_id: str) -> None:
+        """An offer was accepted (redeemed): it counts against the offer's budget."""
+        self.contacts.accepted[offer_id] = self.contacts.accepted.get(offer_id, 0) + 1
+
+
+def _event_view(event: Mapping[str, Any]) -> dict[str, Any]:
+    ctx = event.get("context") or {}
+    return {"name": event.get("event") or event.get("name"), "type": event.get("type", "track"),
+            "channel": event.get("channel") or ctx.get("channel"), "properties": event.get("properties") or {},
+            "store_id": (event.get("properties") or {}).get("store_id")}
+
+
+def _timestamp(v: Any) -> float:
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        d = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+    except ValueError as e:
+        raise DecisionError(f"{v!r} is not an ISO timestamp", field="now") from e
+    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+
+
+class Recorder:
+    """Writes decisions to the log as ``Decision Made`` events from a background thread, in
+    batches, so the answer never waits for a write (at most ``interval_s`` of decisions are in
+    memory; :meth:`close` flushes them)."""
+
+    def __init__(self, ws: "Workspace", *, interval_s: float = 0.2) -> None:
+        self.ws = ws
+        self.interval_s = interval_s
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="plait-decisions", daemon=True)
+        self._thread.start()
+
+    def __call__(self, d: Decision) -> None:
+        self._q.put(d)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        if not batch:
+            return
+        parse = self.ws.parser.parse
+        now_us = int(time.time() * 1e6)
+        records = [parse(_as_event(d), received_at=now_us, source="decide", correct_skew=False) for d in batch]
+        self.ws.log.append(records)
+        self.written += len(records)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _as_event(d: Decision) -> dict[str, Any]:
+    call: dict[str, Any] = {
+        "type": "track", "event": EVENT, "messageId": d.decision_id, "channel": d.channel or "other",
+        "timestamp": datetime.fromtimestamp(d.at, timezone.utc).isoformat(),
+        "properties": {"decision_id": d.decision_id, "placement": d.placement,
+                       "offers": [a["offer_id"] for a in d.actions if "offer_id" in a],
+                       "coupons": [a["coupon"] for a in d.actions if a.get("coupon")],
+                       "held_out": d.held_out, "rules": d.rules, "version": d.version,
+                       "rejected": len(d.rejected)}}
+    kind, _, value = (d.subject or "anonymous_id:decide-unknown").partition(":")
+    if kind == "user_id":
+        call["userId"] = value
+    elif kind == "anonymous_id":
+        call["anonymousId"] = value
+    else:   # an email, loyalty card ...: the log links it like any external id
+        call["anonymousId"] = f"{kind}:{value}"
+        call["context"] = {"externalIds": [{"id": value, "type": kind, "collection": "users", "encoding": "none"}]}
+    if d.profile_id:
+        call["properties"]["profile_id"] = d.profile_id
+    return call
+
+
+__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "time_context"]

@@ -1,0 +1,158 @@
+"""The online profile store: each customer as one nested dict, read in microseconds.
+
+Real-time decisions never query the analytical engine (every DuckDB query costs ~0.3 ms);
+they read this store. A snapshot holds what conditions test and offers need:
+
+``{"profile_id", "features": {...}, "traits": {name: {"value", "confidence"}}, "clv": {...},
+"scores": {model: p}, "segment": n, "consent": {"marketing": True, "marketing:email": False, ...}}``
+
+:meth:`OnlineStore.load` builds every snapshot from the workspace's tables (profiles, analytics
+results, consent) in a handful of queries; :meth:`OnlineStore.lookup` finds a customer by any
+identifier (``email:ann@example.com``, ``user_id:u1``) or profile id; :meth:`OnlineStore.update`
+changes one field as events arrive (a consent change, a complaint). ``MemoryStore`` is the
+in-process default; a Redis store implements the same four methods for a server deployment.
+
+>>> s = MemoryStore()
+>>> s.put({"profile_id": "p1", "features": {"orders": 3}}, identifiers=["user_id:u1"])
+>>> s.lookup("user_id:u1")["features"]["orders"]
+3
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from plait.identity.tables import CURRENT
+
+if TYPE_CHECKING:
+    from plait.workspace import Workspace
+
+CONSENT_CHANNELS = ("email", "sms", "push", "web", "app", "store", "call_center", "social")
+
+
+class MemoryStore:
+    """Snapshots in a dict, identifiers in another; safe to read from many threads."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.ids: dict[str, str] = {}
+        self._subjects: dict[str, list[str]] = {}
+
+    def put(self, snapshot: dict[str, Any], identifiers: Iterable[str] = ()) -> None:
+        pid = snapshot["profile_id"]
+        self.profiles[pid] = snapshot
+        for i in identifiers:
+            self.ids[i] = pid
+            self._subjects.setdefault(pid, []).append(i)
+
+    def subjects(self, profile_id: str) -> list[str]:
+        """The customer's identifiers (``type:value``), as loaded."""
+        return self._subjects.get(profile_id, [])
+
+    def lookup(self, ref: str) -> dict[str, Any] | None:
+        """The snapshot for a profile id or an identifier ``type:value``; None if unknown."""
+        p = self.profiles.get(ref)
+        if p is None:
+            pid = self.ids.get(ref)
+            if pid is None and ref.startswith("email:"):
+                pid = self.ids.get(ref.strip().lower())
+            p = self.profiles.get(pid) if pid else None
+        return p
+
+    def update(self, profile_id: str, path: str, value: Any) -> None:
+        """Set one dotted field of a snapshot (``consent.marketing:email``, ``features.complaints``)."""
+        node = self.profiles.setdefault(profile_id, {"profile_id": profile_id})
+        *parents, leaf = path.split(".", 1) if path.startswith("consent.") else path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+
+    def __len__(self) -> int:
+        return len(self.profiles)
+
+
+def _jsonish(v: Any) -> Any:
+    if isinstance(v, str) and v[:1] in ('"', "[", "{") or v in ("true", "false", "null"):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def load(ws: "Workspace", store: MemoryStore | None = None) -> MemoryStore:
+    """Every current customer's snapshot from the workspace's tables into ``store``."""
+    from plait.errors import IdentityError
+
+    b = ws.backend
+    if not b.has_table("profile_features"):
+        raise IdentityError("profiles have not been built", hint="run `plait resolve` first")
+    store = store if store is not None else MemoryStore()
+    snaps: dict[str, dict[str, Any]] = {}
+
+    def snap(pid: str) -> dict[str, Any]:
+        s = snaps.get(pid)
+        if s is None:
+            s = snaps[pid] = {"profile_id": pid, "features": {}, "traits": {}, "clv": {}, "scores": {},
+                              "segment": None, "consent": {}}
+        return s
+
+    for table, key in (("profile_features", "features"), ("analytics_features", "features"), ("analytics_clv", "clv")):
+        if not b.has_table(table):
+            continue
+        t = b.query(f"SELECT * FROM {table}").to_pylist()
+        for row in t:
+            pid = row.pop("profile_id")
+            row.pop("version", None)
+            snap(pid)[key].update({k: v for k, v in row.items() if v is not None})
+    for r in b.query("SELECT profile_id, trait, CAST(value AS VARCHAR) AS value, confidence FROM profile_traits").to_pylist():
+        snap(r["profile_id"])["traits"][r["trait"]] = {"value": _jsonish(r["value"]), "confidence": r["confidence"]}
+    if b.has_table("inferred_traits"):
+        allowed = ws.consent.allowed_profiles_sql("analytics")
+        for r in b.query(f"""SELECT profile_id, trait, value FROM inferred_traits
+                             WHERE profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)""").to_pylist():
+            snap(r["profile_id"])["traits"].setdefault(r["trait"], {"value": r["value"], "confidence": "inferred"})
+    if b.has_table("analytics_scores"):
+        for r in b.query("SELECT profile_id, model, max(score) AS score FROM analytics_scores GROUP BY ALL").to_pylist():
+            snap(r["profile_id"])["scores"][r["model"]] = r["score"]
+    if b.has_table("analytics_segments"):
+        for r in b.query("SELECT profile_id, segment FROM analytics_segments").to_pylist():
+            snap(r["profile_id"])["segment"] = r["segment"]
+    # When each customer last complained (contact policies suppress marketing after one).
+    for r in b.query(f"""SELECT s.profile_id, max(e.event_time) AS t FROM events_base e
+                         JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
+                         WHERE e.event = 'Complaint Filed' GROUP BY 1""").to_pylist():
+        snap(r["profile_id"])["features"]["last_complaint_at"] = r["t"].timestamp()
+    _load_consent(ws, snap)
+    ids: dict[str, list[str]] = {}
+    # Every identifier (user and anonymous ids first: decisions are logged under one of them).
+    for r in b.query(f"""SELECT identifier, profile_id FROM identity_map WHERE version = {CURRENT}
+                         ORDER BY identifier_type NOT IN ('user_id', 'anonymous_id'), identifier_type = 'anonymous_id',
+                                  first_seen, identifier""").to_pylist():
+        ids.setdefault(r["profile_id"], []).append(r["identifier"])
+    for pid, s in snaps.items():
+        store.put(s, ids.get(pid, ()))
+    return store
+
+
+def _load_consent(ws: "Workspace", snap: Any) -> None:
+    """Each configured purpose, and marketing per channel, as booleans."""
+    b = ws.backend
+    for purpose in ws.settings.privacy.defaults:
+        for ch in (None, *(CONSENT_CHANNELS if purpose == "marketing" else ())):
+            key = purpose if ch is None else f"{purpose}:{ch}"
+            for r in b.query(ws.consent.allowed_profiles_sql(purpose, ch)).to_pylist():
+                snap(r["profile_id"])["consent"][key] = bool(r["allowed"])
+
+
+def consent_allows(profile: Mapping[str, Any], purpose: str, channel: str | None, default: bool = False) -> bool:
+    """The snapshot's consent for ``purpose`` on ``channel`` (the channel's own choice first)."""
+    c = profile.get("consent") or {}
+    if channel is not None and f"{purpose}:{channel}" in c:
+        return bool(c[f"{purpose}:{channel}"])
+    return bool(c.get(purpose, default))
+
+
+__all__ = ["CONSENT_CHANNELS", "MemoryStore", "consent_allows", "load"]

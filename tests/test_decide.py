@@ -1,0 +1,194 @@
+"""Real-time decisions: rules as data, arbitration, policies under random traffic, recording."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plait.config import Cap, DecideSettings, QuietHours
+from plait.decide import Decider, RuleBook, bucket
+from plait.errors import DecisionError, RuleError
+from plait.profiles.online import MemoryStore
+
+NOON = datetime(2025, 6, 4, 12, tzinfo=timezone.utc).timestamp()      # a Wednesday
+
+
+def book(**extra):  # noqa: ANN001, ANN201
+    offers = [
+        {"id": "dairy-10", "name": "10% off dairy", "value": 5.0, "propensity": {"model": "dairy", "default": 0.1}},
+        {"id": "bakery-5", "value": 2.0, "propensity": {"default": 0.2},
+         "context_weights": [{"when": {"field": "context.weather.rain", "op": "==", "value": True}, "weight": 3.0}]},
+        {"id": "vip", "value": 50.0, "eligibility": {"field": "clv.clv", "op": ">", "value": 500}},
+        {"id": "apology", "value": 0.0, "service": True, "propensity": {"default": 1.0}},
+    ] + extra.pop("offers", [])
+    rules = [
+        {"id": "everyone", "priority": 10, "actions": [{"offer": "dairy-10"}, {"offer": "bakery-5"}, {"offer": "vip"}]},
+        {"id": "complaint", "priority": 90, "events": ["Complaint Filed"], "actions": [{"offer": "apology"}]},
+    ] + extra.pop("rules", [])
+    return RuleBook(data={"offers": offers, "rules": rules})
+
+
+def customer(pid="p1", **kw):  # noqa: ANN001, ANN201
+    snap = {"profile_id": pid, "features": {"orders": 3}, "traits": {}, "clv": {"clv": 100.0}, "scores": {},
+            "consent": {"personalisation": True, "marketing": True}}
+    for k, v in kw.items():
+        snap[k] = {**snap.get(k, {}), **v} if isinstance(v, dict) else v
+    return snap
+
+
+def decider(*snaps, rules=None, **settings_kw):  # noqa: ANN001, ANN201
+    store = MemoryStore()
+    for s in snaps:
+        store.put(s, identifiers=[f"user_id:{s['profile_id']}"])
+    s = DecideSettings(global_control=0, **settings_kw)
+    return Decider(rules or book(), store, settings=s, clock=lambda: NOON)
+
+
+def test_arbitration_ranks_by_propensity_value_context_and_lever():
+    d = decider(customer(scores={"dairy": 0.3}))
+    r = d.decide({"customer": "user_id:p1", "placement": "app_screen"})
+    assert [a["offer_id"] for a in r.actions] == ["dairy-10", "bakery-5"]       # 0.3×5 = 1.5 > 0.2×2 = 0.4
+    assert r.actions[0]["score"] == pytest.approx(1.5) and "from scores.dairy" in r.actions[0]["reasons"][1]
+    assert {"offer_id": "vip", "reason": "not eligible"} in r.rejected          # clv 100 < 500
+    rain = d.decide({"customer": "user_id:p1", "placement": "app_screen", "context": {"weather": {"rain": True}}})
+    top = {a["offer_id"]: a for a in rain.actions}
+    assert top["bakery-5"]["score"] == pytest.approx(1.2) and "context ×3" in top["bakery-5"]["reasons"]
+    assert len(d.decide({"customer": "user_id:p1", "placement": "app_screen", "max_actions": 1}).actions) == 1
+    # An event picks its rules; the complaint rule's service action outranks marketing.
+    c = d.decide({"event": {"type": "track", "event": "Complaint Filed", "userId": "p1", "channel": "call_center"}})
+    assert c.placement == "agent_desktop" and [a["offer_id"] for a in c.actions] == ["apology"]
+    assert {"offer_id": "dairy-10", "reason": "complaint within 14 days"} in c.rejected     # suppressed at once
+
+
+def test_validity_budget_codes_rollout_and_holdout():
+    b = book(offers=[
+        {"id": "old", "valid_to": "2025-05-31"}, {"id": "soon", "valid_from": "2025-07-01"},
+        {"id": "codes", "coupon_codes": ["A1", "A2"], "value": 9, "propensity": {"default": 0.9}},
+        {"id": "pilot", "rollout": 0.3}, {"id": "measured", "holdout": 0.25, "value": 8, "propensity": {"default": 0.9}},
+        {"id": "capped", "budget": 1}],
+        rules=[{"id": "all", "actions": [{"offer": o} for o in ("old", "soon", "codes", "pilot", "measured", "capped")]}])
+    snaps = [customer(f"c{i}") for i in range(400)]
+    d = decider(*snaps, rules=b, caps={})
+    first = d.decide({"customer": "user_id:c0", "placement": "app_screen"})
+    reasons = {x["offer_id"]: x["reason"] for x in first.rejected}
+    assert reasons["old"] == "ended 2025-05-31" and reasons["soon"] == "starts 2025-07-01"
+    later = [d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}) for i in (1, 2)]
+    codes = [a["coupon"] for r in [first, *later] for a in r.actions if a["offer_id"] == "codes"]
+    assert codes == ["A1", "A2"]                                   # then none left
+    assert {"offer_id": "codes", "reason": "no coupon codes left"} in later[1].rejected
+    d.accepted("capped")
+    assert {"offer_id": "capped", "reason": "budget spent"} in d.decide(
+        {"customer": "user_id:c5", "placement": "app_screen"}).rejected
+    pilot = sum(any(x["offer_id"] == "pilot" and x["reason"].startswith("outside") for x in
+                    d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}).rejected) for i in range(400))
+    assert 0.6 < pilot / 400 < 0.8                                 # 70 % outside a 30 % rollout
+    held = [i for i in range(400) if "measured" in d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}).held_out]
+    assert 0.18 < len(held) / 400 < 0.32
+    # Stable: the same customers are held out every time, by the salted hash.
+    assert held == [i for i in range(400) if bucket("plait", "measured", "holdout", f"c{i}") < 0.25]
+
+
+def test_rule_files_are_validated_with_clear_errors(tmp_path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("offers:\n  - id: a\n    valu: 3\n")
+    with pytest.raises(RuleError, match=r"rules.yaml, rule a, field `valu`: Extra inputs"):
+        RuleBook.from_path(f)
+    f.write_text("rules:\n  - id: r\n    actions: [{offer: nope}]\n")
+    with pytest.raises(RuleError, match="rule r, field `actions`: action names offer 'nope'"):
+        RuleBook.from_path(f)
+    f.write_text("rules:\n  - id: r\n    condition: {field: features.orders, op: '~', value: 1}\n"
+                 "    actions: [{message: {text: hi}}]\n")
+    with pytest.raises(RuleError, match="rule r, field `condition`"):
+        RuleBook.from_path(f)
+    f.write_text("rules:\n  - id: r\n    placements: [billboard]\n    actions: [{message: {text: hi}}]\n")
+    with pytest.raises(RuleError, match="unknown placement"):
+        RuleBook.from_path(f)
+    f.write_text("rules: [\n  - id: r\n")
+    with pytest.raises(RuleError, match="not valid YAML at line"):
+        RuleBook.from_path(f)
+    f.write_text(json.dumps({"offers": [{"id": "a"}, {"id": "a"}]}))
+    with pytest.raises(RuleError, match="defined twice"):
+        RuleBook(data=json.loads(f.read_text()))
+    with pytest.raises(DecisionError, match="`placement`: unknown placement"):
+        decider(customer()).decide({"customer": "user_id:p1", "placement": "billboard"})
+    with pytest.raises(DecisionError, match="`customer`"):
+        decider(customer()).decide({"placement": "push"})
+
+
+def test_rules_hot_reload_and_keep_the_last_good_version(tmp_path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("offers: [{id: a, value: 1}]\nrules: [{id: r, actions: [{offer: a}]}]\n")
+    b = RuleBook.from_path(tmp_path)
+    d = Decider(b, MemoryStore(), settings=DecideSettings(global_control=0), clock=lambda: NOON)
+    d.store.put(customer(), identifiers=["user_id:p1"])
+    v1 = b.version
+    assert d.decide({"customer": "user_id:p1", "placement": "web_banner"}).actions[0]["offer_id"] == "a"
+    time.sleep(0.01)
+    f.write_text("offers: [{id: b, value: 1}]\nrules: [{id: r, actions: [{offer: b}]}]\n")
+    assert b.refresh() and b.version != v1
+    assert d.decide({"customer": "user_id:p1", "placement": "web_banner"}).actions[0]["offer_id"] == "b"
+    f.write_text("offers: [{id: c, valu: 1}]\n")
+    assert not b.refresh() and "valu" in str(b.last_error)
+    assert d.decide({"customer": "user_id:p1", "placement": "web_banner"}).actions[0]["offer_id"] == "b"
+
+
+# -- policies: no violation under random traffic ---------------------------------------------------
+CAPS = {"push": [Cap(max=1, per_hours=24)], "email": [Cap(max=2, per_hours=72)], "*": [Cap(max=3, per_hours=24)]}
+PLACES = ["push", "email", "sms", "app_screen", "web_banner", "store_screen"]
+CHANNEL = {"push": "push", "email": "email", "sms": "sms", "app_screen": "app", "web_banner": "web",
+           "store_screen": "store"}
+
+profiles_st = st.fixed_dictionaries({
+    "marketing": st.booleans(), "personalisation": st.booleans(), "push_ok": st.one_of(st.none(), st.booleans()),
+    "complained_days_ago": st.one_of(st.none(), st.floats(0, 60)), "tz": st.sampled_from(["UTC", "Asia/Tokyo"]),
+})
+traffic_st = st.lists(st.tuples(st.integers(0, 4), st.sampled_from(PLACES), st.floats(0, 5 * 24)), min_size=1,
+                      max_size=60)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(profiles_st, min_size=5, max_size=5), traffic_st, st.floats(0, 0.5))
+def test_no_decision_ever_violates_a_policy(people, traffic, control):
+    t0 = datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp()
+    store = MemoryStore()
+    for i, p in enumerate(people):
+        consent = {"marketing": p["marketing"], "personalisation": p["personalisation"]}
+        if p["push_ok"] is not None:
+            consent["marketing:push"] = p["push_ok"]
+        feats = {"orders": 1}
+        if p["complained_days_ago"] is not None:
+            feats["last_complaint_at"] = t0 - p["complained_days_ago"] * 86400
+        store.put({"profile_id": f"p{i}", "features": feats, "traits": {"timezone": {"value": p["tz"]}},
+                   "consent": consent, "scores": {}}, identifiers=[f"user_id:p{i}"])
+    s = DecideSettings(caps=CAPS, global_control=control, complaint_suppression_days=14,
+                       quiet_hours=QuietHours(start=21, end=8, channels=["push", "sms"]))
+    d = Decider(book(), store, settings=s)
+    shown: list[tuple[float, int, str]] = []
+    for who, place, hours in sorted(traffic, key=lambda x: x[2]):
+        now = t0 + hours * 3600
+        r = d.decide({"customer": f"user_id:p{who}", "placement": place, "now": now})
+        p, ch = people[who], CHANNEL[place]
+        for a in r.actions:
+            purpose = "marketing" if place in ("push", "email", "sms") else "personalisation"
+            allowed = p["push_ok"] if (ch == "push" and p["push_ok"] is not None) else p[purpose]
+            assert allowed, (a, p)                                              # consent
+            assert bucket("plait", "control", f"p{who}") >= control             # global control
+            if p["complained_days_ago"] is not None:
+                assert p["complained_days_ago"] * 86400 + (now - t0) >= 14 * 86400   # complaint suppression
+            if ch in ("push", "sms"):
+                from zoneinfo import ZoneInfo
+                h = datetime.fromtimestamp(now, ZoneInfo(p["tz"])).hour
+                assert 8 <= h < 21                                              # quiet hours
+        if r.actions:
+            shown.append((now, who, ch))                    # one decision, one contact
+        # Caps: never more than allowed in any window ending now.
+        for cap_ch, caps in CAPS.items():
+            for cap in caps:
+                n = sum(1 for t, w, c in shown if w == who and t > now - cap.per_hours * 3600 and
+                        (c == cap_ch or (cap_ch == "*" and c in ("push", "email", "sms"))))
+                assert n <= cap.max, (cap_ch, n)
