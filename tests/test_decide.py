@@ -192,3 +192,34 @@ def test_no_decision_ever_violates_a_policy(people, traffic, control):
                 n = sum(1 for t, w, c in shown if w == who and t > now - cap.per_hours * 3600 and
                         (c == cap_ch or (cap_ch == "*" and c in ("push", "email", "sms"))))
                 assert n <= cap.max, (cap_ch, n)
+
+
+def test_decisions_are_logged_and_caps_survive_a_restart(ws):
+    from plait.decide import Decider
+
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "traits": {"email": "ann@example.com"}},
+                                   received_at=0, source="test")])
+    ws.resolve()
+    ws.consent.set("user_id:u1", "marketing", True)
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "push.yaml").write_text(
+        "offers: [{id: hello, value: 2, coupon_prefix: HI-}]\nrules: [{id: greet, actions: [{offer: hello}]}]\n")
+    noon = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
+    d = Decider.from_workspace(ws)
+    first = d.decide({"customer": "user_id:u1", "placement": "push", "now": noon})
+    assert [a["offer_id"] for a in first.actions] == ["hello"] and first.actions[0]["coupon"].startswith("HI-")
+    again = d.decide({"customer": "user_id:u1", "placement": "push", "now": noon})
+    assert again.actions == [] and again.rejected[0]["reason"].startswith("frequency cap: 1 per 24 h on push")
+    d.close()
+    rows = ws.backend.rows("SELECT user_id, channel, properties FROM events WHERE event = 'Decision Made' ORDER BY message_id")
+    assert len(rows) == 2 and rows[0]["user_id"] == "u1" and rows[0]["channel"] == "push"
+    props = json.loads(rows[0]["properties"])
+    assert props["offers"] == ["hello"] and props["profile_id"] == first.profile_id and props["coupons"] == [
+        first.actions[0]["coupon"]]
+    # A new decider (a restart) rebuilds the contact history from the log: the cap still holds.
+    d2 = Decider.from_workspace(ws)
+    assert d2.decide({"customer": "user_id:u1", "placement": "push", "now": noon}).actions == []
+    d2.close()
+    # Recorded decisions belong to the customer who got them.
+    ws.resolve()
+    assert ws.profiles.get("user_id:u1")["profile_id"] == first.profile_id

@@ -116,6 +116,7 @@ class Decider:
         self.contacts = ContactLog()
         self._coupon_next: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._next_check = time.monotonic() + 1.0
         self._index()
 
     def _index(self) -> None:
@@ -125,7 +126,32 @@ class Decider:
         self._rules = [c for c in ordered if c.defn.enabled]
 
     # -- the decision -------------------------------------------------------------------------
+    @classmethod
+    def from_workspace(cls, ws: "Workspace", rules: str | None = None, *, record: bool = True,
+                       sink: Callable[[list], Any] | None = None, context: Any = None) -> "Decider":
+        """A decider over ``ws``: its rules file or folder (``settings.decide.rules``, relative to
+        the workspace), every customer loaded into an online store, contact history rebuilt
+        from the log's decisions, and decisions recorded back to the log."""
+        from pathlib import Path
+
+        from plait.profiles.online import load
+
+        path = Path(rules) if rules else ws.path / ws.settings.decide.rules
+        book = RuleBook.from_path(path) if (rules or path.exists()) else RuleBook(data={})
+        d = cls(book, load(ws), settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
+                context=context, record=Recorder(ws, sink=sink) if record else None)
+        d.contacts = contacts_from_log(ws)
+        return d
+
+    def close(self) -> None:
+        if isinstance(self.record, Recorder):
+            self.record.close()
+
     def decide(self, request: Mapping[str, Any]) -> Decision:
+        mono = time.monotonic()
+        if mono >= self._next_check:         # hot reload: look at the rule files once a second
+            self._next_check = mono + 1.0
+            self.book.refresh()
         if self.book.version != self._version:
             self._index()
         now = request.get("now")
@@ -281,10 +307,12 @@ def _timestamp(v: Any) -> float:
 class Recorder:
     """Writes decisions to the log as ``Decision Made`` events from a background thread, in
     batches, so the answer never waits for a write (at most ``interval_s`` of decisions are in
-    memory; :meth:`close` flushes them)."""
+    memory; :meth:`close` flushes them). ``sink`` takes the records (the server's group
+    committer, so one thread writes the log); by default the workspace's log."""
 
-    def __init__(self, ws: "Workspace", *, interval_s: float = 0.2) -> None:
+    def __init__(self, ws: "Workspace", *, interval_s: float = 0.2, sink: Callable[[list], Any] | None = None) -> None:
         self.ws = ws
+        self.sink = sink or ws.log.append
         self.interval_s = interval_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -312,12 +340,34 @@ class Recorder:
         parse = self.ws.parser.parse
         now_us = int(time.time() * 1e6)
         records = [parse(_as_event(d), received_at=now_us, source="decide", correct_skew=False) for d in batch]
-        self.ws.log.append(records)
+        self.sink(records)
         self.written += len(records)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def contacts_from_log(ws: "Workspace", days: float = 31) -> ContactLog:
+    """The contact history of the last ``days`` from the log's ``Decision Made`` events (caps and
+    per-customer limits hold across restarts)."""
+    from plait.identity.tables import CURRENT
+
+    log = ContactLog()
+    if not ws.backend.has_table("identity_subjects"):
+        return log
+    rows = ws.backend.query(f"""
+        SELECT coalesce(json_extract_string(e.properties, '$.profile_id'), s.profile_id) AS pid,
+               epoch(e.event_time) AS t, e.channel,
+               CAST(json_extract(e.properties, '$.offers') AS VARCHAR[]) AS offers
+        FROM events e LEFT JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
+        WHERE e.event = '{EVENT}' AND e.event_time >= now() - INTERVAL {int(days)} DAY
+          AND json_array_length(json_extract(e.properties, '$.offers')) > 0
+        ORDER BY e.event_time""").to_pylist()
+    for r in rows:
+        if r["pid"]:
+            log.record(r["pid"], float(r["t"]), r["channel"], list(r["offers"] or []))
+    return log
 
 
 def _as_event(d: Decision) -> dict[str, Any]:
@@ -342,4 +392,4 @@ def _as_event(d: Decision) -> dict[str, Any]:
     return call
 
 
-__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "time_context"]
+__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "time_context"]
