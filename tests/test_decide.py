@@ -223,3 +223,38 @@ def test_decisions_are_logged_and_caps_survive_a_restart(ws):
     # Recorded decisions belong to the customer who got them.
     ws.resolve()
     assert ws.profiles.get("user_id:u1")["profile_id"] == first.profile_id
+
+
+def test_decide_over_http(ws):
+    from fastapi.testclient import TestClient
+
+    from plait.server.app import create_app
+
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}},
+                                   received_at=0, source="test")])
+    ws.resolve()
+    ws.consent.set("user_id:u1", "personalisation", True)
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "site.json").write_text(json.dumps({
+        "offers": [{"id": "welcome", "value": 3, "channels": ["web"]}],
+        "rules": [{"id": "hello", "placements": ["web_banner"], "actions": [{"offer": "welcome"}],
+                   "condition": {"field": "traits.firstName", "op": "exists", "min_confidence": "declared"}}]}))
+    key = ws.keys.create("shop")
+    analyst = ws.keys.create("bi", role="analyst")
+    with TestClient(create_app(ws)) as c:
+        r = c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "web_banner"}, auth=(key, ""))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [a["offer_id"] for a in body["actions"]] == ["welcome"] and body["rules"] == ["hello"]
+        ev = {"type": "page", "userId": "u1", "channel": "web", "properties": {"path": "/"}}
+        assert c.post("/v1/decide", json={"event": ev}, auth=(key, "")).json()["placement"] == "web_banner"
+        bad = c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "fax"}, auth=(key, ""))
+        assert bad.status_code == 400 and bad.json()["field"] == "placement"
+        assert c.post("/v1/decide", content=b"[1,", auth=(key, "")).status_code == 400
+        assert c.post("/v1/decide", json={"customer": "user_id:u1"}).status_code == 401
+        assert c.post("/v1/decide", json={"customer": "user_id:u1"}, auth=(analyst, "")).status_code == 403
+        rules = c.get("/v1/decide/rules", auth=(analyst, "")).json()
+        assert rules["rules"] == ["hello"] and rules["offers"] == ["welcome"]
+        assert "/v1/decide" in c.get("/openapi.json").json()["paths"]
+    # The decisions reached the log through the collector's writer.
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Decision Made'") == 2

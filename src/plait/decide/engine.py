@@ -136,9 +136,16 @@ class Decider:
 
         from plait.profiles.online import load
 
+        from plait.errors import IdentityError
+        from plait.profiles.online import MemoryStore
+
         path = Path(rules) if rules else ws.path / ws.settings.decide.rules
         book = RuleBook.from_path(path) if (rules or path.exists()) else RuleBook(data={})
-        d = cls(book, load(ws), settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
+        try:
+            store = load(ws)
+        except IdentityError:        # nothing resolved yet: every customer is unknown until then
+            store = MemoryStore()
+        d = cls(book, store, settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
                 context=context, record=Recorder(ws, sink=sink) if record else None)
         d.contacts = contacts_from_log(ws)
         return d

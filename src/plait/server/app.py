@@ -12,16 +12,20 @@ from plait.analytics.http import analytics_router
 from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
+from plait.decide.engine import Decider
+from plait.decide.http import Decide, FastDecide, decide_router
 from plait.privacy.http import privacy_router
 from plait.profiles.http import key_check, profiles_router
 from plait.workspace import Workspace
 
 
 def create_app(workspace: Workspace) -> FastAPI:
-    """The FastAPI app serving ``workspace``: the collector and profiles (decisions later)."""
+    """The FastAPI app serving ``workspace``: the collector, profiles, analytics, privacy and
+    real-time decisions."""
     s = workspace.settings.collector
     committer = GroupCommitter(workspace.log, max_rows=s.max_flush_rows, linger_ms=s.flush_interval_ms)
     intake = Intake(workspace.parser, workspace.keys, s)
+    decider = Decider.from_workspace(workspace, sink=committer.submit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -29,6 +33,7 @@ def create_app(workspace: Workspace) -> FastAPI:
         try:
             yield
         finally:
+            decider.close()          # its last decisions go to the committer before it stops
             committer.stop()
             workspace.backend.checkpoint()
 
@@ -44,6 +49,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(collector_router(collect))
     app.include_router(profiles_router(workspace))
     app.include_router(analytics_router(workspace))
+    decide = Decide(decider, workspace)
+    app.include_router(decide_router(decide, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
                                       key_check(workspace, "collector", "admin")))
     # Consent choices arriving through the collector reach the ledger as they are appended.
@@ -52,6 +59,6 @@ def create_app(workspace: Workspace) -> FastAPI:
     if workspace.settings.identity.realtime:
         workspace.identity.follow()
     # Outside Starlette's middleware stack: the hot route pays for nothing it does not use.
-    fast = FastCollect(app.build_middleware_stack(), collect)
-    app.middleware_stack = fast
+    app.middleware_stack = FastDecide(FastCollect(app.build_middleware_stack(), collect), decide)
+    app.state.decider = decider
     return app

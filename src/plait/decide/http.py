@@ -1,0 +1,144 @@
+"""``POST /v1/decide``: the next best actions over HTTP, answered outside the framework.
+
+Like the collector, the decision route is hot: :class:`FastDecide` is a plain ASGI middleware
+that reads the body, checks the key (a ``collector`` or ``admin`` key: the apps that send events
+ask for decisions), decodes with msgspec, decides and writes JSON. The FastAPI routes document
+it in the OpenAPI schema and add the control plane: the rules in force and a reload.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Request, Response
+
+from plait.collect.intake import basic_user
+from plait.errors import AuthError, DecisionError, RuleError
+
+if TYPE_CHECKING:
+    from plait.decide.engine import Decider
+    from plait.workspace import Workspace
+
+PATH = "/v1/decide"
+MAX_BODY = 64 * 1024
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder(dict)
+
+
+class DecideRequest(msgspec.Struct, omit_defaults=True):
+    """A customer (profile id or ``type:value`` identifier) and a placement, or an event; optional
+    extra context, a cap on the number of actions, and a decision time (replays)."""
+
+    customer: str | None = None
+    event: dict[str, Any] | None = None
+    placement: str | None = None
+    context: dict[str, Any] | None = None
+    max_actions: int | None = None
+    now: str | float | None = None
+
+
+def _error(code: str, message: str, **extra: Any) -> bytes:
+    return _enc.encode({"success": False, "code": code, "message": message, **extra})
+
+
+class Decide:
+    """Request bytes in, ``(status, JSON body)`` out."""
+
+    def __init__(self, decider: "Decider", ws: "Workspace") -> None:
+        self.decider = decider
+        self.ws = ws
+
+    def handle(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
+        if self.ws.settings.collector.require_write_key:
+            key = auth[7:].strip() if auth and auth.lower().startswith("bearer ") else basic_user(auth)
+            try:
+                role = self.ws.keys.role_for(key)
+            except AuthError as e:
+                return 401, _error("unauthorized", str(e))
+            if role not in ("collector", "admin"):
+                return 403, _error("forbidden", f"a `{role}` key may not ask for decisions; use a collector or admin key")
+        try:
+            req = _dec.decode(raw)
+        except msgspec.DecodeError as e:
+            return 400, _error("invalid_request", f"the body is not a JSON object: {e}")
+        try:
+            d = self.decider.decide(req)
+        except DecisionError as e:
+            return 400, _error("invalid_request", str(e), field=e.field)
+        return 200, _enc.encode(d.as_dict())
+
+
+class FastDecide:
+    """Pure ASGI middleware answering ``POST /v1/decide``; everything else goes on to the app."""
+
+    def __init__(self, app: Any, decide: Decide) -> None:
+        self.app = app
+        self.decide = decide
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") != PATH or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        auth = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                auth = v.decode("latin-1")
+        chunks, size, more = [], 0, True
+        status, body = 0, b""
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                status, body = 413, _error("payload_too_large", f"a decision request is at most {MAX_BODY} bytes")
+                break
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        if not status:
+            status, body = self.decide.handle(b"".join(chunks), auth)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
+    """Documented routes; in a served app :class:`FastDecide` answers ``POST /v1/decide`` first."""
+    router = APIRouter(tags=["decide"])
+    (schema,), _ = msgspec.json.schema_components([DecideRequest], ref_template="#/components/schemas/{name}")
+
+    @router.post(PATH, summary="The next best actions for a customer or an event",
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+                 responses={200: {"description": "Ranked actions with reasons; rejected offers with why"},
+                            400: {"description": "A bad request, naming the field"},
+                            401: {"description": "Missing or unknown key"}})
+    async def decide_route(request: Request) -> Response:
+        status, body = decide.handle(await request.body(), request.headers.get("authorization"))
+        return Response(body, status_code=status, media_type="application/json")
+
+    @router.get(f"{PATH}/rules", dependencies=[Depends(analyst)], summary="The rules and offers in force")
+    async def rules() -> dict[str, Any]:
+        b = decide.decider.book
+        return {"version": b.version, "rules": sorted(b.rules), "offers": sorted(b.offers),
+                "last_error": str(b.last_error) if b.last_error else None}
+
+    @router.post(f"{PATH}/reload", dependencies=[Depends(admin)],
+                 summary="Reload the rule files now and the customers' profiles from the workspace")
+    async def reload() -> dict[str, Any]:
+        from plait.profiles.online import load
+
+        b = decide.decider.book
+        try:
+            b.refresh()
+        except RuleError as e:
+            return {"version": b.version, "error": str(e)}
+        fresh = load(decide.ws)
+        decide.decider.store = fresh
+        return {"version": b.version, "customers": len(fresh), "last_error": str(b.last_error) if b.last_error else None}
+
+    return router
+
+
+__all__ = ["PATH", "Decide", "DecideRequest", "FastDecide", "decide_router"]
