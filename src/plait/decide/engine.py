@@ -298,7 +298,7 @@ def _event_view(event: Mapping[str, Any]) -> dict[str, Any]:
     ctx = event.get("context") or {}
     return {"name": event.get("event") or event.get("name"), "type": event.get("type", "track"),
             "channel": event.get("channel") or ctx.get("channel"), "properties": event.get("properties") or {},
-            "store_id": (event.get("properties") or {}).get("store_id")}
+            "store_id": (event.get("properties") or {}).get("store_id"), "location": ctx.get("location")}
 
 
 def _timestamp(v: Any) -> float:
