@@ -258,3 +258,30 @@ def test_decide_over_http(ws):
         assert "/v1/decide" in c.get("/openapi.json").json()["paths"]
     # The decisions reached the log through the collector's writer.
     assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Decision Made'") == 2
+
+
+def test_a_real_time_model_scores_in_the_path():
+    import numpy as np
+
+    from plait.decide.scoring import LogisticScorer
+
+    rng = np.random.default_rng(0)
+    rows = [{"features": {"orders": int(o)}, "context": {"hour": int(h)}} for o, h in
+            zip(rng.integers(0, 20, 2000), rng.integers(0, 24, 2000))]
+    truth = [1 / (1 + np.exp(-(-3 + 0.3 * r["features"]["orders"]))) for r in rows]
+    y = (rng.random(2000) < truth).astype(int)
+    s = LogisticScorer(["features.orders", "context.hour"]).fit(rows, y)
+    assert abs(s.coef_[0] / s.scales_[0] - 0.3) < 0.06 and abs(s.coef_[1]) < 0.2     # recovers the planted slope
+    again = LogisticScorer.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again.predict_proba_one(rows[0]) == pytest.approx(s.predict_proba_one(rows[0]))
+    b = book(offers=[{"id": "smart", "value": 10, "propensity": {"model": "buyer", "default": 0.01}}],
+             rules=[{"id": "s", "actions": [{"offer": "smart"}]}])
+    d = decider(customer("p1", features={"orders": 18}), customer("p2", features={"orders": 0}), rules=b)
+    d.scorers["buyer"] = s
+    hi = {a["offer_id"]: a for a in d.decide({"customer": "user_id:p1", "placement": "web_banner"}).actions}["smart"]
+    lo = {a["offer_id"]: a for a in d.decide({"customer": "user_id:p2", "placement": "web_banner"}).actions}.get("smart")
+    assert hi["propensity"] > 0.8 and "from model buyer" in hi["reasons"][1]
+    assert lo is None or lo["propensity"] < 0.1
+    before = s.predict_proba_one(rows[0])
+    s.learn_one(rows[0], 1)
+    assert s.predict_proba_one(rows[0]) > before                          # an outcome moves it online

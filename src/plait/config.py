@@ -184,6 +184,19 @@ class QuietHours(_Strict):
     channels: list[str] = Field(default_factory=lambda: ["push", "sms"])
 
 
+class ContextSettings(_Strict):
+    """Files the context providers read (paths relative to the workspace): ``stores`` (store_id,
+    lat, lon, optional radius_m and region), ``weather`` (store_id or region, day, rain, temp_c …),
+    ``calendar`` (JSON: holidays {date: name}, paydays [15, "last_working_day"], events
+    [{store_id, day, name}])."""
+
+    stores: str | None = None
+    weather: str | None = None
+    calendar: str | None = None
+    geofence_radius_m: float = Field(default=150, gt=0)
+    weather_ttl_s: float = Field(default=900, ge=0)
+
+
 class DecideSettings(_Strict):
     """Real-time decisions: where rules live and the contact policy every decision obeys.
 
@@ -200,6 +213,7 @@ class DecideSettings(_Strict):
     global_control: float = Field(default=0.05, ge=0, le=0.5)
     salt: str = "plait"
     max_actions: int = Field(default=3, ge=1, le=50)
+    context: ContextSettings = Field(default_factory=ContextSettings)
 
 
 class Settings(_Strict):

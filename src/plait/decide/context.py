@@ -223,6 +223,24 @@ class Context:
         return ctx
 
 
+def from_settings(base: Path, settings: Any) -> Context | None:
+    """The providers a workspace's ``decide.context`` settings name (None when it names none)."""
+    import json
+
+    s = settings
+    providers: list[Any] = []
+    stores = base / s.stores if s.stores else None
+    if stores is not None:
+        providers.append(Location.from_file(stores, default_radius_m=s.geofence_radius_m))
+    if s.weather:
+        has_region = stores is not None and "region" in (_table(stores)[:1] or [{}])[0]
+        providers.append(Weather.from_file(base / s.weather, stores=stores if has_region else None, ttl_s=s.weather_ttl_s))
+    if s.calendar:
+        c = json.loads((base / s.calendar).read_text())
+        providers.append(Calendar(c.get("holidays"), c.get("paydays", ["last_working_day"]), c.get("events", ())))
+    return Context(providers) if providers else None
+
+
 def _table(path: str | Path | None) -> list[dict[str, Any]]:
     if path is None:
         return []
@@ -252,4 +270,4 @@ def _num(v: str) -> Any:
         return v
 
 
-__all__ = ["Calendar", "Context", "Location", "Traffic", "Weather"]
+__all__ = ["Calendar", "Context", "Location", "Traffic", "Weather", "from_settings"]

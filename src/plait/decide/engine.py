@@ -105,12 +105,14 @@ class Decider:
 
     def __init__(self, book: RuleBook, store: "MemoryStore", *, settings: DecideSettings | None = None,
                  consent_defaults: Mapping[str, bool] | None = None, context: Any = None,
-                 record: Callable[[Decision], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 scorers: Mapping[str, Any] | None = None, record: Callable[[Decision], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.book = book
         self.store = store
         self.settings = settings or DecideSettings()
         self.consent_defaults = dict(consent_defaults or {"analytics": True})
         self.context = context
+        self.scorers = dict(scorers or {})       # real-time models: name → object with predict_proba_one(x)
         self.record = record
         self.clock = clock
         self.contacts = ContactLog()
@@ -128,10 +130,12 @@ class Decider:
     # -- the decision -------------------------------------------------------------------------
     @classmethod
     def from_workspace(cls, ws: "Workspace", rules: str | None = None, *, record: bool = True,
-                       sink: Callable[[list], Any] | None = None, context: Any = None) -> "Decider":
+                       sink: Callable[[list], Any] | None = None, context: Any = None,
+                       scorers: Mapping[str, Any] | None = None) -> "Decider":
         """A decider over ``ws``: its rules file or folder (``settings.decide.rules``, relative to
-        the workspace), every customer loaded into an online store, contact history rebuilt
-        from the log's decisions, and decisions recorded back to the log."""
+        the workspace), every customer loaded into an online store, the context providers its
+        settings name, real-time models from ``<workspace>/scorers/*.json``, contact history
+        rebuilt from the log's decisions, and decisions recorded back to the log."""
         from pathlib import Path
 
         from plait.profiles.online import load
@@ -145,8 +149,14 @@ class Decider:
             store = load(ws)
         except IdentityError:        # nothing resolved yet: every customer is unknown until then
             store = MemoryStore()
+        if scorers is None:
+            scorers = load_scorers(ws.path / "scorers")
+        if context is None:
+            from plait.decide.context import from_settings
+
+            context = from_settings(ws.path, ws.settings.decide.context)
         d = cls(book, store, settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
-                context=context, record=Recorder(ws, sink=sink) if record else None)
+                context=context, scorers=scorers, record=Recorder(ws, sink=sink) if record else None)
         d.contacts = contacts_from_log(ws)
         return d
 
@@ -231,17 +241,23 @@ class Decider:
                 held.append(oid)
                 continue
             p_src = o.propensity
-            p = profile.get("scores", {}).get(p_src.model) if p_src.model else None
-            p = p_src.default if p is None else float(p)
+            p, origin = None, ""
+            if p_src.model:
+                scorer = self.scorers.get(p_src.model)
+                if scorer is not None:
+                    p, origin = scorer.predict_proba_one(view), f" from model {p_src.model}"
+                else:
+                    p, origin = profile.get("scores", {}).get(p_src.model), f" from scores.{p_src.model}"
+            if p is None:
+                p, origin = p_src.default, " (default)"
+            p = float(p)
             weight, why_w = 1.0, []
             for cond, w in c.weights:
                 if cond.evaluate(view):
                     weight *= w
                     why_w.append(f"context ×{w:g}")
             score = p * o.value * weight * o.lever
-            reasons = [f"rule {rule.id} (priority {rule.priority})",
-                       f"propensity {p:.3f}" + (f" from scores.{p_src.model}" if p_src.model and p != p_src.default else
-                                               " (default)"),
+            reasons = [f"rule {rule.id} (priority {rule.priority})", f"propensity {p:.3f}{origin}",
                        f"value {o.value:g}"] + why_w + ([f"lever ×{o.lever:g}"] if o.lever != 1 else [])
             scored.append((o.service, score, rule.priority, oid, p, weight, reasons))
         # Service actions (an apology, "your order is ready") come before any offer.
@@ -355,6 +371,19 @@ class Recorder:
         self._thread.join()
 
 
+def load_scorers(folder: Any) -> dict[str, Any]:
+    """Real-time models saved as ``<name>.json`` (:meth:`LogisticScorer.to_dict`) in ``folder``."""
+    import json
+    from pathlib import Path
+
+    from plait.decide.scoring import LogisticScorer
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {f.stem: LogisticScorer.from_dict(json.loads(f.read_text())) for f in sorted(folder.glob("*.json"))}
+
+
 def contacts_from_log(ws: "Workspace", days: float = 31) -> ContactLog:
     """The contact history of the last ``days`` from the log's ``Decision Made`` events (caps and
     per-customer limits hold across restarts)."""
@@ -399,4 +428,5 @@ def _as_event(d: Decision) -> dict[str, Any]:
     return call
 
 
-__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "time_context"]
+__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "load_scorers",
+           "time_context"]
