@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from plait.config import Cap, DecideSettings, QuietHours
 from plait.decide import Decider, RuleBook, bucket
+from plait.decide.policies import key_hash, mix
 from plait.errors import DecisionError, RuleError
 from plait.profiles.online import MemoryStore
 
@@ -90,7 +91,7 @@ def test_validity_budget_codes_rollout_and_holdout():
     held = [i for i in range(400) if "measured" in d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}).held_out]
     assert 0.18 < len(held) / 400 < 0.32
     # Stable: the same customers are held out every time, by the salted hash.
-    assert held == [i for i in range(400) if bucket("plait", "measured", "holdout", f"c{i}") < 0.25]
+    assert held == [i for i in range(400) if mix(key_hash("plait", f"c{i}"), key_hash("measured", "holdout")) < 0.25]
 
 
 def test_rule_files_are_validated_with_clear_errors(tmp_path):

@@ -58,6 +58,7 @@ def test_evaluate_and_sql_agree(cond, people):
                 "traits": {"t": {"value": p["t"], "confidence": p["conf"]}} if p["t"] is not None else {}}
         if c.evaluate(prof):
             want.add(i)
+        assert c.compile()(prof) == c.evaluate(prof), (cond, prof)     # the real-time form agrees too
     assert got == want, (cond, people)
 
 

@@ -75,13 +75,6 @@ class GroupCommitter:
         self._q.put(_Job(records, rejections, loop, fut))
         await fut
 
-    def submit(self, records: Sequence[Record]) -> None:
-        """Append without waiting (facts the system records about itself, such as decisions);
-        they are written with the next group. Errors are counted in ``failed``."""
-        if self._thread is None:
-            raise RuntimeError("GroupCommitter is not running; call start()")
-        self._q.put(_Job(records, (), None, None))  # type: ignore[arg-type]
-
     def _run(self) -> None:
         while True:
             job = self._q.get()
@@ -125,8 +118,6 @@ class GroupCommitter:
     def _notify(jobs: list[_Job], error: BaseException | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for j in jobs:
-            if j.fut is None:        # submitted without a waiter
-                continue
             by_loop.setdefault(j.loop, []).append(j.fut)
         for loop, futs in by_loop.items():
             try:

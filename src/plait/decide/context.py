@@ -166,6 +166,13 @@ class Calendar:
         self.paydays = list(paydays)
         self.events: dict[tuple[str, str], str] = {(str(e["store_id"]), str(e["day"])[:10]): str(e.get("name", "event"))
                                                    for e in events}
+        self._cache: dict[date, tuple[int | None]] = {}
+
+    def _days_to_payday(self, d: date) -> int | None:
+        hit = self._cache.get(d)
+        if hit is None:
+            hit = self._cache[d] = (next((k for k in range(0, 32) if self._is_payday(d + timedelta(days=k))), None),)
+        return hit[0]
 
     def _is_payday(self, d: date) -> bool:
         for p in self.paydays:
@@ -182,10 +189,11 @@ class Calendar:
     def enrich(self, profile: Mapping[str, Any], event: Mapping[str, Any] | None, now: float,
                ctx: Mapping[str, Any]) -> dict[str, Any]:
         d = datetime.fromtimestamp(now, timezone.utc).date()
-        days = next((k for k in range(0, 32) if self._is_payday(d + timedelta(days=k))), None)
+        days = self._days_to_payday(d)
         store = _store_of(event, profile, ctx)
-        return {"holiday": self.holidays.get(d.isoformat()), "payday": days == 0, "days_to_payday": days,
-                "local_event": self.events.get((store, d.isoformat())) if store else None}
+        iso = d.isoformat()
+        return {"holiday": self.holidays.get(iso), "payday": days == 0, "days_to_payday": days,
+                "local_event": self.events.get((store, iso)) if store else None}
 
 
 class Traffic:

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from plait.config import DecideSettings
-from plait.decide.policies import ContactLog, blocked, bucket
+from plait.decide.policies import ContactLog, customer_blocked, key_hash, mix, offer_blocked
 from plait.decide.rules import PLACEMENTS, Compiled, RuleBook
 from plait.errors import DecisionError
 
@@ -92,12 +92,24 @@ def _subject(event: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def time_context(now: float, tz: str = "UTC") -> dict[str, Any]:
-    from zoneinfo import ZoneInfo
+_TIME_CACHE: dict[tuple[int, str], dict[str, Any]] = {}
 
-    d = datetime.fromtimestamp(now, ZoneInfo(tz))
-    return {"hour": d.hour, "minute": d.minute, "weekday": d.strftime("%A").lower(), "weekend": d.weekday() >= 5,
-            "date": d.date().isoformat(), "day_of_month": d.day, "month": d.month}
+
+def time_context(now: float, tz: str = "UTC") -> dict[str, Any]:
+    """Hour, minute, weekday, weekend, date, day of month and month at ``now`` in ``tz`` (a
+    fresh dict; computed once per minute)."""
+    key = (int(now // 60), tz)
+    hit = _TIME_CACHE.get(key)
+    if hit is None:
+        from zoneinfo import ZoneInfo
+
+        d = datetime.fromtimestamp(now, ZoneInfo(tz))
+        if len(_TIME_CACHE) > 4096:
+            _TIME_CACHE.clear()
+        hit = _TIME_CACHE[key] = {"hour": d.hour, "minute": d.minute, "weekday": d.strftime("%A").lower(),
+                                  "weekend": d.weekday() >= 5, "date": d.date().isoformat(), "day_of_month": d.day,
+                                  "month": d.month}
+    return dict(hit)
 
 
 class Decider:
@@ -129,8 +141,7 @@ class Decider:
 
     # -- the decision -------------------------------------------------------------------------
     @classmethod
-    def from_workspace(cls, ws: "Workspace", rules: str | None = None, *, record: bool = True,
-                       sink: Callable[[list], Any] | None = None, context: Any = None,
+    def from_workspace(cls, ws: "Workspace", rules: str | None = None, *, record: bool = True, context: Any = None,
                        scorers: Mapping[str, Any] | None = None) -> "Decider":
         """A decider over ``ws``: its rules file or folder (``settings.decide.rules``, relative to
         the workspace), every customer loaded into an online store, the context providers its
@@ -156,7 +167,7 @@ class Decider:
 
             context = from_settings(ws.path, ws.settings.decide.context)
         d = cls(book, store, settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
-                context=context, scorers=scorers, record=Recorder(ws, sink=sink) if record else None)
+                context=context, scorers=scorers, record=Recorder(ws) if record else None)
         d.contacts = contacts_from_log(ws)
         return d
 
@@ -181,14 +192,15 @@ class Decider:
         for ref in refs:
             profile = self.store.lookup(ref)
             if profile is not None:
-                subject = ref if ref in self.store.ids else None
                 break
         if profile is None and not refs:
             raise DecisionError("a decision needs a customer or an event with userId/anonymousId", field="customer")
         profile = profile or {}
         pid = profile.get("profile_id")
-        if subject is None:
-            subject = next(iter(self.store.subjects(pid)), None) if pid else (refs[0] if refs else None)
+        # Logged under the customer's user or anonymous id (the log's subjects), else the event's.
+        subject = next((x for x in self.store.subjects(pid) if x.startswith(("user_id:", "anonymous_id:"))), None) \
+            if pid else None
+        subject = subject or next((r for r in refs if r.startswith(("user_id:", "anonymous_id:"))), None)
         ev = _event_view(event) if event is not None else None
         if ev is not None and pid and ev["name"] in ("Complaint Filed",):
             # The complaint itself counts at once: marketing stops now, not at the next profile load.
@@ -207,6 +219,14 @@ class Decider:
         view["event"] = ev or {}
         view["context"] = ctx
         view["placement"] = placement
+        memo: dict[int, bool] = {}       # each distinct condition once per decision
+
+        def holds(test: tuple[int, Any]) -> bool:
+            v = memo.get(test[0])
+            if v is None:
+                v = memo[test[0]] = test[1](view)
+            return v
+
         # Rules → candidate offers (an offer keeps its highest-priority rule).
         fired, candidates, messages = [], {}, []
         name = (ev or {}).get("name")
@@ -216,7 +236,7 @@ class Decider:
                 continue
             if r.placements and placement not in r.placements:
                 continue
-            if c.condition is not None and not c.condition.evaluate(view):
+            if c.test is not None and not holds(c.test):
                 continue
             fired.append(r.id)
             for a in r.actions:
@@ -225,48 +245,55 @@ class Decider:
                 elif a.message is not None:
                     messages.append({"rule_id": r.id, "message": a.message, "reasons": [f"rule {r.id}"]})
         key = pid or next(iter(refs), "")
+        kh = key_hash(self.settings.salt, key)        # the customer's stable groups (rollout, holdouts)
         rejected, held, scored = [], [], []
         today = datetime.fromtimestamp(now, timezone.utc).date()
+        policy: dict[tuple[str, bool], str | None] = {}     # customer-level policies, once per purpose
+        propensity: dict[str, tuple[float | None, str]] = {}
         for oid, rule in candidates.items():
             c = self.book.offers[oid]
             o = c.defn
-            why = self._unavailable(c, channel, today, view, key)
+            why = self._unavailable(c, channel, today, holds, kh)
             if why is None:
-                why = blocked(self.settings, profile, o, channel, o.purpose or purpose, self.contacts, now,
-                              self.consent_defaults)
+                pk = (o.purpose or purpose, o.service)
+                if pk not in policy:
+                    policy[pk] = customer_blocked(self.settings, profile, channel, pk[0], o.service, self.contacts,
+                                                  now, self.consent_defaults)
+                why = policy[pk] or offer_blocked(profile, o, self.contacts)
             if why is not None:
                 rejected.append({"offer_id": oid, "reason": why})
                 continue
-            if o.holdout and bucket(self.settings.salt, oid, "holdout", key) < o.holdout:
+            if o.holdout and mix(kh, c.holdout_key) < o.holdout:
                 held.append(oid)
                 continue
             p_src = o.propensity
             p, origin = None, ""
             if p_src.model:
-                scorer = self.scorers.get(p_src.model)
-                if scorer is not None:
-                    p, origin = scorer.predict_proba_one(view), f" from model {p_src.model}"
-                else:
-                    p, origin = profile.get("scores", {}).get(p_src.model), f" from scores.{p_src.model}"
+                if p_src.model not in propensity:     # one score per model and decision
+                    scorer = self.scorers.get(p_src.model)
+                    propensity[p_src.model] = (
+                        (scorer.predict_proba_one(view), f" from model {p_src.model}") if scorer is not None else
+                        (profile.get("scores", {}).get(p_src.model), f" from scores.{p_src.model}"))
+                p, origin = propensity[p_src.model]
             if p is None:
                 p, origin = p_src.default, " (default)"
-            p = float(p)
-            weight, why_w = 1.0, []
-            for cond, w in c.weights:
-                if cond.evaluate(view):
+            weight, hits = 1.0, []
+            for test, w in c.weights:
+                if holds(test):
                     weight *= w
-                    why_w.append(f"context ×{w:g}")
-            score = p * o.value * weight * o.lever
-            reasons = [f"rule {rule.id} (priority {rule.priority})", f"propensity {p:.3f}{origin}",
-                       f"value {o.value:g}"] + why_w + ([f"lever ×{o.lever:g}"] if o.lever != 1 else [])
-            scored.append((o.service, score, rule.priority, oid, p, weight, reasons))
+                    hits.append(w)
+            score = float(p) * o.value * weight * o.lever
+            scored.append((o.service, score, rule.priority, oid, float(p), weight, (rule, origin, hits)))
         # Service actions (an apology, "your order is ready") come before any offer.
         scored.sort(key=lambda s: (not s[0], -s[1], -s[2], s[3]))
         limit = min(int(request.get("max_actions") or self.settings.max_actions), self.settings.max_actions)
         did = f"dec-{_PREFIX}-{next(_ids)}"
         actions = []
-        for _, score, _, oid, p, weight, reasons in scored[:limit]:
+        for _, score, _, oid, p, weight, (rule, origin, hits) in scored[:limit]:
             o = self.book.offers[oid].defn
+            reasons = [f"rule {rule.id} (priority {rule.priority})", f"propensity {p:.3f}{origin}",
+                       f"value {o.value:g}"] + [f"context ×{w:g}" for w in hits] + (
+                [f"lever ×{o.lever:g}"] if o.lever != 1 else [])
             actions.append({"offer_id": oid, "name": o.name, "score": score, "propensity": p, "value": o.value,
                             "context_weight": weight, "coupon": self._coupon(o, did), "reasons": reasons})
         actions.extend(messages[: max(0, limit - len(actions))])
@@ -277,7 +304,7 @@ class Decider:
             self.record(d)
         return d
 
-    def _unavailable(self, c: Compiled, channel: str | None, today: Any, view: Mapping[str, Any], key: str) -> str | None:
+    def _unavailable(self, c: Compiled, channel: str | None, today: Any, holds: Callable[..., bool], kh: int) -> str | None:
         o = c.defn
         if o.channels and channel is not None and channel not in o.channels:
             return f"not offered on {channel}"
@@ -289,9 +316,9 @@ class Decider:
             return "budget spent"
         if o.coupon_codes and self._coupon_next.get(o.id, 0) >= len(o.coupon_codes):
             return "no coupon codes left"
-        if c.condition is not None and not c.condition.evaluate(view):
+        if c.test is not None and not holds(c.test):
             return "not eligible"
-        if o.rollout < 1 and bucket(self.settings.salt, o.id, "rollout", key) >= o.rollout:
+        if o.rollout < 1 and mix(kh, c.rollout_key) >= o.rollout:
             return f"outside the {o.rollout:.0%} rollout"
         return None
 
@@ -329,13 +356,12 @@ def _timestamp(v: Any) -> float:
 
 class Recorder:
     """Writes decisions to the log as ``Decision Made`` events from a background thread, in
-    batches, so the answer never waits for a write (at most ``interval_s`` of decisions are in
-    memory; :meth:`close` flushes them). ``sink`` takes the records (the server's group
-    committer, so one thread writes the log); by default the workspace's log."""
+    batches laid out straight as the log's Arrow table (no per-event parsing), so the answer
+    never waits for a write: at most ``interval_s`` of decisions are in memory; :meth:`close`
+    flushes them."""
 
-    def __init__(self, ws: "Workspace", *, interval_s: float = 0.2, sink: Callable[[list], Any] | None = None) -> None:
+    def __init__(self, ws: "Workspace", *, interval_s: float = 0.5) -> None:
         self.ws = ws
-        self.sink = sink or ws.log.append
         self.interval_s = interval_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -358,17 +384,47 @@ class Recorder:
                 batch.append(self._q.get_nowait())
             except queue.Empty:
                 break
-        if not batch:
-            return
-        parse = self.ws.parser.parse
-        now_us = int(time.time() * 1e6)
-        records = [parse(_as_event(d), received_at=now_us, source="decide", correct_skew=False) for d in batch]
-        self.sink(records)
-        self.written += len(records)
+        if batch:
+            self.written += self.ws.log.append_table(decisions_table(batch)).inserted
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class _Row:
+    """The attributes :func:`plait.log.schema.records_to_arrow` reads, for a decision."""
+
+    __slots__ = ("message_id", "type", "event", "schema_version", "channel", "source", "anonymous_id", "user_id",
+                 "group_id", "previous_id", "event_time", "original_time", "sent_at", "received_at", "order_id",
+                 "store_id", "amount", "currency", "properties", "traits", "context", "subject")
+
+    def __init__(self, d: Decision, received_us: int) -> None:
+        kind, _, value = (d.subject or "anonymous_id:decide-unknown").partition(":")
+        t = int(d.at * 1_000_000)
+        self.message_id, self.type, self.event, self.schema_version = d.decision_id, "track", EVENT, None
+        self.channel, self.source = d.channel or "other", "decide"
+        self.user_id = value if kind == "user_id" else None
+        self.anonymous_id = None if kind == "user_id" else value
+        self.group_id = self.previous_id = self.sent_at = None
+        self.event_time = self.original_time = t
+        self.received_at = received_us
+        self.order_id = self.amount = self.currency = self.traits = self.context = None
+        self.store_id = None
+        self.subject = f"{'user_id' if kind == 'user_id' else 'anonymous_id'}:{value}"
+        self.properties = {"decision_id": d.decision_id, "placement": d.placement, "profile_id": d.profile_id,
+                           "offers": [a["offer_id"] for a in d.actions if "offer_id" in a],
+                           "coupons": [a["coupon"] for a in d.actions if a.get("coupon")],
+                           "held_out": d.held_out, "rules": d.rules, "version": d.version,
+                           "rejected": len(d.rejected)}
+
+
+def decisions_table(decisions: list[Decision]) -> Any:
+    """Decisions as rows of the log's ``events`` table (``Decision Made``)."""
+    from plait.log.schema import records_to_arrow
+
+    now = int(time.time() * 1_000_000)
+    return records_to_arrow([_Row(d, now) for d in decisions], [None] * len(decisions))
 
 
 def load_scorers(folder: Any) -> dict[str, Any]:
@@ -406,27 +462,5 @@ def contacts_from_log(ws: "Workspace", days: float = 31) -> ContactLog:
     return log
 
 
-def _as_event(d: Decision) -> dict[str, Any]:
-    call: dict[str, Any] = {
-        "type": "track", "event": EVENT, "messageId": d.decision_id, "channel": d.channel or "other",
-        "timestamp": datetime.fromtimestamp(d.at, timezone.utc).isoformat(),
-        "properties": {"decision_id": d.decision_id, "placement": d.placement,
-                       "offers": [a["offer_id"] for a in d.actions if "offer_id" in a],
-                       "coupons": [a["coupon"] for a in d.actions if a.get("coupon")],
-                       "held_out": d.held_out, "rules": d.rules, "version": d.version,
-                       "rejected": len(d.rejected)}}
-    kind, _, value = (d.subject or "anonymous_id:decide-unknown").partition(":")
-    if kind == "user_id":
-        call["userId"] = value
-    elif kind == "anonymous_id":
-        call["anonymousId"] = value
-    else:   # an email, loyalty card ...: the log links it like any external id
-        call["anonymousId"] = f"{kind}:{value}"
-        call["context"] = {"externalIds": [{"id": value, "type": kind, "collection": "users", "encoding": "none"}]}
-    if d.profile_id:
-        call["properties"]["profile_id"] = d.profile_id
-    return call
-
-
-__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "load_scorers",
-           "time_context"]
+__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "decisions_table",
+           "load_scorers", "time_context"]

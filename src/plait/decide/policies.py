@@ -30,10 +30,26 @@ if TYPE_CHECKING:
 OUTBOUND = ("push", "email", "sms")
 
 
+_M = (1 << 64) - 1
+
+
+def key_hash(*parts: str) -> int:
+    """A 64-bit hash of a key (BLAKE2b), to combine with :func:`mix`."""
+    return int.from_bytes(hashlib.blake2b(":".join(parts).encode(), digest_size=8).digest(), "big")
+
+
+def mix(a: int, b: int) -> float:
+    """A stable number in [0, 1) from two key hashes (splitmix64's finaliser): a customer's hash
+    with an offer's gives the customer's group for that offer, without hashing strings per offer."""
+    z = (a ^ (b * 0x9E3779B97F4A7C15)) & _M
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M
+    return (z ^ (z >> 31)) / 2**64
+
+
 def bucket(*parts: str) -> float:
     """A stable number in [0, 1) for a key: the same customer always lands in the same group."""
-    h = hashlib.blake2b(":".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
+    return key_hash(*parts) / 2**64
 
 
 class ContactLog:
@@ -70,12 +86,28 @@ def _local_hour(now: float, tz: str) -> float:
 def blocked(settings: "DecideSettings", profile: Mapping[str, Any], offer: "Offer", channel: str | None,
             purpose: str, contacts: ContactLog, now: float, consent_defaults: Mapping[str, bool]) -> str | None:
     """Why ``offer`` may not go to this customer on ``channel`` now, or None."""
+    why = customer_blocked(settings, profile, channel, purpose, offer.service, contacts, now, consent_defaults)
+    return why if why is not None else offer_blocked(profile, offer, contacts)
+
+
+def offer_blocked(profile: Mapping[str, Any], offer: "Offer", contacts: ContactLog) -> str | None:
+    """The offer's own limit per customer."""
+    pid = profile.get("profile_id")
+    if pid and offer.max_per_customer is not None and contacts.per_offer.get((pid, offer.id), 0) >= offer.max_per_customer:
+        return f"already shown {offer.max_per_customer} time(s)"
+    return None
+
+
+def customer_blocked(settings: "DecideSettings", profile: Mapping[str, Any], channel: str | None, purpose: str,
+                     service: bool, contacts: ContactLog, now: float, consent_defaults: Mapping[str, bool]) -> str | None:
+    """The policies that depend on the customer, channel and purpose only (the same for every
+    offer of a decision, so a decider checks them once per purpose)."""
     pid = profile.get("profile_id")
     if pid and not consent_allows(profile, purpose, channel, consent_defaults.get(purpose, False)):
         return f"no {purpose} consent" + (f" for {channel}" if channel else "")
     if not pid and purpose != "personalisation":
         return f"unknown customer: no {purpose} consent on record"
-    if offer.service:
+    if service:
         return None
     if pid and settings.global_control > 0 and bucket(settings.salt, "control", pid) < settings.global_control:
         return "global control group"
@@ -100,8 +132,6 @@ def blocked(settings: "DecideSettings", profile: Mapping[str, Any], offer: "Offe
                 if n >= cap.max:
                     scope = "all channels" if ch == "*" else ch
                     return f"frequency cap: {cap.max} per {cap.per_hours:g} h on {scope}"
-        if offer.max_per_customer is not None and contacts.per_offer.get((pid, offer.id), 0) >= offer.max_per_customer:
-            return f"already shown {offer.max_per_customer} time(s)"
     return None
 
 
@@ -109,4 +139,5 @@ def now_utc() -> float:
     return datetime.now(timezone.utc).timestamp()
 
 
-__all__ = ["OUTBOUND", "ContactLog", "blocked", "bucket", "now_utc"]
+__all__ = ["OUTBOUND", "ContactLog", "blocked", "bucket", "customer_blocked", "key_hash", "mix", "now_utc",
+           "offer_blocked"]

@@ -123,12 +123,32 @@ class Rule(_Def):
 
 
 class Compiled:
-    """A rule or offer with its conditions parsed once."""
+    """A rule or offer with its conditions parsed once (and an offer's keys for stable groups)."""
 
-    __slots__ = ("defn", "condition", "weights")
+    __slots__ = ("defn", "condition", "test", "weights", "holdout_key", "rollout_key")
 
     def __init__(self, defn: Any, condition: Condition | None, weights: list[tuple[Condition, float]]) -> None:
-        self.defn, self.condition, self.weights = defn, condition, weights
+        from plait.decide.policies import key_hash
+
+        self.defn, self.condition = defn, condition
+        # Compiled to Python functions once, and shared: the same condition anywhere in the rule
+        # book is one (slot, function), so a decision evaluates it once (see Decider).
+        self.test = _shared(condition) if condition is not None else None
+        self.weights = [(_shared(c), w) for c, w in weights]
+        self.holdout_key = key_hash(defn.id, "holdout")
+        self.rollout_key = key_hash(defn.id, "rollout")
+
+
+# Every distinct condition ever compiled in this process (conditions are few and small).
+_SHARED: dict[str, tuple[int, Any]] = {}
+
+
+def _shared(c: Condition) -> tuple[int, Any]:
+    key = repr(c)
+    hit = _SHARED.get(key)
+    if hit is None:
+        hit = _SHARED[key] = (len(_SHARED), c.compile())
+    return hit
 
 
 def _read(path: Path) -> Any:

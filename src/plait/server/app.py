@@ -25,7 +25,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     s = workspace.settings.collector
     committer = GroupCommitter(workspace.log, max_rows=s.max_flush_rows, linger_ms=s.flush_interval_ms)
     intake = Intake(workspace.parser, workspace.keys, s)
-    decider = Decider.from_workspace(workspace, sink=committer.submit)
+    decider = Decider.from_workspace(workspace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -33,7 +33,7 @@ def create_app(workspace: Workspace) -> FastAPI:
         try:
             yield
         finally:
-            decider.close()          # its last decisions go to the committer before it stops
+            decider.close()          # writes its last decisions
             committer.stop()
             workspace.backend.checkpoint()
 
