@@ -52,7 +52,7 @@ def decider(*snaps, rules=None, **settings_kw):  # noqa: ANN001, ANN201
 
 def test_arbitration_ranks_by_propensity_value_context_and_lever():
     d = decider(customer(scores={"dairy": 0.3}))
-    r = d.decide({"customer": "user_id:p1", "placement": "app_screen"})
+    r = d.decide({"customer": "user_id:p1", "placement": "app_screen", "explain": True})
     assert [a["offer_id"] for a in r.actions] == ["dairy-10", "bakery-5"]       # 0.3×5 = 1.5 > 0.2×2 = 0.4
     assert r.actions[0]["score"] == pytest.approx(1.5) and "from scores.dairy" in r.actions[0]["reasons"][1]
     assert {"offer_id": "vip", "reason": "not eligible"} in r.rejected          # clv 100 < 500
@@ -61,7 +61,8 @@ def test_arbitration_ranks_by_propensity_value_context_and_lever():
     assert top["bakery-5"]["score"] == pytest.approx(1.2) and "context ×3" in top["bakery-5"]["reasons"]
     assert len(d.decide({"customer": "user_id:p1", "placement": "app_screen", "max_actions": 1}).actions) == 1
     # An event picks its rules; the complaint rule's service action outranks marketing.
-    c = d.decide({"event": {"type": "track", "event": "Complaint Filed", "userId": "p1", "channel": "call_center"}})
+    c = d.decide({"event": {"type": "track", "event": "Complaint Filed", "userId": "p1", "channel": "call_center"},
+                  "explain": True})
     assert c.placement == "agent_desktop" and [a["offer_id"] for a in c.actions] == ["apology"]
     assert {"offer_id": "dairy-10", "reason": "complaint within 14 days"} in c.rejected     # suppressed at once
 
@@ -75,20 +76,22 @@ def test_validity_budget_codes_rollout_and_holdout():
         rules=[{"id": "all", "actions": [{"offer": o} for o in ("old", "soon", "codes", "pilot", "measured", "capped")]}])
     snaps = [customer(f"c{i}") for i in range(400)]
     d = decider(*snaps, rules=b, caps={})
-    first = d.decide({"customer": "user_id:c0", "placement": "app_screen"})
+    first = d.decide({"customer": "user_id:c0", "placement": "app_screen", "explain": True})
     reasons = {x["offer_id"]: x["reason"] for x in first.rejected}
     assert reasons["old"] == "ended 2025-05-31" and reasons["soon"] == "starts 2025-07-01"
-    later = [d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}) for i in (1, 2)]
+    later = [d.decide({"customer": f"user_id:c{i}", "placement": "app_screen", "explain": True}) for i in (1, 2)]
     codes = [a["coupon"] for r in [first, *later] for a in r.actions if a["offer_id"] == "codes"]
     assert codes == ["A1", "A2"]                                   # then none left
     assert {"offer_id": "codes", "reason": "no coupon codes left"} in later[1].rejected
     d.accepted("capped")
     assert {"offer_id": "capped", "reason": "budget spent"} in d.decide(
-        {"customer": "user_id:c5", "placement": "app_screen"}).rejected
+        {"customer": "user_id:c5", "placement": "app_screen", "explain": True}).rejected
     pilot = sum(any(x["offer_id"] == "pilot" and x["reason"].startswith("outside") for x in
-                    d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}).rejected) for i in range(400))
+                    d.decide({"customer": f"user_id:c{i}", "placement": "app_screen", "explain": True}).rejected)
+                for i in range(400))
     assert 0.6 < pilot / 400 < 0.8                                 # 70 % outside a 30 % rollout
-    held = [i for i in range(400) if "measured" in d.decide({"customer": f"user_id:c{i}", "placement": "app_screen"}).held_out]
+    held = [i for i in range(400) if "measured" in d.decide({"customer": f"user_id:c{i}", "placement": "app_screen",
+                                                             "explain": True}).held_out]
     assert 0.18 < len(held) / 400 < 0.32
     # Stable: the same customers are held out every time, by the salted hash.
     assert held == [i for i in range(400) if mix(key_hash("plait", f"c{i}"), key_hash("measured", "holdout")) < 0.25]
@@ -286,3 +289,22 @@ def test_a_real_time_model_scores_in_the_path():
     before = s.predict_proba_one(rows[0])
     s.learn_one(rows[0], 1)
     assert s.predict_proba_one(rows[0]) > before                          # an outcome moves it online
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 1), st.floats(0, 20), st.floats(0.5, 3), st.booleans(), st.booleans(),
+                          st.floats(0, 0.5)), min_size=1, max_size=12),
+       st.integers(1, 4), st.booleans())
+def test_checking_best_first_chooses_what_checking_everything_chooses(specs, limit, rain):
+    offers = [{"id": f"o{i}", "value": v, "propensity": {"default": p}, "holdout": h, "service": svc,
+               "eligibility": {"field": "features.orders", "op": ">=", "value": 5} if picky else None,
+               "context_weights": [{"when": {"field": "context.weather.rain", "op": "==", "value": True}, "weight": w}]}
+              for i, (p, v, w, svc, picky, h) in enumerate(specs)]
+    b = RuleBook(data={"offers": offers, "rules": [{"id": "r", "actions": [{"offer": o["id"]} for o in offers]}]})
+    d = decider(customer("p1", features={"orders": 3}), rules=b, max_actions=4, caps={})
+    req = {"customer": "user_id:p1", "placement": "web_banner", "max_actions": limit, "context": {"weather": {"rain": rain}}}
+    lazy, full = d.decide(req), d.decide({**req, "explain": True})
+    assert [(a["offer_id"], a["score"]) for a in lazy.actions] == [(a["offer_id"], a["score"]) for a in full.actions]
+    # What it did check, it judged the same way.
+    assert set(lazy.held_out) <= set(full.held_out)
+    assert all(r in full.rejected for r in lazy.rejected) and 0 <= lazy.skipped < len(specs)

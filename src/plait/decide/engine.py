@@ -34,6 +34,7 @@ rules from a :class:`~plait.decide.rules.RuleBook`, caps from a :class:`ContactL
 from __future__ import annotations
 
 import base64
+import bisect
 import itertools
 import os
 import queue
@@ -74,11 +75,12 @@ class Decision:
     version: str = ""
     at: float = 0.0
     subject: str | None = None       # the identifier the decision is logged under (``type:value``)
+    skipped: int = 0                 # candidates not checked: they could not have ranked (see ``explain``)
 
     def as_dict(self) -> dict[str, Any]:
         return {"decision_id": self.decision_id, "profile_id": self.profile_id, "placement": self.placement,
                 "channel": self.channel, "actions": self.actions, "held_out": self.held_out,
-                "rejected": self.rejected, "rules": self.rules, "version": self.version,
+                "rejected": self.rejected, "skipped": self.skipped, "rules": self.rules, "version": self.version,
                 "at": datetime.fromtimestamp(self.at, timezone.utc).isoformat()}
 
 
@@ -169,6 +171,12 @@ class Decider:
         d = cls(book, store, settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
                 context=context, scorers=scorers, record=Recorder(ws) if record else None)
         d.contacts = contacts_from_log(ws)
+        # The loaded customers are long-lived: move them out of the garbage collector's sight so
+        # its full collections stop pausing decisions for as long as the store is large.
+        import gc
+
+        gc.collect()
+        gc.freeze()
         return d
 
     def close(self) -> None:
@@ -246,13 +254,45 @@ class Decider:
                     messages.append({"rule_id": r.id, "message": a.message, "reasons": [f"rule {r.id}"]})
         key = pid or next(iter(refs), "")
         kh = key_hash(self.settings.salt, key)        # the customer's stable groups (rollout, holdouts)
-        rejected, held, scored = [], [], []
+        rejected: list[dict[str, str]] = []
+        held: list[str] = []
         today = datetime.fromtimestamp(now, timezone.utc).date()
         policy: dict[tuple[str, bool], str | None] = {}     # customer-level policies, once per purpose
-        propensity: dict[str, tuple[float | None, str]] = {}
+        propensity: dict[str, tuple[Any, str]] = {}
+        limit = min(int(request.get("max_actions") or self.settings.max_actions), self.settings.max_actions)
+        offers = self.book.offers
+        # Each candidate's best possible rank: its propensity (one score per model and decision)
+        # × value × every context weight above 1 × lever. Candidates are then checked best first,
+        # and checking stops once none left can enter the top ``limit`` (``explain`` checks all).
+        order = []
         for oid, rule in candidates.items():
-            c = self.book.offers[oid]
+            c = offers[oid]
             o = c.defn
+            p_src = o.propensity
+            p, origin = None, ""
+            if p_src.model:
+                if p_src.model not in propensity:
+                    scorer = self.scorers.get(p_src.model)
+                    propensity[p_src.model] = (
+                        (scorer.predict_proba_one(view), f" from model {p_src.model}") if scorer is not None else
+                        (profile.get("scores", {}).get(p_src.model), f" from scores.{p_src.model}"))
+                p, origin = propensity[p_src.model]
+            if p is None:
+                p, origin = p_src.default, " (default)"
+            p = float(p)
+            order.append(((not o.service, -(p * o.value * c.max_weight * o.lever), -rule.priority, oid),
+                          rule, c, p, origin))
+        order.sort(key=lambda x: x[0])
+        explain = bool(request.get("explain"))
+        top: list[tuple] = []            # rank keys of the chosen, best first
+        chosen: dict[str, tuple] = {}
+        skipped = 0
+        for i, (best, rule, c, p, origin) in enumerate(order):
+            if not explain and len(top) >= limit and best > top[limit - 1]:
+                skipped = len(order) - i
+                break
+            o = c.defn
+            oid = o.id
             why = self._unavailable(c, channel, today, holds, kh)
             if why is None:
                 pk = (o.purpose or purpose, o.service)
@@ -266,31 +306,22 @@ class Decider:
             if o.holdout and mix(kh, c.holdout_key) < o.holdout:
                 held.append(oid)
                 continue
-            p_src = o.propensity
-            p, origin = None, ""
-            if p_src.model:
-                if p_src.model not in propensity:     # one score per model and decision
-                    scorer = self.scorers.get(p_src.model)
-                    propensity[p_src.model] = (
-                        (scorer.predict_proba_one(view), f" from model {p_src.model}") if scorer is not None else
-                        (profile.get("scores", {}).get(p_src.model), f" from scores.{p_src.model}"))
-                p, origin = propensity[p_src.model]
-            if p is None:
-                p, origin = p_src.default, " (default)"
             weight, hits = 1.0, []
             for test, w in c.weights:
                 if holds(test):
                     weight *= w
                     hits.append(w)
-            score = float(p) * o.value * weight * o.lever
-            scored.append((o.service, score, rule.priority, oid, float(p), weight, (rule, origin, hits)))
-        # Service actions (an apology, "your order is ready") come before any offer.
-        scored.sort(key=lambda s: (not s[0], -s[1], -s[2], s[3]))
-        limit = min(int(request.get("max_actions") or self.settings.max_actions), self.settings.max_actions)
+            score = p * o.value * weight * o.lever
+            rank = (not o.service, -score, -rule.priority, oid)
+            bisect.insort(top, rank)
+            chosen[oid] = (score, p, weight, rule, origin, hits)
         did = f"dec-{_PREFIX}-{next(_ids)}"
         actions = []
-        for _, score, _, oid, p, weight, (rule, origin, hits) in scored[:limit]:
-            o = self.book.offers[oid].defn
+        # Service actions (an apology, "your order is ready") come before any offer.
+        for rank in top[:limit]:
+            oid = rank[3]
+            score, p, weight, rule, origin, hits = chosen[oid]
+            o = offers[oid].defn
             reasons = [f"rule {rule.id} (priority {rule.priority})", f"propensity {p:.3f}{origin}",
                        f"value {o.value:g}"] + [f"context ×{w:g}" for w in hits] + (
                 [f"lever ×{o.lever:g}"] if o.lever != 1 else [])
@@ -299,7 +330,8 @@ class Decider:
         actions.extend(messages[: max(0, limit - len(actions))])
         if pid and actions:
             self.contacts.record(pid, now, channel or placement, [a["offer_id"] for a in actions if "offer_id" in a])
-        d = Decision(did, pid, placement, channel, actions, held, rejected, fired, self.book.version, now, subject)
+        d = Decision(did, pid, placement, channel, actions, held, rejected, fired, self.book.version, now, subject,
+                     skipped)
         if self.record is not None:
             self.record(d)
         return d
@@ -360,7 +392,7 @@ class Recorder:
     never waits for a write: at most ``interval_s`` of decisions are in memory; :meth:`close`
     flushes them."""
 
-    def __init__(self, ws: "Workspace", *, interval_s: float = 0.5) -> None:
+    def __init__(self, ws: "Workspace", *, interval_s: float = 0.1) -> None:
         self.ws = ws
         self.interval_s = interval_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()

@@ -125,7 +125,7 @@ class Rule(_Def):
 class Compiled:
     """A rule or offer with its conditions parsed once (and an offer's keys for stable groups)."""
 
-    __slots__ = ("defn", "condition", "test", "weights", "holdout_key", "rollout_key")
+    __slots__ = ("defn", "condition", "test", "weights", "max_weight", "holdout_key", "rollout_key")
 
     def __init__(self, defn: Any, condition: Condition | None, weights: list[tuple[Condition, float]]) -> None:
         from plait.decide.policies import key_hash
@@ -135,6 +135,9 @@ class Compiled:
         # book is one (slot, function), so a decision evaluates it once (see Decider).
         self.test = _shared(condition) if condition is not None else None
         self.weights = [(_shared(c), w) for c, w in weights]
+        self.max_weight = 1.0                # the most the context can multiply the score by
+        for _, w in weights:
+            self.max_weight *= max(w, 1.0)
         self.holdout_key = key_hash(defn.id, "holdout")
         self.rollout_key = key_hash(defn.id, "rollout")
 
