@@ -40,6 +40,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -127,6 +128,8 @@ class Decider:
         self.consent_defaults = dict(consent_defaults or {"analytics": True})
         self.context = context
         self.scorers = dict(scorers or {})       # real-time models: name → object with predict_proba_one(x)
+        self.learners: dict[str, Any] = {}         # bandits: name → learner (``propensity: {model: bandit:<name>}``)
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()   # views of decisions a bandit chose
         self.record = record
         self.clock = clock
         self.contacts = ContactLog()
@@ -270,7 +273,11 @@ class Decider:
             o = c.defn
             p_src = o.propensity
             p, origin = None, ""
-            if p_src.model:
+            if p_src.model and p_src.model.startswith("bandit:"):
+                learner = self.learners.get(p_src.model[7:])
+                if learner is not None:              # a fresh posterior draw per arm and decision
+                    p, origin = learner.predict_proba_one(view, arm=oid), f" from {p_src.model}"
+            elif p_src.model:
                 if p_src.model not in propensity:
                     scorer = self.scorers.get(p_src.model)
                     propensity[p_src.model] = (
@@ -330,6 +337,10 @@ class Decider:
         actions.extend(messages[: max(0, limit - len(actions))])
         if pid and actions:
             self.contacts.record(pid, now, channel or placement, [a["offer_id"] for a in actions if "offer_id" in a])
+        if self.learners and any(" from bandit:" in a["reasons"][1] for a in actions if "offer_id" in a):
+            self._recent[did] = view                 # a bandit learns from this decision's outcome
+            if len(self._recent) > 100_000:
+                self._recent.popitem(last=False)
         d = Decision(did, pid, placement, channel, actions, held, rejected, fired, self.book.version, now, subject,
                      skipped)
         if self.record is not None:
@@ -363,6 +374,18 @@ class Decider:
         if o.coupon_prefix:
             return o.coupon_prefix + decision_id.rsplit("-", 2)[-2][:4].upper() + decision_id.rsplit("-", 1)[-1]
         return None
+
+    def outcome(self, decision_id: str, offer_id: str, reward: float = 1.0) -> None:
+        """What came of an offer a decision made (1 for a click or redemption, 0 for none, or a
+        value): its bandit learns, and an acceptance counts against the offer's budget."""
+        c = self.book.offers.get(offer_id)
+        if c is None:
+            raise DecisionError(f"no offer {offer_id!r}", field="offer_id")
+        src = c.defn.propensity.model or ""
+        if src.startswith("bandit:") and src[7:] in self.learners:
+            self.learners[src[7:]].learn_one(offer_id, reward, self._recent.get(decision_id))
+        if reward > 0:
+            self.accepted(offer_id)
 
     def accepted(self, offer_id: str) -> None:
         """An offer was accepted (redeemed): it counts against the offer's budget."""

@@ -1,0 +1,113 @@
+"""Learning from outcomes: bandits that choose among offers and learn online, one outcome at a time.
+
+- :class:`ThompsonSampling`: Beta-Bernoulli Thompson sampling per arm (offer). Each decision
+  draws a plausible response rate per arm from its posterior; arms that are uncertain get
+  tried, arms that disappoint fade. ``learn_one(arm, reward)``.
+- :class:`LinearThompson`: the contextual variant — per arm a Bayesian linear model of the
+  reward on the decision's features (dotted fields of the view: ``features.orders``,
+  ``context.hour``…), sampled the same way (Agrawal & Goyal 2013). ``learn_one(arm, x, reward)``.
+
+Both follow the online contract (river's ``learn_one`` / ``predict_proba_one``) and draw from a
+seeded generator, so a simulation replays exactly. A decider uses a learner as an offer's
+propensity: ``propensity: {model: "bandit:<name>"}`` with the learner registered under
+``<name>``; :meth:`plait.decide.engine.Decider.outcome` feeds rewards back.
+
+Written here rather than taken from a library: the arithmetic is a few lines (Beta draws,
+a rank-one update of a small matrix), and the river/vowpal alternatives would bring a heavy
+dependency for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from plait.decide.scoring import _num, value_at
+
+
+class ThompsonSampling:
+    """Beta(``alpha``, ``beta``) prior per arm; rewards in [0, 1]."""
+
+    def __init__(self, *, alpha: float = 1.0, beta: float = 1.0, seed: int | None = None) -> None:
+        self.alpha, self.beta = alpha, beta
+        self.rng = np.random.default_rng(seed)
+        self.wins: dict[str, float] = {}
+        self.trials: dict[str, float] = {}
+
+    def draw(self, arm: str) -> float:
+        w, n = self.wins.get(arm, 0.0), self.trials.get(arm, 0.0)
+        return float(self.rng.beta(self.alpha + w, self.beta + n - w))
+
+    def predict_proba_one(self, x: Mapping[str, Any] | None = None, *, arm: str) -> float:
+        """A posterior draw for ``arm`` (what a decision ranks by)."""
+        return self.draw(arm)
+
+    def mean(self, arm: str) -> float:
+        w, n = self.wins.get(arm, 0.0), self.trials.get(arm, 0.0)
+        return (self.alpha + w) / (self.alpha + self.beta + n)
+
+    def choose(self, arms: Sequence[str]) -> str:
+        draws = [self.draw(a) for a in arms]
+        return arms[int(np.argmax(draws))]
+
+    def learn_one(self, arm: str, reward: float, x: Mapping[str, Any] | None = None) -> "ThompsonSampling":
+        r = min(max(float(reward), 0.0), 1.0)
+        self.wins[arm] = self.wins.get(arm, 0.0) + r
+        self.trials[arm] = self.trials.get(arm, 0.0) + 1.0
+        return self
+
+
+class LinearThompson:
+    """Per arm: reward ≈ θ·x with θ ~ N(A⁻¹b, v²A⁻¹), A = λI + Σxxᵀ, b = Σ r x; ``features`` are
+    dotted paths (missing values count as 0); a constant term is added."""
+
+    def __init__(self, features: Sequence[str], *, l2: float = 1.0, v: float = 0.25, seed: int | None = None) -> None:
+        self.features = list(features)
+        self.l2, self.v = l2, v
+        self.rng = np.random.default_rng(seed)
+        self.d = len(self.features) + 1
+        self.A: dict[str, np.ndarray] = {}
+        self.A_inv: dict[str, np.ndarray] = {}
+        self.b: dict[str, np.ndarray] = {}
+
+    def vector(self, x: Mapping[str, Any]) -> np.ndarray:
+        vals = [_num(value_at(x, f)) for f in self.features]
+        return np.array([1.0] + [0.0 if v is None else v for v in vals])
+
+    def _arm(self, arm: str) -> None:
+        if arm not in self.A:
+            self.A[arm] = self.l2 * np.eye(self.d)
+            self.A_inv[arm] = np.eye(self.d) / self.l2
+            self.b[arm] = np.zeros(self.d)
+
+    def predict_proba_one(self, x: Mapping[str, Any], *, arm: str) -> float:
+        """A posterior draw of the expected reward for ``arm`` given ``x`` (clipped to [0, 1])."""
+        self._arm(arm)
+        z = self.vector(x)
+        A_inv = self.A_inv[arm]
+        mu = A_inv @ self.b[arm]
+        # θ·z is normal: mean μ·z, variance v² zᵀA⁻¹z — one draw instead of a d-dimensional one.
+        s = self.v * float(np.sqrt(max(z @ A_inv @ z, 0.0)))
+        return float(min(max(mu @ z + s * self.rng.standard_normal(), 0.0), 1.0))
+
+    def mean(self, x: Mapping[str, Any], arm: str) -> float:
+        self._arm(arm)
+        return float((self.A_inv[arm] @ self.b[arm]) @ self.vector(x))
+
+    def choose(self, arms: Sequence[str], x: Mapping[str, Any]) -> str:
+        return arms[int(np.argmax([self.predict_proba_one(x, arm=a) for a in arms]))]
+
+    def learn_one(self, arm: str, reward: float, x: Mapping[str, Any] | None = None) -> "LinearThompson":
+        self._arm(arm)
+        z = self.vector(x or {})
+        Ai = self.A_inv[arm]
+        Az = Ai @ z
+        self.A_inv[arm] = Ai - np.outer(Az, Az) / (1.0 + z @ Az)      # Sherman–Morrison
+        self.A[arm] += np.outer(z, z)
+        self.b[arm] += float(reward) * z
+        return self
+
+
+__all__ = ["LinearThompson", "ThompsonSampling"]
