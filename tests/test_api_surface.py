@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 PACKAGES = ["plait", "plait.events", "plait.engine", "plait.log", "plait.collect", "plait.identity", "plait.privacy", "plait.profiles",
-            "plait.simulate", "plait.server", "plait.analytics", "plait.conditions"]
+            "plait.simulate", "plait.server", "plait.analytics", "plait.conditions", "plait.decide"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

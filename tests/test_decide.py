@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -308,3 +309,33 @@ def test_checking_best_first_chooses_what_checking_everything_chooses(specs, lim
     # What it did check, it judged the same way.
     assert set(lazy.held_out) <= set(full.held_out)
     assert all(r in full.rejected for r in lazy.rejected) and 0 <= lazy.skipped < len(specs)
+
+
+def test_fairness_report_flags_a_group_left_out_of_discounts(ws):
+    from plait.decide import Decider
+    from plait.decide.fairness import report
+
+    calls = []
+    for i in range(60):
+        g = "f" if i < 30 else ("m" if i < 57 else "x")
+        calls.append({"type": "identify", "userId": f"c{i}", "traits": {"gender": g}})
+    ws.log.append([ws.parser.parse(c, received_at=0, source="test") for c in calls])
+    ws.resolve()
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "r.yaml").write_text(
+        "offers: [{id: deal, value: 5, discount: 0.2}, {id: news, value: 1}]\n"
+        "rules: [{id: deals, condition: {field: traits.gender, op: '==', value: f}, actions: [{offer: deal}]},\n"
+        "        {id: all, actions: [{offer: news}]}]\n")
+    ws.settings.privacy.defaults["personalisation"] = True
+    ws.settings.decide.global_control = 0
+    d = Decider.from_workspace(ws)
+    for i in range(60):
+        d.decide({"customer": f"user_id:c{i}", "placement": "web_banner"})
+    d.close()
+    r = report(ws, "traits.gender").set_index("group")
+    assert r.loc["f", "discount_rate"] == 1.0 and r.loc["m", "discount_rate"] == 0.0
+    assert r.loc["m", "flagged"] and "discount rate 0%" in r.loc["m", "why"] and not r.loc["f", "flagged"]
+    assert r.loc["f", "offer_rate"] == r.loc["m", "offer_rate"] == 1.0
+    assert r.loc["x", "suppressed"] and np.isnan(r.loc["x", "discount_rate"])      # 3 customers: too few to show
+    with pytest.raises(Exception, match="cannot group customers by"):
+        report(ws, "features.shoe_size")

@@ -197,6 +197,15 @@ class ContextSettings(_Strict):
     weather_ttl_s: float = Field(default=900, ge=0)
 
 
+class DestinationSettings(_Strict):
+    """Where triggered actions go: ``type`` "webhook" (POST JSON to ``url``)."""
+
+    type: Literal["webhook"] = "webhook"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
 class DecideSettings(_Strict):
     """Real-time decisions: where rules live and the contact policy every decision obeys.
 
@@ -214,6 +223,8 @@ class DecideSettings(_Strict):
     salt: str = "plait"
     max_actions: int = Field(default=3, ge=1, le=50)
     context: ContextSettings = Field(default_factory=ContextSettings)
+    destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
+    max_delivery_attempts: int = Field(default=8, ge=1)
 
 
 class Settings(_Strict):

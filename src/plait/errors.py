@@ -16,6 +16,7 @@ context needed to act on it (the event index, the field, the file, the SQL)::
     ├── ModelError             a model cannot be fitted or used on the data given
     ├── RuleError              a rule or offer definition is invalid (file, rule, field)
     ├── DecisionError          a decision request cannot be answered (which field, why)
+    ├── DeliveryError          a destination did not accept an action (which destination, why)
     └── MissingExtraError      an optional dependency is not installed (ImportError too)
 """
 
@@ -118,6 +119,14 @@ class DecisionError(PlaitError):
     def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
         self.field = field
         super().__init__(f"`{field}`: {message}" if field else message, hint=hint)
+
+
+class DeliveryError(PlaitError):
+    """A destination did not accept a payload; ``destination`` names it (the outbox retries)."""
+
+    def __init__(self, message: str, *, destination: str = "", hint: str = "") -> None:
+        self.destination = destination
+        super().__init__(f"{destination}: {message}" if destination else message, hint=hint)
 
 
 class MissingExtraError(PlaitError, ImportError):

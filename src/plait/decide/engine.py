@@ -174,12 +174,6 @@ class Decider:
         d = cls(book, store, settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
                 context=context, scorers=scorers, record=Recorder(ws) if record else None)
         d.contacts = contacts_from_log(ws)
-        # The loaded customers are long-lived: move them out of the garbage collector's sight so
-        # its full collections stop pausing decisions for as long as the store is large.
-        import gc
-
-        gc.collect()
-        gc.freeze()
         return d
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ priority)::
         condition: {all: [{field: features.orders, op: ">=", value: 1},
                           {field: context.hour, op: between, value: [8, 20]}]}
         actions: [{offer: dairy-10}, {offer: bakery-5}]
+        trigger: {destination: crm-webhook}         # optional: deliver the decision when it fires
 
 An **offer** is what can be given::
 
@@ -82,6 +83,7 @@ class Offer(_Def):
     channels: list[str] = Field(default_factory=list)        # empty: any channel
     eligibility: dict[str, Any] | None = None
     value: float = Field(default=1.0, ge=0)
+    discount: float | None = Field(default=None, ge=0, le=1)   # share off the price (the fairness report reads it)
     propensity: PropensitySource = Field(default_factory=PropensitySource)
     budget: int | None = Field(default=None, ge=0)
     valid_from: date | None = None
@@ -102,6 +104,10 @@ class Action(_Def):
     message: dict[str, Any] | None = None    # a non-offer action (template, text) passed through
 
 
+class Trigger(_Def):
+    destination: str = Field(min_length=1)       # a configured destination (webhook, stream …)
+
+
 class Rule(_Def):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     name: str = ""
@@ -112,6 +118,7 @@ class Rule(_Def):
     placements: list[str] = Field(default_factory=list)
     condition: dict[str, Any] | None = None
     actions: list[Action] = Field(min_length=1)
+    trigger: Trigger | None = None       # deliver this rule's decision to a destination when it fires on an event
 
     @field_validator("placements")
     @classmethod
@@ -284,4 +291,4 @@ class RuleBook:
 
 
 __all__ = ["PLACEMENTS", "Action", "Compiled", "ContextWeight", "Offer", "PropensitySource", "Rule", "RuleBook",
-           "compile_definitions"]
+           "Trigger", "compile_definitions"]

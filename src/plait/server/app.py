@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -12,7 +13,9 @@ from plait.analytics.http import analytics_router
 from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
+from plait.activate import Outbox, Webhook
 from plait.decide.engine import Decider
+from plait.decide.triggers import Triggers
 from plait.decide.http import Decide, FastDecide, decide_router
 from plait.privacy.http import privacy_router
 from plait.profiles.http import key_check, profiles_router
@@ -26,13 +29,27 @@ def create_app(workspace: Workspace) -> FastAPI:
     committer = GroupCommitter(workspace.log, max_rows=s.max_flush_rows, linger_ms=s.flush_interval_ms)
     intake = Intake(workspace.parser, workspace.keys, s)
     decider = Decider.from_workspace(workspace)
+    # The loaded customers are long-lived: out of the garbage collector's sight, its full
+    # collections stop pausing decisions for as long as the store is large.
+    gc.collect()
+    gc.freeze()
+
+    # Triggers: rules with a destination fire on collected events; deliveries go through the outbox.
+    ds = workspace.settings.decide
+    outbox = Outbox(workspace, {n: Webhook(n, d.url, headers=d.headers, timeout_s=d.timeout_s)
+                                for n, d in ds.destinations.items()}, max_attempts=ds.max_delivery_attempts)
+    triggers = Triggers(decider, outbox)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         committer.start()
+        outbox.start()
+        triggers.attach(workspace.log)
         try:
             yield
         finally:
+            triggers.close()
+            outbox.stop()
             decider.close()          # writes its last decisions
             committer.stop()
             workspace.backend.checkpoint()

@@ -1,0 +1,97 @@
+"""Triggers: rules that fire on collected events and deliver their decision somewhere.
+
+A rule with ``trigger: {destination: NAME}`` and ``events: [...]`` is a trigger. :class:`Triggers`
+follows the log: every appended event named by a trigger rule is decided on (in a background
+thread, so collection never waits) and, for each trigger rule that fired with actions, the
+decision and the event go to the rule's destination through the durable
+:class:`~plait.activate.outbox.Outbox` (retries, dead letters). The decision itself is logged
+like any other.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plait.activate.outbox import Outbox
+    from plait.decide.engine import Decider
+    from plait.events.contract import Record
+
+
+def event_of(r: "Record") -> dict[str, Any]:
+    """A logged record as the Segment-style event a decision reads."""
+    return {"type": r.type, "event": r.event, "userId": r.user_id, "anonymousId": r.anonymous_id,
+            "channel": r.channel, "properties": r.properties or {}, "messageId": r.message_id,
+            "timestamp": r.event_time / 1e6}
+
+
+class Triggers:
+    def __init__(self, decider: "Decider", outbox: "Outbox") -> None:
+        self.decider = decider
+        self.outbox = outbox
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.fired = 0
+        self.failures = 0
+
+    def _listening(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for c in self.decider.book.rules.values():
+            r = c.defn
+            if r.trigger is not None and r.enabled:
+                for e in r.events:
+                    out.setdefault(e, []).append(r)
+        return out
+
+    def attach(self, log: Any) -> "Triggers":
+        """Follow ``log``: appended batches are queued and handled by the worker."""
+        log.follow(lambda batch: None if self._thread is None else self._q.put(batch))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="plait-triggers", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            batch = self._q.get()
+            if batch is None:
+                return
+            self.handle(batch)
+
+    def handle(self, records: Sequence["Record"]) -> int:
+        """Decide on every record a trigger listens to and enqueue the deliveries."""
+        listening = self._listening()
+        n = 0
+        for rec in records:
+            rules = listening.get(rec.event or "")
+            if not rules:
+                continue
+            ev = event_of(rec)
+            placements = {p for r in rules for p in r.placements} or {"response"}
+            for placement in sorted(placements):
+                try:
+                    d = self.decider.decide({"event": ev, "placement": placement, "now": ev["timestamp"]})
+                except Exception:  # noqa: BLE001 - a bad event must not stop the trigger worker
+                    self.failures += 1
+                    continue
+                if not d.actions:
+                    continue
+                for r in rules:
+                    if r.id in d.rules and (not r.placements or placement in r.placements):
+                        self.outbox.enqueue(r.trigger.destination, {"trigger": r.id, "event": ev,
+                                                                    "decision": d.as_dict()})
+                        self.fired += 1
+                        n += 1
+        return n
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+__all__ = ["Triggers", "event_of"]
