@@ -369,16 +369,17 @@ class Decider:
             return o.coupon_prefix + decision_id.rsplit("-", 2)[-2][:4].upper() + decision_id.rsplit("-", 1)[-1]
         return None
 
-    def outcome(self, decision_id: str, offer_id: str, reward: float = 1.0) -> None:
-        """What came of an offer a decision made (1 for a click or redemption, 0 for none, or a
-        value): its bandit learns, and an acceptance counts against the offer's budget."""
+    def outcome(self, decision_id: str, offer_id: str, reward: Any = 1.0, *, accepted: bool | None = None) -> None:
+        """What came of an offer a decision made — 1 for a click or redemption, 0 for none, a
+        value, or (for an uplift learner) the outcome per group: its bandit learns, and an
+        acceptance (by default: a positive number) counts against the offer's budget."""
         c = self.book.offers.get(offer_id)
         if c is None:
             raise DecisionError(f"no offer {offer_id!r}", field="offer_id")
         src = c.defn.propensity.model or ""
         if src.startswith("bandit:") and src[7:] in self.learners:
             self.learners[src[7:]].learn_one(offer_id, reward, self._recent.get(decision_id))
-        if reward > 0:
+        if accepted if accepted is not None else (isinstance(reward, (int, float)) and reward > 0):
             self.accepted(offer_id)
 
     def accepted(self, offer_id: str) -> None:

@@ -61,7 +61,7 @@ class ThompsonSampling:
 
 class LinearThompson:
     """Per arm: reward ≈ θ·x with θ ~ N(A⁻¹b, v²A⁻¹), A = λI + Σxxᵀ, b = Σ r x; ``features`` are
-    dotted paths (missing values count as 0); a constant term is added."""
+    dotted paths (missing values count as 0), or ``path=value`` indicators; a constant term is added."""
 
     def __init__(self, features: Sequence[str], *, l2: float = 1.0, v: float = 0.25, seed: int | None = None) -> None:
         self.features = list(features)
@@ -73,8 +73,15 @@ class LinearThompson:
         self.b: dict[str, np.ndarray] = {}
 
     def vector(self, x: Mapping[str, Any]) -> np.ndarray:
-        vals = [_num(value_at(x, f)) for f in self.features]
-        return np.array([1.0] + [0.0 if v is None else v for v in vals])
+        out = [1.0]
+        for f in self.features:
+            if "=" in f:                       # an indicator: features.favourite_category=Dairy
+                path, _, want = f.partition("=")
+                out.append(1.0 if str(value_at(x, path)) == want else 0.0)
+            else:
+                v = _num(value_at(x, f))
+                out.append(0.0 if v is None else v)
+        return np.array(out)
 
     def _arm(self, arm: str) -> None:
         if arm not in self.A:
@@ -110,4 +117,43 @@ class LinearThompson:
         return self
 
 
-__all__ = ["LinearThompson", "ThompsonSampling"]
+class UpliftThompson:
+    """Chooses the offer with the largest sampled *uplift* — what it adds over not offering —
+    or no offer when none adds anything.
+
+    Offers belong to groups (an offer's category); the outcome of a decision is observed per
+    group (profit or purchases in each category). A baseline model per group learns the outcome
+    without an offer in that group from every decision that did not offer it (so every
+    decision teaches the baselines of the groups it left alone), and a model per offer learns
+    the outcome in its group when offered; the uplift is their difference. Both are the
+    contextual linear models of :class:`LinearThompson`; ``groups`` maps offer → group."""
+
+    def __init__(self, features: Sequence[str], groups: Mapping[str, str], *, none: str = "no-offer",
+                 l2: float = 1.0, v: float = 0.05, seed: int | None = None) -> None:
+        self.groups = dict(groups)
+        self.none = none
+        self.offer = LinearThompson(features, l2=l2, v=v, seed=seed)
+        self.base = LinearThompson(features, l2=l2, v=v, seed=None if seed is None else seed + 1)
+
+    def predict_proba_one(self, x: Mapping[str, Any], *, arm: str) -> float:
+        """A sampled uplift for ``arm`` (0 for the no-offer arm); may be negative."""
+        g = self.groups.get(arm)
+        if g is None:
+            return 0.0
+        return self.offer.predict_proba_one(x, arm=arm) - self.base.mean(x, g)
+
+    def choose(self, arms: Sequence[str], x: Mapping[str, Any]) -> str:
+        return arms[int(np.argmax([self.predict_proba_one(x, arm=a) for a in arms]))]
+
+    def learn_one(self, arm: str, reward: Mapping[str, float], x: Mapping[str, Any] | None = None) -> "UpliftThompson":
+        """``reward`` maps each group to its (normalised) outcome in this decision."""
+        g_offered = self.groups.get(arm)
+        for g, r in reward.items():
+            if g == g_offered:
+                self.offer.learn_one(arm, r, x)
+            else:
+                self.base.learn_one(g, r, x)
+        return self
+
+
+__all__ = ["LinearThompson", "ThompsonSampling", "UpliftThompson"]

@@ -114,6 +114,9 @@ def load(ws: "Workspace", store: MemoryStore | None = None) -> MemoryStore:
         for r in b.query(f"""SELECT profile_id, trait, value FROM inferred_traits
                              WHERE profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)""").to_pylist():
             snap(r["profile_id"])["traits"].setdefault(r["trait"], {"value": r["value"], "confidence": "inferred"})
+    if b.has_table("analytics_discount"):       # how much of what they buy is on promotion
+        for r in b.query("SELECT profile_id, promo_share, level FROM analytics_discount").to_pylist():
+            snap(r["profile_id"])["features"].update(promo_share=r["promo_share"], discount_level=r["level"])
     if b.has_table("analytics_scores"):
         for r in b.query("SELECT profile_id, model, max(score) AS score FROM analytics_scores GROUP BY ALL").to_pylist():
             snap(r["profile_id"])["scores"][r["model"]] = r["score"]
