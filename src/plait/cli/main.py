@@ -46,6 +46,8 @@ analyze_app = typer.Typer(help="Learn from the customers: CLV, rules, segments, 
 app.add_typer(analyze_app, name="analyze")
 catalogue_app = typer.Typer(help="The product catalogue (category, department, list price).", no_args_is_help=True)
 app.add_typer(catalogue_app, name="catalogue")
+rules_app = typer.Typer(help="Decision rules and offers: start from the lifecycle pack, check files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 out = Console()
 err = Console(stderr=True)
@@ -1152,3 +1154,95 @@ def fx_load(path: Annotated[Path, typer.Argument(help="CSV with day,currency,rat
 
 if __name__ == "__main__":
     main()
+
+
+@rules_app.command("init")
+def rules_init(workspace: WorkspaceOpt = None) -> None:
+    """Copy the lifecycle pack (first purchase, birthday, abandoned cart, store arrival, service
+    recovery …) into the workspace's rules folder.
+
+    Example: [bold]plait rules init[/]
+    """
+    from plait.decide.lifecycle import lifecycle_pack
+
+    with _ws(workspace) as ws:
+        folder = ws.path / ws.settings.decide.rules
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "lifecycle.yaml"
+        if target.exists():
+            err.print(f"[red]{target} exists[/]; remove it first to start again")
+            raise typer.Exit(1)
+        target.write_text(lifecycle_pack())
+    out.print(f"wrote {target}; check it with `plait rules check`")
+
+
+@rules_app.command("check")
+def rules_check(path: Annotated[Optional[Path], typer.Argument(help="A rules file or folder (default: the "
+                                                                       "workspace's).")] = None,
+                workspace: WorkspaceOpt = None) -> None:
+    """Validate rules and offers; errors name the file, the rule and the field.
+
+    Example: [bold]plait rules check rules/[/]
+    """
+    from plait.decide.rules import RuleBook
+    from plait.errors import RuleError
+
+    if path is None:
+        with _ws(workspace) as ws:
+            path = ws.path / ws.settings.decide.rules
+    try:
+        book = RuleBook.from_path(path)
+    except RuleError as e:
+        err.print(f"[red]invalid[/]: {e}")
+        raise typer.Exit(1) from e
+    out.print(f"{path}: {len(book.rules)} rules, {len(book.offers)} offers — valid (version {book.version})")
+
+
+@app.command("decide")
+def decide_cmd(
+    customer: Annotated[str, typer.Argument(help="A profile id or an identifier TYPE:VALUE.")],
+    placement: Annotated[str, typer.Option(help="web_banner, app_screen, push, email, sms, store_screen, "
+                                                "agent_desktop or response.")] = "response",
+    event: Annotated[Optional[str], typer.Option(help="Decide on this event name for the customer.")] = None,
+    explain: Annotated[bool, typer.Option(help="Check every candidate offer and show why each was rejected.")] = True,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """The next best actions for one customer now, with reasons (not recorded in the log).
+
+    Example: [bold]plait decide email:ann@example.com --placement app_screen[/]
+    """
+    from plait.decide.engine import Decider
+
+    with _ws(workspace) as ws:
+        d = Decider.from_workspace(ws, record=False)
+        req: dict = {"customer": customer, "placement": placement, "explain": explain}
+        if event:
+            kind, _, value = customer.partition(":")
+            req = {"event": {"type": "track", "event": event,
+                             **({"userId": value} if kind == "user_id" else {"anonymousId": value})},
+                   "placement": placement, "explain": explain}
+        r = d.decide(req).as_dict()
+    lines = [f"{r['placement']} for {r['profile_id'] or customer}: rules fired {', '.join(r['rules']) or 'none'}"]
+    lines += [f"  {i}. {a.get('offer_id', 'message')} score {a.get('score', 0):.3f} — {'; '.join(a['reasons'])}"
+              for i, a in enumerate(r["actions"], 1)] or ["  no action"]
+    lines += [f"  rejected {x['offer_id']}: {x['reason']}" for x in r["rejected"]]
+    _report(as_json, r, lines)
+
+
+@app.command("fairness")
+def fairness_cmd(
+    by: Annotated[str, typer.Option(help="traits.gender, traits.address.city, features.age_band …")],
+    min_ratio: Annotated[float, typer.Option(help="Flag a group below this share of the best group's rate.")] = 0.8,
+    workspace: WorkspaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Offer, discount and price rates by group from the logged decisions, with flags.
+
+    Example: [bold]plait fairness --by traits.gender[/]
+    """
+    from plait.decide.fairness import report
+
+    with _ws(workspace) as ws:
+        df = report(ws, by, min_ratio=min_ratio)
+    _print_frame(df, as_json, f"decisions by {by} (flag: a rate under {min_ratio:.0%} of the best group's)")

@@ -47,6 +47,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from plait.config import DecideSettings
+from plait.decide.lifecycle import observe
 from plait.decide.policies import ContactLog, customer_blocked, key_hash, mix, offer_blocked
 from plait.decide.rules import PLACEMENTS, Compiled, RuleBook
 from plait.errors import DecisionError
@@ -335,6 +336,7 @@ class Decider:
             self._recent[did] = view                 # a bandit learns from this decision's outcome
             if len(self._recent) > 100_000:
                 self._recent.popitem(last=False)
+        observe(self.store, pid, ev, now)          # an order, a tier, a visit count from now on
         d = Decision(did, pid, placement, channel, actions, held, rejected, fired, self.book.version, now, subject,
                      skipped)
         if self.record is not None:

@@ -5,7 +5,10 @@ follows the log: every appended event named by a trigger rule is decided on (in 
 thread, so collection never waits) and, for each trigger rule that fired with actions, the
 decision and the event go to the rule's destination through the durable
 :class:`~plait.activate.outbox.Outbox` (retries, dead letters). The decision itself is logged
-like any other.
+like any other. Carts and browses without an order become ``Cart Abandoned`` / ``Browse
+Abandoned`` when their timer runs out (:class:`~plait.decide.lifecycle.Abandonment`), checked by
+:meth:`Triggers.tick`, which the worker calls every second; :meth:`Triggers.fire` takes any
+derived event (a birthday, a churn-risk crossing).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import queue
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from plait.decide.lifecycle import Abandonment
 
 if TYPE_CHECKING:
     from plait.activate.outbox import Outbox
@@ -34,6 +39,7 @@ class Triggers:
         self.outbox = outbox
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.abandonment = Abandonment()
         self.fired = 0
         self.failures = 0
 
@@ -55,36 +61,51 @@ class Triggers:
         return self
 
     def _run(self) -> None:
+        import time
+
         while True:
-            batch = self._q.get()
+            try:
+                batch = self._q.get(timeout=1.0)
+            except queue.Empty:
+                self.tick(time.time())
+                continue
             if batch is None:
                 return
             self.handle(batch)
 
     def handle(self, records: Sequence["Record"]) -> int:
         """Decide on every record a trigger listens to and enqueue the deliveries."""
-        listening = self._listening()
         n = 0
         for rec in records:
-            rules = listening.get(rec.event or "")
-            if not rules:
-                continue
             ev = event_of(rec)
-            placements = {p for r in rules for p in r.placements} or {"response"}
-            for placement in sorted(placements):
-                try:
-                    d = self.decider.decide({"event": ev, "placement": placement, "now": ev["timestamp"]})
-                except Exception:  # noqa: BLE001 - a bad event must not stop the trigger worker
-                    self.failures += 1
-                    continue
-                if not d.actions:
-                    continue
-                for r in rules:
-                    if r.id in d.rules and (not r.placements or placement in r.placements):
-                        self.outbox.enqueue(r.trigger.destination, {"trigger": r.id, "event": ev,
-                                                                    "decision": d.as_dict()})
-                        self.fired += 1
-                        n += 1
+            self.abandonment.see(rec.user_id or rec.anonymous_id or "", ev, ev["timestamp"])
+            n += self.fire(ev)
+        return n
+
+    def tick(self, now: float) -> int:
+        """Fire the abandonment events that are due at ``now`` (epoch seconds)."""
+        return sum(self.fire(ev) for ev in self.abandonment.due(now))
+
+    def fire(self, ev: dict[str, Any]) -> int:
+        """Decide on one (collected or derived) event for the trigger rules that listen to it."""
+        rules = self._listening().get(ev.get("event") or "")
+        if not rules:
+            return 0
+        n = 0
+        placements = {p for r in rules for p in r.placements} or {"response"}
+        for placement in sorted(placements):
+            try:
+                d = self.decider.decide({"event": ev, "placement": placement, "now": ev.get("timestamp")})
+            except Exception:  # noqa: BLE001 - a bad event must not stop the trigger worker
+                self.failures += 1
+                continue
+            if not d.actions:
+                continue
+            for r in rules:
+                if r.id in d.rules and (not r.placements or placement in r.placements):
+                    self.outbox.enqueue(r.trigger.destination, {"trigger": r.id, "event": ev, "decision": d.as_dict()})
+                    self.fired += 1
+                    n += 1
         return n
 
     def close(self) -> None:

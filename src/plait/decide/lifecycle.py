@@ -1,0 +1,140 @@
+"""Lifecycle moments that are not a single collected event: they are derived and fed to triggers.
+
+- **State as events arrive** (:func:`observe`): an order counts at once (so the *next* order is
+  not another "first purchase"), a tier change and a visit update the customer's snapshot.
+- **Abandonment** (:class:`Abandonment`): a cart (``Product Added`` / ``Checkout Started``) or a
+  browse (``Product Viewed``) with no order within ``cart_minutes`` / ``browse_minutes`` becomes
+  a ``Cart Abandoned`` / ``Browse Abandoned`` event when the timer runs out.
+- **The calendar** (:func:`daily_events`): ``Birthday`` (the birthday trait's month and day) and
+  ``Customer Anniversary`` (a year since the first purchase) for a given day.
+- **Scores crossing a line** (:func:`crossings`): ``Churn Risk Raised`` for customers whose churn
+  score rose above a threshold between two loads of the profile store.
+
+The shipped rules for these moments are in ``plait/decide/packs/lifecycle.yaml``
+(:func:`lifecycle_pack`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PACK = Path(__file__).parent / "packs" / "lifecycle.yaml"
+CART_EVENTS = ("Product Added", "Checkout Started", "Cart Viewed")
+
+
+def lifecycle_pack() -> str:
+    """The shipped lifecycle rules and offers (YAML text)."""
+    return PACK.read_text()
+
+
+def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None, now: float) -> None:
+    """Update the customer's snapshot with what this event changes."""
+    if not profile_id or not event:
+        return
+    p = store.lookup(profile_id)
+    if p is None:
+        return
+    f = p.setdefault("features", {})
+    name = event.get("name")
+    props = event.get("properties") or {}
+    if name == "Order Completed":
+        f["orders"] = (f.get("orders") or 0) + 1
+        total = props.get("total", props.get("revenue"))
+        if isinstance(total, (int, float)):
+            f["revenue"] = (f.get("revenue") or 0) + total
+        f["last_purchase_at"] = now
+    elif name == "Loyalty Tier Changed" and props.get("tier"):
+        p.setdefault("traits", {})["tier"] = {"value": props["tier"], "confidence": "observed"}
+    elif name == "Store Visit":
+        f["store_visits"] = (f.get("store_visits") or 0) + 1
+
+
+class Abandonment:
+    """Timers that turn carts and browses without an order into events."""
+
+    def __init__(self, *, cart_minutes: float = 30, browse_minutes: float = 120) -> None:
+        self.cart_s, self.browse_s = cart_minutes * 60, browse_minutes * 60
+        self._heap: list[tuple[float, int, str, str, dict[str, Any]]] = []
+        self._seq = 0
+        self._last_order: dict[str, float] = {}
+        self._armed: dict[tuple[str, str], float] = {}
+
+    def see(self, key: str, event: Mapping[str, Any], t: float) -> None:
+        """``key`` is the customer (profile or identifier); ``t`` the event time (epoch seconds)."""
+        name = event.get("event") or event.get("name")
+        if name == "Order Completed":
+            self._last_order[key] = t
+            return
+        kind = "Cart Abandoned" if name in CART_EVENTS else "Browse Abandoned" if name == "Product Viewed" else None
+        if kind is None:
+            return
+        due = t + (self.cart_s if kind == "Cart Abandoned" else self.browse_s)
+        self._armed[(key, kind)] = t               # the latest activity re-arms the timer
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, key, kind, dict(event)))
+
+    def due(self, now: float) -> list[dict[str, Any]]:
+        """The abandonment events whose time has come (each cart or browse once)."""
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key, kind, ev = heapq.heappop(self._heap)
+            started = due - (self.cart_s if kind == "Cart Abandoned" else self.browse_s)
+            if self._armed.get((key, kind)) != started:
+                continue                           # superseded by later activity
+            del self._armed[(key, kind)]
+            if self._last_order.get(key, float("-inf")) >= started:
+                continue                           # they bought
+            out.append({"type": "track", "event": kind, "userId": ev.get("userId"),
+                        "anonymousId": ev.get("anonymousId"), "channel": ev.get("channel"),
+                        "properties": {**(ev.get("properties") or {}), "since": started}, "timestamp": due})
+        return out
+
+
+def daily_events(store: Any, day: date) -> list[dict[str, Any]]:
+    """``Birthday`` and ``Customer Anniversary`` events for ``day`` from the loaded customers."""
+    out = []
+    md = (day.month, day.day)
+    for pid, p in store.profiles.items():
+        refs = [s for s in store.subjects(pid) if s.startswith(("user_id:", "anonymous_id:"))]
+        if not refs:
+            continue
+        kind, _, value = refs[0].partition(":")
+        who = {"userId": value} if kind == "user_id" else {"anonymousId": value}
+        bday = ((p.get("traits") or {}).get("birthday") or {}).get("value")
+        if isinstance(bday, str) and len(bday) >= 10 and (int(bday[5:7]), int(bday[8:10])) == md:
+            out.append({"type": "track", "event": "Birthday", **who, "properties": {"birthday": bday}})
+        first = (p.get("features") or {}).get("first_purchase")
+        if first is not None:
+            d = first.date() if isinstance(first, datetime) else date.fromisoformat(str(first)[:10])
+            if (d.month, d.day) == md and day.year > d.year:
+                out.append({"type": "track", "event": "Customer Anniversary", **who,
+                            "properties": {"years": day.year - d.year, "first_purchase": d.isoformat()}})
+    return out
+
+
+def crossings(old: Any, new: Any, model: str = "churn", threshold: float = 0.5) -> list[dict[str, Any]]:
+    """``Churn Risk Raised`` for customers whose ``scores.<model>`` rose above ``threshold``
+    between two loads of the store (``old`` → ``new``)."""
+    out = []
+    for pid, p in new.profiles.items():
+        now_s = (p.get("scores") or {}).get(model)
+        before = ((old.lookup(pid) or {}).get("scores") or {}).get(model)
+        if now_s is not None and now_s > threshold and (before is None or before <= threshold):
+            refs = [s for s in new.subjects(pid) if s.startswith(("user_id:", "anonymous_id:"))]
+            if refs:
+                kind, _, value = refs[0].partition(":")
+                out.append({"type": "track", "event": "Churn Risk Raised",
+                            **({"userId": value} if kind == "user_id" else {"anonymousId": value}),
+                            "properties": {"model": model, "score": now_s, "previous": before, "threshold": threshold}})
+    return out
+
+
+def now_ts() -> float:
+    return datetime.now(timezone.utc).timestamp()
+
+
+__all__ = ["PACK", "Abandonment", "crossings", "daily_events", "lifecycle_pack", "observe"]
