@@ -130,3 +130,36 @@ def test_a_trigger_fires_on_a_collected_event(ws):
         tr.close()
         ob.stop()
         d.close()
+
+
+def test_a_stream_destination_publishes_to_jetstream(ws):
+    import asyncio
+    import socket
+
+    from plait.activate import Stream
+
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+    except OSError:
+        pytest.skip("no NATS server on 127.0.0.1:4222 (the CI machine runs one)")
+    pytest.importorskip("nats", reason="pip install nats-py")
+    import nats
+
+    subject = f"plait.test.{int(time.time() * 1000)}"
+    s = Stream("bus", subject, stream=f"PLAIT_TEST_{int(time.time() * 1000)}")
+    ob = Outbox(ws, {"bus": s})
+    ob.enqueue("bus", {"offer": "coffee"})
+    ob.deliver_due()
+    assert ob.pending() == 0 and not ob.dead_letters()
+    s.close()
+
+    async def read() -> dict:
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        js = nc.jetstream()
+        sub = await js.subscribe(subject)
+        msg = await sub.next_msg(timeout=5)
+        await msg.ack()
+        await nc.close()
+        return json.loads(msg.data)
+
+    assert asyncio.run(read()) == {"offer": "coffee"}

@@ -339,3 +339,37 @@ def test_fairness_report_flags_a_group_left_out_of_discounts(ws):
     assert r.loc["x", "suppressed"] and np.isnan(r.loc["x", "discount_rate"])      # 3 customers: too few to show
     with pytest.raises(Exception, match="cannot group customers by"):
         report(ws, "features.shoe_size")
+
+
+def test_outcomes_are_linked_to_the_decisions_that_caused_them(ws):
+    from plait.decide import Decider
+    from plait.decide.outcomes import link
+
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": u}, received_at=0, source="test") for u in ("a", "b")])
+    ws.resolve()
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "r.yaml").write_text(
+        "offers: [{id: ten, value: 5, coupon_prefix: TEN-}]\nrules: [{id: all, actions: [{offer: ten}]}]\n")
+    ws.settings.privacy.defaults["personalisation"] = True
+    ws.settings.decide.global_control = 0
+    d = Decider.from_workspace(ws)
+    t0 = datetime(2025, 6, 4, 12, tzinfo=timezone.utc)
+    da = d.decide({"customer": "user_id:a", "placement": "web_banner", "now": t0.isoformat()})
+    db = d.decide({"customer": "user_id:b", "placement": "web_banner", "now": t0.isoformat()})
+    d.close()
+    coupon = da.actions[0]["coupon"]
+
+    def track(user, event, hours, **props):  # noqa: ANN001, ANN003, ANN202
+        ts = datetime.fromtimestamp(t0.timestamp() + hours * 3600, timezone.utc).isoformat()
+        ws.log.append([ws.parser.parse({"type": "track", "event": event, "userId": user, "timestamp": ts,
+                                        "properties": props}, received_at=0, source="test")])
+
+    track("a", "Offer Clicked", 0.1, decision_id=da.decision_id, offer_id="ten")
+    track("a", "Order Completed", 2, order_id="o1", total=40.0, currency="USD", coupon=coupon)
+    track("b", "Order Completed", 24 * 10, order_id="o2", total=25.0, currency="USD")     # after the window
+    ws.resolve()
+    rows = link(ws, window_days=7).set_index("profile_id")
+    a, b = rows.loc[da.profile_id], rows.loc[db.profile_id]
+    assert (a["clicked"], a["redeemed"], a["converted"], a["value"]) == (True, True, True, 40.0)
+    assert (b["clicked"], b["redeemed"], b["converted"], b["orders"]) == (False, False, False, 0)
+    assert set(rows["group"]) == {"treatment"} and a["coupon"] == coupon

@@ -198,10 +198,13 @@ class ContextSettings(_Strict):
 
 
 class DestinationSettings(_Strict):
-    """Where triggered actions go: ``type`` "webhook" (POST JSON to ``url``)."""
+    """Where triggered actions go: ``type`` "webhook" (POST JSON to ``url``) or "nats" (publish on
+    the JetStream ``subject`` at ``url``, e.g. nats://127.0.0.1:4222, creating ``stream`` if named)."""
 
-    type: Literal["webhook"] = "webhook"
+    type: Literal["webhook", "nats"] = "webhook"
     url: str
+    subject: str | None = None
+    stream: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=5.0, gt=0)
 

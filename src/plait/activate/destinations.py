@@ -1,4 +1,4 @@
-"""Destinations: where an action goes — a webhook, a stream topic, or (in tests) memory.
+"""Destinations: where an action goes — a webhook, a NATS JetStream subject, or (in tests) memory.
 
 A destination's ``send(payload)`` returns when the receiver has accepted the payload and raises
 :class:`~plait.errors.DeliveryError` when it has not (the outbox retries, then dead-letters).
@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from plait.errors import DeliveryError
+from plait.errors import DeliveryError, MissingExtraError, require
 
 
 class Webhook:
@@ -37,6 +37,54 @@ class Webhook:
             raise DeliveryError(f"{self.url} unreachable: {getattr(e, 'reason', e)}", destination=self.name) from e
 
 
+class Stream:
+    """Publish the payload as JSON on a NATS JetStream subject; the server's acknowledgement is
+    the delivery (``pip install "plait[nats]"``). One connection is kept per destination, on a
+    private event loop, so the outbox's worker thread can call :meth:`send` synchronously."""
+
+    def __init__(self, name: str, subject: str, *, servers: str = "nats://127.0.0.1:4222", stream: str | None = None,
+                 timeout_s: float = 5.0) -> None:
+        self.name, self.subject, self.servers, self.stream, self.timeout_s = name, subject, servers, stream, timeout_s
+        self._loop: Any = None
+        self._nc: Any = None
+        self._js: Any = None
+
+    def _connect(self) -> None:
+        import asyncio
+
+        nats = require("nats", "nats")
+        self._loop = asyncio.new_event_loop()
+
+        async def go() -> None:
+            self._nc = await nats.connect(self.servers, connect_timeout=self.timeout_s, max_reconnect_attempts=1)
+            self._js = self._nc.jetstream()
+            if self.stream:
+                try:
+                    await self._js.add_stream(name=self.stream, subjects=[self.subject])
+                except Exception:  # noqa: BLE001 - it exists already (with these subjects or more)
+                    pass
+
+        self._loop.run_until_complete(go())
+
+    def send(self, payload: Mapping[str, Any]) -> None:
+        try:
+            if self._js is None:
+                self._connect()
+            data = json.dumps(payload, default=str).encode()
+            self._loop.run_until_complete(self._js.publish(self.subject, data, timeout=self.timeout_s))
+        except MissingExtraError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the outbox retries any failure
+            self._js = None
+            raise DeliveryError(f"publish to {self.subject} failed: {e}", destination=self.name) from e
+
+    def close(self) -> None:
+        if self._nc is not None:
+            self._loop.run_until_complete(self._nc.close())
+            self._loop.close()
+            self._nc = self._js = None
+
+
 class Memory:
     """Keeps every payload; ``fail_next`` deliveries raise first (a flaky receiver)."""
 
@@ -54,4 +102,4 @@ class Memory:
         self.sent.append(dict(payload))
 
 
-__all__ = ["Memory", "Webhook"]
+__all__ = ["Memory", "Stream", "Webhook"]

@@ -466,6 +466,8 @@ class _Row:
         self.subject = f"{'user_id' if kind == 'user_id' else 'anonymous_id'}:{value}"
         self.properties = {"decision_id": d.decision_id, "placement": d.placement, "profile_id": d.profile_id,
                            "offers": [a["offer_id"] for a in d.actions if "offer_id" in a],
+                           "actions": [{"offer_id": a["offer_id"], "coupon": a.get("coupon"), "score": a["score"]}
+                                       for a in d.actions if "offer_id" in a],
                            "coupons": [a["coupon"] for a in d.actions if a.get("coupon")],
                            "held_out": d.held_out, "rules": d.rules, "version": d.version,
                            "rejected": len(d.rejected)}

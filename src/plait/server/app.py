@@ -13,7 +13,7 @@ from plait.analytics.http import analytics_router
 from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
-from plait.activate import Outbox, Webhook
+from plait.activate import Outbox, Stream, Webhook
 from plait.decide.engine import Decider
 from plait.decide.triggers import Triggers
 from plait.decide.http import Decide, FastDecide, decide_router
@@ -36,7 +36,8 @@ def create_app(workspace: Workspace) -> FastAPI:
 
     # Triggers: rules with a destination fire on collected events; deliveries go through the outbox.
     ds = workspace.settings.decide
-    outbox = Outbox(workspace, {n: Webhook(n, d.url, headers=d.headers, timeout_s=d.timeout_s)
+    outbox = Outbox(workspace, {n: (Stream(n, d.subject or n, servers=d.url, stream=d.stream, timeout_s=d.timeout_s)
+                                    if d.type == "nats" else Webhook(n, d.url, headers=d.headers, timeout_s=d.timeout_s))
                                 for n, d in ds.destinations.items()}, max_attempts=ds.max_delivery_attempts)
     triggers = Triggers(decider, outbox)
 
