@@ -263,27 +263,26 @@ class Decider:
         # × value × every context weight above 1 × lever. Candidates are then checked best first,
         # and checking stops once none left can enter the top ``limit`` (``explain`` checks all).
         order = []
+        scores = profile.get("scores") or {}
         for oid, rule in candidates.items():
             c = offers[oid]
-            o = c.defn
-            p_src = o.propensity
+            model = c.model
             p, origin = None, ""
-            if p_src.model and p_src.model.startswith("bandit:"):
-                learner = self.learners.get(p_src.model[7:])
+            if c.bandit is not None:
+                learner = self.learners.get(c.bandit)
                 if learner is not None:              # a fresh posterior draw per arm and decision
-                    p, origin = learner.predict_proba_one(view, arm=oid), f" from {p_src.model}"
-            elif p_src.model:
-                if p_src.model not in propensity:
-                    scorer = self.scorers.get(p_src.model)
-                    propensity[p_src.model] = (
-                        (scorer.predict_proba_one(view), f" from model {p_src.model}") if scorer is not None else
-                        (profile.get("scores", {}).get(p_src.model), f" from scores.{p_src.model}"))
-                p, origin = propensity[p_src.model]
+                    p, origin = learner.predict_proba_one(view, arm=oid), c.origin
+            elif model is not None:
+                hit = propensity.get(model)
+                if hit is None:
+                    scorer = self.scorers.get(model)
+                    hit = propensity[model] = ((scorer.predict_proba_one(view), f" from model {model}")
+                                               if scorer is not None else (scores.get(model), c.origin))
+                p, origin = hit
             if p is None:
-                p, origin = p_src.default, " (default)"
+                p, origin = c.default, " (default)"
             p = float(p)
-            order.append(((not o.service, -(p * o.value * c.max_weight * o.lever), -rule.priority, oid),
-                          rule, c, p, origin))
+            order.append(((not c.service, -(p * c.bound), -rule.priority, oid), rule, c, p, origin))
         order.sort(key=lambda x: x[0])
         explain = bool(request.get("explain"))
         top: list[tuple] = []            # rank keys of the chosen, best first

@@ -132,7 +132,8 @@ class Rule(_Def):
 class Compiled:
     """A rule or offer with its conditions parsed once (and an offer's keys for stable groups)."""
 
-    __slots__ = ("defn", "condition", "test", "weights", "max_weight", "holdout_key", "rollout_key")
+    __slots__ = ("defn", "condition", "test", "weights", "max_weight", "holdout_key", "rollout_key", "bound", "model",
+                 "bandit", "default", "origin", "service")
 
     def __init__(self, defn: Any, condition: Condition | None, weights: list[tuple[Condition, float]]) -> None:
         from plait.decide.policies import key_hash
@@ -147,6 +148,14 @@ class Compiled:
             self.max_weight *= max(w, 1.0)
         self.holdout_key = key_hash(defn.id, "holdout")
         self.rollout_key = key_hash(defn.id, "rollout")
+        # An offer's constant parts of its score, read once per candidate on the decision path.
+        src = getattr(defn, "propensity", None)
+        self.bound = defn.value * self.max_weight * defn.lever if src is not None else 0.0
+        self.model = src.model if src is not None and src.model and not src.model.startswith("bandit:") else None
+        self.bandit = src.model[7:] if src is not None and src.model and src.model.startswith("bandit:") else None
+        self.default = src.default if src is not None else 0.0
+        self.origin = (f" from {src.model}" if self.bandit else f" from scores.{self.model}") if src is not None else ""
+        self.service = bool(getattr(defn, "service", False))
 
 
 # Every distinct condition ever compiled in this process (conditions are few and small).
