@@ -272,6 +272,8 @@ class Decider:
                 learner = self.learners.get(c.bandit)
                 if learner is not None:              # a fresh posterior draw per arm and decision
                     p, origin = learner.predict_proba_one(view, arm=oid), c.origin
+                    if hasattr(learner, "groups"):   # an uplift learner scores what the offer adds
+                        origin += " (uplift)"
             elif model is not None:
                 hit = propensity.get(model)
                 if hit is None:
