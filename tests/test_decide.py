@@ -373,3 +373,43 @@ def test_outcomes_are_linked_to_the_decisions_that_caused_them(ws):
     assert (a["clicked"], a["redeemed"], a["converted"], a["value"]) == (True, True, True, 40.0)
     assert (b["clicked"], b["redeemed"], b["converted"], b["orders"]) == (False, False, False, 0)
     assert set(rows["group"]) == {"treatment"} and a["coupon"] == coupon
+
+
+def test_a_redis_store_serves_the_same_decisions(ws):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        pytest.skip("no Redis on 127.0.0.1:6379 (the CI machine runs one)")
+    pytest.importorskip("redis", reason="pip install redis")
+    from plait.profiles.online import RedisStore
+
+    rs = RedisStore(prefix=f"plait-test-{time.time_ns()}:")
+    try:
+        snap = customer("p1", scores={"dairy": 0.3}, features={"first": datetime(2025, 1, 1, tzinfo=timezone.utc)})
+        rs.put(snap, identifiers=["user_id:p1", "email:ann@example.com"])
+        assert rs.lookup("email:Ann@Example.com")["scores"]["dairy"] == 0.3 and rs.subjects("p1") == [
+            "user_id:p1", "email:ann@example.com"]
+        rs.update("p1", "features.orders", 9)
+        assert rs.lookup("user_id:p1")["features"]["orders"] == 9 and len(rs) == 1
+        mem = decider(customer("p1", scores={"dairy": 0.3}, features={"orders": 9}))
+        red = Decider(book(), rs, settings=DecideSettings(global_control=0), clock=lambda: NOON)
+        req = {"customer": "user_id:p1", "placement": "app_screen", "explain": True}
+        assert [(a["offer_id"], a["score"]) for a in red.decide(req).actions] == [
+            (a["offer_id"], a["score"]) for a in mem.decide(req).actions]
+        # A complaint arriving as the event suppresses marketing in the shared store too.
+        red.decide({"event": {"type": "track", "event": "Complaint Filed", "userId": "p1"}})
+        assert "last_complaint_at" in rs.lookup("p1")["features"]
+    finally:
+        rs.clear()
+    # A workspace configured for Redis loads its customers there.
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": "w1", "traits": {"firstName": "Wu"}},
+                                   received_at=0, source="test")])
+    ws.resolve()
+    ws.settings.decide.online_store = "redis://127.0.0.1:6379/0"
+    d = Decider.from_workspace(ws, record=False)
+    try:
+        assert len(d.store) == 1 and d.store.lookup("user_id:w1")["traits"]["firstName"]["value"] == "Wu"
+    finally:
+        d.store.clear()

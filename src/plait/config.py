@@ -227,6 +227,9 @@ class DecideSettings(_Strict):
     max_actions: int = Field(default=3, ge=1, le=50)
     context: ContextSettings = Field(default_factory=ContextSettings)
     destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
+    # Where customers' snapshots live for decisions: "memory" (in process) or a redis:// URL
+    # (shared by every process of a deployment; pip install "plait[redis]").
+    online_store: str = Field(default="memory", pattern=r"^(memory|rediss?://.+)$")
     max_delivery_attempts: int = Field(default=8, ge=1)
 
 

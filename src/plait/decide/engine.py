@@ -162,10 +162,17 @@ class Decider:
 
         path = Path(rules) if rules else ws.path / ws.settings.decide.rules
         book = RuleBook.from_path(path) if (rules or path.exists()) else RuleBook(data={})
+        url = ws.settings.decide.online_store
+        target: Any = MemoryStore()
+        if url != "memory":
+            from plait.profiles.online import RedisStore
+
+            target = RedisStore(url, prefix=f"plait:{ws.path.name}:")
+            target.clear()
         try:
-            store = load(ws)
+            store = load(ws, target)
         except IdentityError:        # nothing resolved yet: every customer is unknown until then
-            store = MemoryStore()
+            store = target
         if scorers is None:
             scorers = load_scorers(ws.path / "scorers")
         if context is None:

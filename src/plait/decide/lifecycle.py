@@ -38,19 +38,19 @@ def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None,
     p = store.lookup(profile_id)
     if p is None:
         return
-    f = p.setdefault("features", {})
+    f = p.get("features") or {}
     name = event.get("name")
     props = event.get("properties") or {}
     if name == "Order Completed":
-        f["orders"] = (f.get("orders") or 0) + 1
+        store.update(profile_id, "features.orders", (f.get("orders") or 0) + 1)
         total = props.get("total", props.get("revenue"))
         if isinstance(total, (int, float)):
-            f["revenue"] = (f.get("revenue") or 0) + total
-        f["last_purchase_at"] = now
+            store.update(profile_id, "features.revenue", (f.get("revenue") or 0) + total)
+        store.update(profile_id, "features.last_purchase_at", now)
     elif name == "Loyalty Tier Changed" and props.get("tier"):
-        p.setdefault("traits", {})["tier"] = {"value": props["tier"], "confidence": "observed"}
+        store.update(profile_id, "traits.tier", {"value": props["tier"], "confidence": "observed"})
     elif name == "Store Visit":
-        f["store_visits"] = (f.get("store_visits") or 0) + 1
+        store.update(profile_id, "features.store_visits", (f.get("store_visits") or 0) + 1)
 
 
 class Abandonment:
@@ -98,7 +98,7 @@ def daily_events(store: Any, day: date) -> list[dict[str, Any]]:
     """``Birthday`` and ``Customer Anniversary`` events for ``day`` from the loaded customers."""
     out = []
     md = (day.month, day.day)
-    for pid, p in store.profiles.items():
+    for pid, p in store.items():
         refs = [s for s in store.subjects(pid) if s.startswith(("user_id:", "anonymous_id:"))]
         if not refs:
             continue
@@ -120,7 +120,7 @@ def crossings(old: Any, new: Any, model: str = "churn", threshold: float = 0.5) 
     """``Churn Risk Raised`` for customers whose ``scores.<model>`` rose above ``threshold``
     between two loads of the store (``old`` → ``new``)."""
     out = []
-    for pid, p in new.profiles.items():
+    for pid, p in new.items():
         now_s = (p.get("scores") or {}).get(model)
         before = ((old.lookup(pid) or {}).get("scores") or {}).get(model)
         if now_s is not None and now_s > threshold and (before is None or before <= threshold):
