@@ -332,7 +332,9 @@ class Decider:
             oid = rank[3]
             score, p, weight, rule, origin, hits = chosen[oid]
             o = offers[oid].defn
-            reasons = [f"rule {rule.id} (priority {rule.priority})", f"propensity {p:.3f}{origin}",
+            label = "uplift" if origin.endswith(" (uplift)") else "propensity"
+            reasons = [f"rule {rule.id} (priority {rule.priority})",
+                       f"{label} {p:.3f}{origin.removesuffix(' (uplift)')}",
                        f"value {o.value:g}"] + [f"context ×{w:g}" for w in hits] + (
                 [f"lever ×{o.lever:g}"] if o.lever != 1 else [])
             actions.append({"offer_id": oid, "name": o.name, "score": score, "propensity": p, "value": o.value,
