@@ -86,26 +86,40 @@ class FastCollect:
             elif k == b"content-encoding":
                 encoding = v.decode("latin-1")
         limit = self.collect.intake.settings.max_request_bytes
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                # Stop reading: the body is refused whatever it holds.
-                status, body = 413, _error("payload_too_large", f"request body is larger than the {limit}-byte limit")
-                break
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
+        try:
+            raw = await read_body(receive, limit)
+        except LimitError:
+            status, body = 413, _error("payload_too_large", f"request body is larger than the {limit}-byte limit")
         else:
-            status, body = await self.collect.handle(kind, b"".join(chunks), auth, encoding)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+            if raw is None:
+                return
+            status, body = await self.collect.handle(kind, raw, auth, encoding)
+        await respond(send, status, body)
+
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """An ASGI request's body; ``None`` if the client went away; :class:`LimitError` as soon as
+    it passes ``limit`` bytes (reading stops: the body is refused whatever it holds)."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise LimitError(f"request body is larger than the {limit}-byte limit")
+        chunks.append(chunk)
+        more = msg.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def respond(send: Any, status: int, body: bytes) -> None:
+    """A JSON answer on a raw ASGI route."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _json(status: int, body: bytes | dict) -> Response:

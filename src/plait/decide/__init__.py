@@ -4,10 +4,10 @@ from plait.decide.context import Calendar, Context, Location, Traffic, Weather
 from plait.decide.engine import Decider, Decision, Recorder
 from plait.decide.evaluation import Estimate, doubly_robust, ips, read_obd
 from plait.decide.learners import LinearThompson, ThompsonSampling
-from plait.decide.policies import ContactLog, blocked, bucket
+from plait.decide.policies import ContactLog, bucket
 from plait.decide.rules import PLACEMENTS, Offer, Rule, RuleBook
 from plait.decide.scoring import LogisticScorer
 
 __all__ = ["Calendar", "ContactLog", "Context", "Decider", "Decision", "Estimate", "LinearThompson", "Location",
            "LogisticScorer", "Offer", "PLACEMENTS", "Recorder", "Rule", "RuleBook", "ThompsonSampling", "Traffic",
-           "Weather", "blocked", "bucket", "doubly_robust", "ips", "read_obd"]
+           "Weather", "bucket", "doubly_robust", "ips", "read_obd"]

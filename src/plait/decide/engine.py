@@ -12,8 +12,8 @@ One decision, in order:
    ``max_actions`` with their reasons (service actions first); record the decision as a
    ``Decision Made`` event.
 
-A complaint arriving as the decision's event suppresses marketing at once (the store is
-updated before the policies run).
+The decision's event updates the customer first (:func:`plait.decide.lifecycle.observe`): an
+order counts, a complaint suppresses marketing at once.
 
 Nothing on this path queries the engine: profiles come from :mod:`plait.profiles.online`,
 rules from a :class:`~plait.decide.rules.RuleBook`, caps from a :class:`ContactLog`.
@@ -215,9 +215,9 @@ class Decider:
             if pid else None
         subject = subject or next((r for r in refs if r.startswith(("user_id:", "anonymous_id:"))), None)
         ev = _event_view(event) if event is not None else None
-        if ev is not None and pid and ev["name"] in ("Complaint Filed",):
-            # The complaint itself counts at once: marketing stops now, not at the next profile load.
-            self.store.update(pid, "features.last_complaint_at", now)
+        if ev is not None and pid and observe(self.store, pid, ev, now):
+            # Rules and policies see the customer as of this event: this order counted, this
+            # complaint already suppressing marketing — not at the next profile load.
             profile = self.store.lookup(pid) or profile
         placement = request.get("placement") or CHANNEL_PLACEMENT.get((ev or {}).get("channel") or "", "response")
         if placement not in PLACEMENTS:
@@ -346,7 +346,6 @@ class Decider:
             self._recent[did] = view                 # a bandit learns from this decision's outcome
             if len(self._recent) > 100_000:
                 self._recent.popitem(last=False)
-        observe(self.store, pid, ev, now)          # an order, a tier, a visit count from now on
         d = Decision(did, pid, placement, channel, actions, held, rejected, fired, self.book.version, now, subject,
                      skipped)
         if self.record is not None:

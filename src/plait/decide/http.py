@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 
+from plait.collect.http import read_body, respond
 from plait.collect.intake import basic_user
-from plait.errors import AuthError, DecisionError, RuleError
+from plait.errors import AuthError, DecisionError, LimitError, RuleError
 
 if TYPE_CHECKING:
     from plait.decide.engine import Decider
@@ -51,9 +52,8 @@ class Decide:
 
     def handle(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
         if self.ws.settings.collector.require_write_key:
-            key = auth[7:].strip() if auth and auth.lower().startswith("bearer ") else basic_user(auth)
             try:
-                role = self.ws.keys.role_for(key)
+                role = self.ws.keys.role_for(basic_user(auth))     # Basic user name or Bearer token
             except AuthError as e:
                 return 401, _error("unauthorized", str(e))
             if role not in ("collector", "admin"):
@@ -84,24 +84,15 @@ class FastDecide:
         for k, v in scope["headers"]:
             if k == b"authorization":
                 auth = v.decode("latin-1")
-        chunks, size, more = [], 0, True
-        status, body = 0, b""
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
+        try:
+            raw = await read_body(receive, MAX_BODY)
+        except LimitError:
+            status, body = 413, _error("payload_too_large", f"a decision request is at most {MAX_BODY} bytes")
+        else:
+            if raw is None:
                 return
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                status, body = 413, _error("payload_too_large", f"a decision request is at most {MAX_BODY} bytes")
-                break
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-        if not status:
-            status, body = self.decide.handle(b"".join(chunks), auth)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+            status, body = self.decide.handle(raw, auth)
+        await respond(send, status, body)
 
 
 def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:

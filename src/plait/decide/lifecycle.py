@@ -1,7 +1,8 @@
 """Lifecycle moments that are not a single collected event: they are derived and fed to triggers.
 
-- **State as events arrive** (:func:`observe`): an order counts at once (so the *next* order is
-  not another "first purchase"), a tier change and a visit update the customer's snapshot.
+- **State as events arrive** (:func:`observe`): the decision on an event sees the customer as of
+  that event — this order counted (the first order makes ``orders`` 1), this complaint
+  suppressing marketing, a tier change or visit recorded.
 - **Abandonment** (:class:`Abandonment`): a cart (``Product Added`` / ``Checkout Started``) or a
   browse (``Product Viewed``) with no order within ``cart_minutes`` / ``browse_minutes`` becomes
   a ``Cart Abandoned`` / ``Browse Abandoned`` event when the timer runs out.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,13 @@ def lifecycle_pack() -> str:
     return PACK.read_text()
 
 
-def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None, now: float) -> None:
-    """Update the customer's snapshot with what this event changes."""
+def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None, now: float) -> bool:
+    """Update the customer's snapshot with what this event changes; True if it changed."""
     if not profile_id or not event:
-        return
+        return False
     p = store.lookup(profile_id)
     if p is None:
-        return
+        return False
     f = p.get("features") or {}
     name = event.get("name")
     props = event.get("properties") or {}
@@ -47,10 +48,16 @@ def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None,
         if isinstance(total, (int, float)):
             store.update(profile_id, "features.revenue", (f.get("revenue") or 0) + total)
         store.update(profile_id, "features.last_purchase_at", now)
+    elif name == "Complaint Filed":
+        store.update(profile_id, "features.complaints", (f.get("complaints") or 0) + 1)
+        store.update(profile_id, "features.last_complaint_at", now)
     elif name == "Loyalty Tier Changed" and props.get("tier"):
         store.update(profile_id, "traits.tier", {"value": props["tier"], "confidence": "observed"})
     elif name == "Store Visit":
         store.update(profile_id, "features.store_visits", (f.get("store_visits") or 0) + 1)
+    else:
+        return False
+    return True
 
 
 class Abandonment:
@@ -131,10 +138,6 @@ def crossings(old: Any, new: Any, model: str = "churn", threshold: float = 0.5) 
                             **({"userId": value} if kind == "user_id" else {"anonymousId": value}),
                             "properties": {"model": model, "score": now_s, "previous": before, "threshold": threshold}})
     return out
-
-
-def now_ts() -> float:
-    return datetime.now(timezone.utc).timestamp()
 
 
 __all__ = ["PACK", "Abandonment", "crossings", "daily_events", "lifecycle_pack", "observe"]

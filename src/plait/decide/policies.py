@@ -1,13 +1,16 @@
 """Contact policies every decision obeys: consent, frequency caps, quiet hours, suppression after
 a complaint, the global control group — and the bucketing that staged rollouts and holdouts use.
 
-:func:`blocked` returns the first reason an offer may not be given to a customer on a channel
-now (``None`` when it may). Marketing policies do not apply to service actions (an order-ready
-message, a service-recovery apology), consent aside: a service action still needs the
-customer's consent for its purpose. Caps count contacts — one decision is one contact (a push,
-an email, a banner), however many offers it carries: a channel's cap counts contacts on it, the overall cap (``*``) counts outbound messages (push, email, SMS) — a banner seen on the
-site is not a contact. :class:`ContactLog` remembers what was shown, so caps hold
-across requests; it is rebuilt from the log's decisions when a decider starts.
+:func:`customer_blocked` returns the first reason the customer may not be contacted on a
+channel for a purpose now (``None`` when they may) — the same for every offer of a decision, so a
+decider asks once per purpose — and :func:`offer_blocked` an offer's own per-customer limit.
+Marketing policies do not apply to service actions (an order-ready message, a service-recovery
+apology), consent aside: a service action still needs the customer's consent for its purpose.
+Caps count contacts — one decision is one contact (a push, an email, a banner), however many
+offers it carries: a channel's cap counts contacts on it, the overall cap (``*``) counts
+outbound messages (push, email, SMS) — a banner seen on the site is not a contact.
+:class:`ContactLog` remembers what was shown, so caps hold across requests; it is rebuilt from
+the log's decisions when a decider starts.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict, deque
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -83,13 +86,6 @@ def _local_hour(now: float, tz: str) -> float:
     return d.hour + d.minute / 60
 
 
-def blocked(settings: "DecideSettings", profile: Mapping[str, Any], offer: "Offer", channel: str | None,
-            purpose: str, contacts: ContactLog, now: float, consent_defaults: Mapping[str, bool]) -> str | None:
-    """Why ``offer`` may not go to this customer on ``channel`` now, or None."""
-    why = customer_blocked(settings, profile, channel, purpose, offer.service, contacts, now, consent_defaults)
-    return why if why is not None else offer_blocked(profile, offer, contacts)
-
-
 def offer_blocked(profile: Mapping[str, Any], offer: "Offer", contacts: ContactLog) -> str | None:
     """The offer's own limit per customer."""
     pid = profile.get("profile_id")
@@ -135,9 +131,4 @@ def customer_blocked(settings: "DecideSettings", profile: Mapping[str, Any], cha
     return None
 
 
-def now_utc() -> float:
-    return datetime.now(timezone.utc).timestamp()
-
-
-__all__ = ["OUTBOUND", "ContactLog", "blocked", "bucket", "customer_blocked", "key_hash", "mix", "now_utc",
-           "offer_blocked"]
+__all__ = ["OUTBOUND", "ContactLog", "bucket", "customer_blocked", "key_hash", "mix", "offer_blocked"]

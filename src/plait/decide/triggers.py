@@ -40,16 +40,24 @@ class Triggers:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.abandonment = Abandonment()
+        self._index: dict[str, list[Any]] = {}
+        self._index_version: str | None = None
         self.fired = 0
         self.failures = 0
 
     def _listening(self) -> dict[str, list[Any]]:
+        """Trigger rules by event name, rebuilt only when the rule book changes (this is read
+        for every collected event)."""
+        book = self.decider.book
+        if self._index_version == book.version:
+            return self._index
         out: dict[str, list[Any]] = {}
-        for c in self.decider.book.rules.values():
+        for c in book.rules.values():
             r = c.defn
             if r.trigger is not None and r.enabled:
                 for e in r.events:
                     out.setdefault(e, []).append(r)
+        self._index, self._index_version = out, book.version
         return out
 
     def attach(self, log: Any) -> "Triggers":

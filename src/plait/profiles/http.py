@@ -36,9 +36,8 @@ def key_check(ws: "Workspace", *roles: str) -> Any:
         if not ws.settings.collector.require_write_key:
             return
         header = request.headers.get("authorization") or ""
-        key = header[7:].strip() if header.lower().startswith("bearer ") else basic_user(header)
         try:
-            role = ws.keys.role_for(key)
+            role = ws.keys.role_for(basic_user(header))        # Basic user name or Bearer token
         except AuthError as e:
             raise HTTPException(401, {"code": "unauthorized", "message": str(e)}) from e
         if role not in allowed:

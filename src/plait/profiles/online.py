@@ -80,8 +80,8 @@ class MemoryStore:
 class RedisStore:
     """The same store in Redis, shared by every process of a server deployment
     (``pip install "plait[redis]"``): a snapshot per customer (msgpack), one key per identifier,
-    the identifiers of each customer, under ``prefix``. A lookup costs a network round trip
-    (~0.1 ms on one machine) instead of a dict read."""
+    the identifiers of each customer, under ``prefix``. A lookup costs network round trips
+    (one or two GETs) instead of a dict read."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "plait:") -> None:
         import msgspec
