@@ -71,7 +71,7 @@ def test_the_learned_policy_beats_random_offers_and_no_action_on_true_incrementa
     from datetime import date
 
     from plait.decide.learners import UpliftThompson
-    from plait.simulate.offers import NO_OFFER, OfferTruth, run_day
+    from plait.simulate.offers import OfferTruth, run_day
     from plait.simulate.world import build_world
 
     w = build_world(4000, 90, date(2025, 1, 1), 11)
@@ -100,8 +100,8 @@ def test_the_learned_policy_beats_random_offers_and_no_action_on_true_incrementa
     arms = [o["id"] for o in truth.offers]
     pick = np.random.default_rng(5)
     visits = truth.visits(12_000, np.random.default_rng(6))
-    res = run_day(truth, visits, {"none": lambda k, p: NO_OFFER, "random": lambda k, p: arms[int(pick.integers(len(arms)))],
-                                  "learned": learned}, {"learned": learn})
-    assert res["none"]["per_1000_visits"] == 0
+    # No action earns 0 incremental profit by definition, so beating it is being above 0.
+    res = run_day(truth, visits, {"random": lambda k, p: arms[int(pick.integers(len(arms)))], "learned": learned},
+                  {"learned": learn})
     assert res["learned"]["per_1000_second_half"] > 1.1 * res["random"]["per_1000_second_half"] > 0
     assert res["learned"]["per_1000_visits"] > res["random"]["per_1000_visits"]
