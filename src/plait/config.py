@@ -43,6 +43,10 @@ class EngineSettings(_Strict):
     path: str = "plait.duckdb"
     threads: int | None = Field(default=None, ge=1)
     memory_limit: str | None = None
+    # DuckDB rewrites the table's open row group at every checkpoint; at its 16 MB default a
+    # busy server checkpoints every few seconds and small appends cost 2–5× more CPU (measured
+    # on decision records: 33–85 µs per row at 16 MB, 17 µs at 1 GB). A crash replays the WAL.
+    checkpoint_threshold: str = "256MB"
 
 
 class CollectorSettings(_Strict):
@@ -231,6 +235,11 @@ class DecideSettings(_Strict):
     # (shared by every process of a deployment; pip install "plait[redis]").
     online_store: str = Field(default="memory", pattern=r"^(memory|rediss?://.+)$")
     max_delivery_attempts: int = Field(default=8, ge=1)
+    # Decisions are written to the log in batches at most this far apart (the answer never
+    # waits for the write; a crash loses at most this much of the decision record). Each DuckDB
+    # insert has a fixed cost of a few ms: at 3,000 decisions/s, 0.5 s batches halve the CPU
+    # per recorded decision against 0.1 s ones.
+    record_interval_s: float = Field(default=0.5, gt=0, le=10)
 
 
 class Settings(_Strict):

@@ -57,7 +57,8 @@ class Workspace:
         self.settings = settings or Settings.load(self.path)
         e = self.settings.engine
         db = e.path if e.path == ":memory:" else str(self.path / e.path)
-        self.backend = DuckDBBackend(db, threads=e.threads, memory_limit=e.memory_limit)
+        self.backend = DuckDBBackend(db, threads=e.threads, memory_limit=e.memory_limit,
+                                     checkpoint_threshold=e.checkpoint_threshold)
         self.backend.execute("SET TimeZone = 'UTC'")
         self.vault = Vault(self.path / VAULT_FILE, encrypt=self.settings.pii.encrypt)
         self.parser = Parser(base_currency=self.settings.base_currency, pii_fields=self.settings.pii.fields)

@@ -37,12 +37,18 @@ class Outbox:
     """Durable delivery to named destinations with retries and a dead-letter queue."""
 
     def __init__(self, ws: "Workspace", destinations: Mapping[str, Any], *, max_attempts: int = 5,
-                 base_delay_s: float = 0.5, max_delay_s: float = 300.0, poll_s: float = 0.05) -> None:
+                 base_delay_s: float = 0.5, max_delay_s: float = 300.0, poll_s: float = 10.0) -> None:
         self.ws = ws
         self.destinations = dict(destinations)
         self.max_attempts, self.base_delay_s, self.max_delay_s, self.poll_s = max_attempts, base_delay_s, max_delay_s, poll_s
         ws.backend.execute(DDL)
+        # ``poll_s``: the longest the worker sleeps with nothing due (a safety net; enqueues wake it).
         self._wake = threading.Event()
+        # The earliest time anything pending is due (None: nothing is): the worker sleeps until
+        # then instead of asking the table every few milliseconds while the server is busy.
+        self._due_lock = threading.Lock()
+        self._next_due: float | None = None
+        self._due(ws.backend.scalar("SELECT min(next_at) FROM activation_outbox WHERE status = 'pending'"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
@@ -59,6 +65,7 @@ class Outbox:
         self.ws.backend.execute(
             "INSERT INTO activation_outbox VALUES (?, ?, ?, 'pending', 0, ?, NULL, ?, NULL)",
             [item, destination, json.dumps(payload, default=str), now, now])
+        self._due(now)
         self._wake.set()
         return item
 
@@ -77,15 +84,27 @@ class Outbox:
             self._thread.join()
             self._thread = None
 
+    def _due(self, at: float | None) -> None:
+        if at is None:
+            return
+        with self._due_lock:
+            self._next_due = at if self._next_due is None else min(self._next_due, float(at))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self.deliver_due() == 0:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
+            due, now = self._next_due, time.time()
+            if due is not None and due <= now:
+                self.deliver_due(now)
+                continue
+            # Woken by an enqueue, a retry of the dead or stop; else at the next retry's time.
+            self._wake.wait(self.poll_s if due is None else min(due - now, self.poll_s))
+            self._wake.clear()
 
     def deliver_due(self, now: float | None = None) -> int:
         """Send every pending item that is due; returns how many were attempted."""
         now = time.time() if now is None else now
+        with self._due_lock:
+            self._next_due = None        # recomputed below; enqueues meanwhile merge in with min()
         rows = self.ws.backend.query(
             "SELECT id, destination, payload, attempts FROM activation_outbox WHERE status = 'pending' "
             "AND next_at <= ? ORDER BY created_at, id LIMIT 500", [now]).to_pylist()
@@ -112,6 +131,7 @@ class Outbox:
             self.ws.backend.execute(
                 "UPDATE activation_outbox SET status = 'sent', attempts = attempts + 1, sent_at = ? WHERE id = ?",
                 [time.time(), r["id"]])
+        self._due(self.ws.backend.scalar("SELECT min(next_at) FROM activation_outbox WHERE status = 'pending'"))
         return len(rows)
 
     # -- inspecting -----------------------------------------------------------------------------
@@ -130,6 +150,7 @@ class Outbox:
                                        [destination] if destination else None))
         self.ws.backend.execute(f"UPDATE activation_outbox SET status = 'pending', attempts = 0, next_at = 0 WHERE {where}",
                                 [destination] if destination else None)
+        self._due(0.0)
         self._wake.set()
         return n
 

@@ -180,7 +180,7 @@ class Decider:
 
             context = from_settings(ws.path, ws.settings.decide.context)
         d = cls(book, store, settings=ws.settings.decide, consent_defaults=ws.settings.privacy.defaults,
-                context=context, scorers=scorers, record=Recorder(ws) if record else None)
+                context=context, scorers=scorers, record=Recorder(ws, interval_s=ws.settings.decide.record_interval_s) if record else None)
         d.contacts = contacts_from_log(ws)
         return d
 
@@ -421,7 +421,7 @@ class Recorder:
     never waits for a write: at most ``interval_s`` of decisions are in memory; :meth:`close`
     flushes them."""
 
-    def __init__(self, ws: "Workspace", *, interval_s: float = 0.1) -> None:
+    def __init__(self, ws: "Workspace", *, interval_s: float = 0.5) -> None:
         self.ws = ws
         self.interval_s = interval_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()

@@ -28,9 +28,11 @@ class DuckDBBackend(Backend):
     dialect = Dialect()
 
     def __init__(self, path: str | Path = ":memory:", *, threads: int | None = None, memory_limit: str | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, checkpoint_threshold: str | None = None) -> None:
         self.path = str(path)
         config: dict[str, Any] = {}
+        if checkpoint_threshold and not read_only:
+            config["checkpoint_threshold"] = checkpoint_threshold
         if threads:
             config["threads"] = threads
         if memory_limit:
