@@ -120,13 +120,14 @@ def build(ws_dir: Path, people: int, days: int) -> list[bytes]:
 
 
 # -- server ---------------------------------------------------------------------------------------
-def serve(ws_dir: str, port: int) -> None:
+def serve(ws_dir: str, port: int, workers: int) -> None:
     import uvicorn
 
     import plait
     from plait.server.app import create_app
 
     ws = plait.connect(ws_dir)
+    ws.settings.decide.workers = workers
     uvicorn.run(create_app(ws), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools", lifespan="on")
 
@@ -227,13 +228,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="decide worker processes (0: the server decides)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="sustained", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
-        serve(a.serve, a.port)
+        serve(a.serve, a.port, a.workers)
         return
     if a.load:
         load(a.port, a.load, a.mode, a.rate, a.seconds, a.connections)
@@ -247,7 +249,8 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         (tmp / "bodies.json").write_text(json.dumps([b.decode("latin-1") for b in bodies]))
         port = _free_port()
-        server = subprocess.Popen([sys.executable, str(HERE), "--serve", str(tmp / "ws"), "--port", str(port)],
+        server = subprocess.Popen([sys.executable, str(HERE), "--serve", str(tmp / "ws"), "--port", str(port),
+                                   "--workers", str(a.workers)],
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             _wait(port)

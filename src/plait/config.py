@@ -240,6 +240,9 @@ class DecideSettings(_Strict):
     # insert has a fixed cost of a few ms: at 3,000 decisions/s, 0.5 s batches halve the CPU
     # per recorded decision against 0.1 s ones.
     record_interval_s: float = Field(default=0.5, gt=0, le=10)
+    # Processes that decide (forked by `plait serve`, each owning a share of the customers; see
+    # plait.decide.workers). 0: the server process decides itself.
+    workers: int = Field(default=0, ge=0, le=64)
 
 
 class Settings(_Strict):

@@ -225,16 +225,21 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    decide_workers: Annotated[Optional[int], typer.Option(
+        min=0, max=64, help="Processes that decide, each owning a share of the customers (default: decide.workers).")] = None,
 ) -> None:
-    """Serve the collector (Segment HTTP API) and the OpenAPI docs at /docs.
+    """Serve the collector (Segment HTTP API), profiles, analytics, privacy and decisions, with
+    the OpenAPI docs at /docs.
 
-    Example: [bold]plait serve --host 0.0.0.0 --port 8080[/]
+    Example: [bold]plait serve --host 0.0.0.0 --port 8080 --decide-workers 2[/]
     """
     import uvicorn
 
     from plait.server import create_app
 
     ws = _ws(workspace)
+    if decide_workers is not None:
+        ws.settings.decide.workers = decide_workers
     err.print(f"serving workspace {ws.path} on http://{host}:{port} (docs at /docs)")
     try:
         uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)

@@ -61,7 +61,16 @@ EVENT = "Decision Made"
 CHANNEL_PLACEMENT = {"web": "web_banner", "app": "app_screen", "store": "store_screen", "call_center": "agent_desktop",
                      "push": "push", "email": "email", "sms": "sms"}
 _ids = itertools.count()
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _PREFIX = base64.b32encode(os.urandom(5)).decode().lower()
+
+
+def reseed(slot: int) -> None:
+    """Give this process its own decision-id prefix: the prefix's fourth letter becomes
+    ``slot``'s, so processes of one server (see :mod:`plait.decide.workers`) never issue the
+    same decision id or prefix coupon (coupons carry the first four letters and the counter)."""
+    global _PREFIX
+    _PREFIX = _PREFIX[:3] + _ALPHABET[slot % 32] + base64.b32encode(os.urandom(5)).decode().lower()[:4]
 
 
 @dataclass
@@ -135,6 +144,7 @@ class Decider:
         self.clock = clock
         self.contacts = ContactLog()
         self._coupon_next: dict[str, int] = {}
+        self.coupon_share = (0, 1)                 # (k, n): this decider issues codes k, k+n, k+2n…
         self._lock = threading.Lock()
         self._next_check = time.monotonic() + 1.0
         self._index()
@@ -264,7 +274,10 @@ class Decider:
         today = datetime.fromtimestamp(now, timezone.utc).date()
         policy: dict[tuple[str, bool], str | None] = {}     # customer-level policies, once per purpose
         propensity: dict[str, tuple[Any, str]] = {}
-        limit = min(int(request.get("max_actions") or self.settings.max_actions), self.settings.max_actions)
+        try:
+            limit = min(int(request.get("max_actions") or self.settings.max_actions), self.settings.max_actions)
+        except (TypeError, ValueError):
+            raise DecisionError(f"must be a whole number, not {request.get('max_actions')!r}", field="max_actions") from None
         offers = self.book.offers
         # Each candidate's best possible rank: its propensity (one score per model and decision)
         # × value × every context weight above 1 × lever. Candidates are then checked best first,
@@ -362,7 +375,8 @@ class Decider:
             return f"ended {o.valid_to}"
         if o.budget is not None and self.contacts.accepted.get(o.id, 0) >= o.budget:
             return "budget spent"
-        if o.coupon_codes and self._coupon_next.get(o.id, 0) >= len(o.coupon_codes):
+        if o.coupon_codes and self.coupon_share[0] + self._coupon_next.get(o.id, 0) * self.coupon_share[1] \
+                >= len(o.coupon_codes):
             return "no coupon codes left"
         if c.test is not None and not holds(c.test):
             return "not eligible"
@@ -375,7 +389,8 @@ class Decider:
             with self._lock:
                 i = self._coupon_next.get(o.id, 0)
                 self._coupon_next[o.id] = i + 1
-            return o.coupon_codes[i]
+            k, n = self.coupon_share
+            return o.coupon_codes[k + i * n]
         if o.coupon_prefix:
             return o.coupon_prefix + decision_id.rsplit("-", 2)[-2][:4].upper() + decision_id.rsplit("-", 1)[-1]
         return None
@@ -433,6 +448,10 @@ class Recorder:
     def __call__(self, d: Decision) -> None:
         self._q.put(d)
 
+    def table(self, t: Any) -> None:
+        """Decisions already laid out as the log's rows (from a decide worker)."""
+        self._q.put(t)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.flush()
@@ -446,7 +465,11 @@ class Recorder:
             except queue.Empty:
                 break
         if batch:
-            self.written += self.ws.log.append_table(decisions_table(batch)).inserted
+            import pyarrow as pa
+
+            ours = [d for d in batch if isinstance(d, Decision)]
+            tables = [t for t in batch if not isinstance(t, Decision)] + ([decisions_table(ours)] if ours else [])
+            self.written += self.ws.log.append_table(tables[0] if len(tables) == 1 else pa.concat_tables(tables)).inserted
 
     def close(self) -> None:
         self._stop.set()
@@ -528,4 +551,4 @@ def contacts_from_log(ws: "Workspace", days: float = 31) -> ContactLog:
 
 
 __all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "decisions_table",
-           "load_scorers", "time_context"]
+           "load_scorers", "reseed", "time_context"]

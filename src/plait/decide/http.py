@@ -19,6 +19,7 @@ from plait.errors import AuthError, DecisionError, LimitError, RuleError
 
 if TYPE_CHECKING:
     from plait.decide.engine import Decider
+    from plait.decide.workers import Workers
     from plait.workspace import Workspace
 
 PATH = "/v1/decide"
@@ -46,11 +47,13 @@ def _error(code: str, message: str, **extra: Any) -> bytes:
 class Decide:
     """Request bytes in, ``(status, JSON body)`` out."""
 
-    def __init__(self, decider: "Decider", ws: "Workspace") -> None:
+    def __init__(self, decider: "Decider", ws: "Workspace", workers: "Workers | None" = None) -> None:
         self.decider = decider
         self.ws = ws
+        self.workers = workers
 
-    def handle(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
+    def _refused(self, raw: bytes, auth: str | None) -> tuple[int, bytes] | dict[str, Any]:
+        """An error answer, or the decoded request."""
         if self.ws.settings.collector.require_write_key:
             try:
                 role = self.ws.keys.role_for(basic_user(auth))     # Basic user name or Bearer token
@@ -59,9 +62,23 @@ class Decide:
             if role not in ("collector", "admin"):
                 return 403, _error("forbidden", f"a `{role}` key may not ask for decisions; use a collector or admin key")
         try:
-            req = _dec.decode(raw)
+            return _dec.decode(raw)
         except msgspec.DecodeError as e:
             return 400, _error("invalid_request", f"the body is not a JSON object: {e}")
+
+    async def handle_async(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
+        """As :meth:`handle`; with decide workers, the customer's worker answers."""
+        if self.workers is None:
+            return self.handle(raw, auth)
+        req = self._refused(raw, auth)
+        if isinstance(req, tuple):
+            return req
+        return await self.workers.ask(req, raw)
+
+    def handle(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
+        req = self._refused(raw, auth)
+        if isinstance(req, tuple):
+            return req
         try:
             d = self.decider.decide(req)
         except DecisionError as e:
@@ -91,7 +108,7 @@ class FastDecide:
         else:
             if raw is None:
                 return
-            status, body = self.decide.handle(raw, auth)
+            status, body = await self.decide.handle_async(raw, auth)
         await respond(send, status, body)
 
 
@@ -106,7 +123,7 @@ def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
                             400: {"description": "A bad request, naming the field"},
                             401: {"description": "Missing or unknown key"}})
     async def decide_route(request: Request) -> Response:
-        status, body = decide.handle(await request.body(), request.headers.get("authorization"))
+        status, body = await decide.handle_async(await request.body(), request.headers.get("authorization"))
         return Response(body, status_code=status, media_type="application/json")
 
     @router.get(f"{PATH}/rules", dependencies=[Depends(analyst)], summary="The rules and offers in force")
@@ -127,6 +144,8 @@ def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
             return {"version": b.version, "error": str(e)}
         fresh = load(decide.ws)
         decide.decider.store = fresh
+        if decide.workers is not None:
+            decide.workers.reload(fresh, str(decide.ws.path))
         return {"version": b.version, "customers": len(fresh), "last_error": str(b.last_error) if b.last_error else None}
 
     return router

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -14,7 +15,8 @@ from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, collector_router
 from plait.collect.intake import Intake
 from plait.activate import Outbox, Stream, Webhook
-from plait.decide.engine import Decider
+from plait.decide.engine import Decider, Recorder, contacts_from_log
+from plait.decide.workers import Workers
 from plait.decide.triggers import Triggers
 from plait.decide.http import Decide, FastDecide, decide_router
 from plait.privacy.http import privacy_router
@@ -33,16 +35,23 @@ def create_app(workspace: Workspace) -> FastAPI:
     # collections stop pausing decisions for as long as the store is large.
     gc.collect()
     gc.freeze()
+    ds = workspace.settings.decide
+    workers = None
+    if ds.workers:
+        # Forked now, before the server's own threads start: each worker owns a share of the customers.
+        workers = Workers(decider, ds.workers, record=decider.record.table if isinstance(decider.record, Recorder) else None,
+                          interval_s=ds.record_interval_s, rebuild_contacts=lambda: contacts_from_log(workspace))
 
     # Triggers: rules with a destination fire on collected events; deliveries go through the outbox.
-    ds = workspace.settings.decide
     outbox = Outbox(workspace, {n: (Stream(n, d.subject or n, servers=d.url, stream=d.stream, timeout_s=d.timeout_s)
                                     if d.type == "nats" else Webhook(n, d.url, headers=d.headers, timeout_s=d.timeout_s))
                                 for n, d in ds.destinations.items()}, max_attempts=ds.max_delivery_attempts)
-    triggers = Triggers(decider, outbox)
+    triggers = Triggers(workers or decider, outbox)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if workers is not None:
+            workers.attach(asyncio.get_running_loop())
         committer.start()
         outbox.start()
         triggers.attach(workspace.log)
@@ -51,6 +60,8 @@ def create_app(workspace: Workspace) -> FastAPI:
         finally:
             triggers.close()
             outbox.stop()
+            if workers is not None:
+                workers.close()          # their last decisions reach the recorder
             decider.close()          # writes its last decisions
             committer.stop()
             workspace.backend.checkpoint()
@@ -67,7 +78,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(collector_router(collect))
     app.include_router(profiles_router(workspace))
     app.include_router(analytics_router(workspace))
-    decide = Decide(decider, workspace)
+    decide = Decide(decider, workspace, workers)
     app.include_router(decide_router(decide, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
                                       key_check(workspace, "collector", "admin")))
@@ -79,4 +90,5 @@ def create_app(workspace: Workspace) -> FastAPI:
     # Outside Starlette's middleware stack: the hot route pays for nothing it does not use.
     app.middleware_stack = FastDecide(FastCollect(app.build_middleware_stack(), collect), decide)
     app.state.decider = decider
+    app.state.workers = workers
     return app

@@ -1,0 +1,180 @@
+"""Decide workers: forked processes owning shares of the customers decide exactly as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from plait.decide.workers import shard
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="decide workers need os.fork")
+
+PEOPLE = 40
+CODES = [f"CODE{i:02d}" for i in range(10)]
+
+
+def _world(ws):  # noqa: ANN001, ANN202
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": f"u{i}", "traits": {"firstName": f"N{i}"}},
+                                   received_at=0, source="test") for i in range(PEOPLE)])
+    ws.resolve()
+    for i in range(PEOPLE):
+        ws.consent.set(f"user_id:u{i}", "marketing", True)
+        ws.consent.set(f"user_id:u{i}", "personalisation", True)
+    ws.settings.decide.global_control = 0.2
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "crm.json").write_text(json.dumps({
+        "offers": [{"id": "app-push", "value": 4, "channels": ["push"], "coupon_prefix": "P-"},
+                   {"id": "mail", "value": 3, "channels": ["email"]},
+                   {"id": "banner", "value": 2, "channels": ["web"], "holdout": 0.2},
+                   {"id": "scarce", "value": 9, "channels": ["app"], "coupon_codes": CODES}],
+        "rules": [{"id": "all", "actions": [{"offer": "app-push"}, {"offer": "mail"}, {"offer": "banner"}]},
+                  {"id": "app", "placements": ["app_screen"], "actions": [{"offer": "scarce"}]}]}))
+    return ws.keys.create("shop")
+
+
+def _requests(now: str) -> list[dict]:
+    out = []
+    for rep in range(3):
+        for i in range(PEOPLE):
+            placement = ["push", "email", "web_banner"][(i + rep) % 3]
+            out.append({"customer": f"user_id:u{i}", "placement": placement, "now": now})
+    return out
+
+
+def _offers(body: dict) -> list[str]:
+    return [a["offer_id"] for a in body["actions"]]
+
+
+def test_workers_decide_exactly_as_one_process(ws):
+    from fastapi.testclient import TestClient
+
+    from plait.decide import Decider
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    noon = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
+    reqs = _requests(noon)
+    one = Decider.from_workspace(ws, record=False)        # the same customers, rules and (empty) history
+    expected = [_offers(one.decide(r).as_dict()) for r in reqs]
+    assert any(expected) and not all(expected)            # caps, holdouts and the control group all bite
+
+    ws.settings.decide.workers = 2
+    app = create_app(ws)
+    workers = app.state.workers
+    assert len(workers.peers) == 2 and all(p.pid != os.getpid() for p in workers.peers)
+    with TestClient(app) as c:
+        got = []
+        for r in reqs:
+            res = c.post("/v1/decide", json=r, auth=(key, ""))
+            assert res.status_code == 200, res.text
+            got.append(res.json())
+        assert [_offers(b) for b in got] == expected     # every policy held as in one process
+        # Both workers answered: each owns the customers its shard says.
+        owners = {shard(b["profile_id"], 2) for b in got}
+        assert owners == {0, 1}
+        assert len({b["decision_id"] for b in got}) == len(got)
+        assert len({b["decision_id"].split("-")[1] for b in got}) == 2       # one prefix per worker
+        # Triggers ask from another thread: routed and answered the same way.
+        a = workers.decide({"customer": "user_id:u1", "placement": "web_banner", "now": noon})
+        assert a.profile_id == got[1]["profile_id"] and isinstance(a.as_dict()["actions"], list)
+        # Bad requests are answered by the worker, naming the field.
+        bad = c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "fax"}, auth=(key, ""))
+        assert bad.status_code == 400 and bad.json()["field"] == "placement"
+        assert c.post("/v1/decide", json={"placement": "push"}, auth=(key, "")).status_code == 400
+    # Every decision the workers made reached the log, once.
+    n = ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Decision Made'")
+    assert n == len(reqs) + 1                  # the answered ones and the trigger's (bad requests are no decision)
+    assert ws.backend.scalar("SELECT count(DISTINCT message_id) FROM events WHERE event = 'Decision Made'") == n
+    pushed = ws.backend.rows("""SELECT user_id, count(*) AS n FROM events WHERE event = 'Decision Made'
+                                AND channel = 'push' AND json_array_length(json_extract(properties, '$.offers')) > 0
+                                GROUP BY 1 HAVING count(*) > 1""")
+    assert pushed == []                        # one push a day per customer, whichever worker decided
+
+
+def test_coupon_codes_are_dealt_out_never_issued_twice(ws):
+    from fastapi.testclient import TestClient
+
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    ws.settings.decide.workers = 2
+    issued, reasons = [], set()
+    with TestClient(create_app(ws)) as c:
+        for i in range(PEOPLE):
+            body = c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "app_screen"},
+                          auth=(key, "")).json()
+            issued += [a["coupon"] for a in body["actions"] if a["offer_id"] == "scarce"]
+            reasons |= {r["reason"] for r in body["rejected"] if r["offer_id"] == "scarce"}
+    assert len(issued) == len(set(issued)) and set(issued) <= set(CODES)
+    assert len(issued) >= 8 and "no coupon codes left" in reasons
+
+
+def test_a_lost_worker_is_replaced_and_caps_still_hold(ws):
+    from fastapi.testclient import TestClient
+
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    noon = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
+    ws.settings.decide.workers = 2
+    app = create_app(ws)
+    workers = app.state.workers
+    with TestClient(app) as c:
+        first = {i: c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "push", "now": noon},
+                           auth=(key, "")).json() for i in range(PEOPLE)}
+        pushed = {i for i, b in first.items() if _offers(b) == ["app-push"]}
+        assert pushed
+        time.sleep(1.5)                        # the decisions reach the log
+        os.kill(workers.peers[0].pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while workers.peers[0].alive and time.time() < deadline:
+            time.sleep(0.05)
+        assert workers.failed_over == 1
+        again = {i: c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "push", "now": noon},
+                           auth=(key, "")) for i in range(PEOPLE)}
+        assert all(r.status_code == 200 for r in again.values())
+        # The server process took over worker 0's customers with their history from the log.
+        assert all(_offers(again[i].json()) == [] for i in pushed)
+        assert any(shard(first[i]["profile_id"], 2) == 0 for i in pushed)
+
+
+def test_reload_gives_the_workers_new_customers(ws):
+    from fastapi.testclient import TestClient
+
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    admin = ws.keys.create("ops", role="admin")
+    ws.settings.decide.workers = 2
+    with TestClient(create_app(ws)) as c:
+        ask = lambda: c.post("/v1/decide", json={"customer": "user_id:new1", "placement": "web_banner"},  # noqa: E731
+                             auth=(key, "")).json()
+        assert ask()["profile_id"] is None
+        ws.log.append([ws.parser.parse({"type": "identify", "userId": "new1", "traits": {"firstName": "Neu"}},
+                                       received_at=0, source="test")])
+        ws.resolve()
+        r = c.post("/v1/decide/reload", auth=(admin, ""))
+        assert r.status_code == 200 and r.json()["customers"] == PEOPLE + 1
+        assert ask()["profile_id"] is not None
+
+
+def test_a_bad_field_is_a_400_from_the_worker(ws):
+    from fastapi.testclient import TestClient
+
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    ws.settings.decide.workers = 1
+    app = create_app(ws)
+    with TestClient(app) as c:
+        r = c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "web_banner", "max_actions": "x"},
+                   auth=(key, ""))
+        assert r.status_code == 400 and r.json()["field"] == "max_actions"
+        assert c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "web_banner"},
+                      auth=(key, "")).status_code == 200
+        assert app.state.workers.peers[0].alive
