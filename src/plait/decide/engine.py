@@ -476,43 +476,72 @@ class Recorder:
         self._thread.join()
 
 
-def decisions_table(decisions: list[Decision]) -> Any:
-    """Decisions as rows of the log's ``events`` table (``Decision Made``), built column by
-    column: most columns are the same for every decision."""
-    import msgspec
-    import pyarrow as pa
+class DecisionRows:
+    """Decisions accumulated as the log's ``events`` columns (``Decision Made``): :meth:`add`
+    lays out one decision as it is made (a few µs), :meth:`take` hands over an Arrow table of
+    everything added since — no pause to lay out a batch at once."""
 
-    from plait.log.schema import DAY_US, EVENT_SCHEMA, TS
+    def __init__(self) -> None:
+        import msgspec
 
-    n = len(decisions)
-    enc = msgspec.json.Encoder()
-    ids, chans, users, anons, subjects, times, props = [], [], [], [], [], [], []
-    for d in decisions:
+        self._enc = msgspec.json.Encoder()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: list[str] = []
+        self.chans: list[str] = []
+        self.users: list[str | None] = []
+        self.anons: list[str | None] = []
+        self.subjects: list[str] = []
+        self.times: list[int] = []
+        self.props: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, d: Decision) -> None:
         kind, _, value = (d.subject or "anonymous_id:decide-unknown").partition(":")
         user = kind == "user_id"
-        ids.append(d.decision_id)
-        chans.append(d.channel or "other")
-        users.append(value if user else None)
-        anons.append(None if user else value)
-        subjects.append(f"{'user_id' if user else 'anonymous_id'}:{value}")
-        times.append(int(d.at * 1_000_000))
+        self.ids.append(d.decision_id)
+        self.chans.append(d.channel or "other")
+        self.users.append(value if user else None)
+        self.anons.append(None if user else value)
+        self.subjects.append(f"{'user_id' if user else 'anonymous_id'}:{value}")
+        self.times.append(int(d.at * 1_000_000))
         acts = [a for a in d.actions if "offer_id" in a]
-        props.append(enc.encode({
+        self.props.append(self._enc.encode({
             "decision_id": d.decision_id, "placement": d.placement, "profile_id": d.profile_id,
             "offers": [a["offer_id"] for a in acts], "coupons": [a["coupon"] for a in acts if a.get("coupon")],
             "actions": [{"offer_id": a["offer_id"], "coupon": a.get("coupon"), "score": a["score"]} for a in acts],
-            "held_out": d.held_out, "rules": d.rules, "version": d.version, "rejected": len(d.rejected)}).decode())
-    t = pa.array(times, pa.int64())
-    const = lambda v: pa.array([v] * n, pa.string())  # noqa: E731
-    cols = {"message_id": pa.array(ids, pa.string()), "type": const("track"), "event": const(EVENT),
-            "channel": pa.array(chans, pa.string()), "source": const("decide"),
-            "anonymous_id": pa.array(anons, pa.string()), "user_id": pa.array(users, pa.string()),
-            "event_time": t.cast(TS), "original_time": t.cast(TS),
-            "received_at": pa.array([int(time.time() * 1_000_000)] * n, pa.int64()).cast(TS),
-            "day": pa.array([x // DAY_US for x in times], pa.int32()).cast(pa.date32()),
-            "properties": pa.array(props, pa.string()), "subject": pa.array(subjects, pa.string())}
-    return pa.Table.from_arrays([cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in EVENT_SCHEMA],
-                                schema=EVENT_SCHEMA)
+            "held_out": d.held_out, "rules": d.rules, "version": d.version, "rejected": len(d.rejected)}))
+
+    def take(self) -> Any:
+        import pyarrow as pa
+
+        from plait.log.schema import DAY_US, EVENT_SCHEMA, TS
+
+        n = len(self.ids)
+        t = pa.array(self.times, pa.int64())
+        const = lambda v: pa.array([v] * n, pa.string())  # noqa: E731
+        cols = {"message_id": pa.array(self.ids, pa.string()), "type": const("track"), "event": const(EVENT),
+                "channel": pa.array(self.chans, pa.string()), "source": const("decide"),
+                "anonymous_id": pa.array(self.anons, pa.string()), "user_id": pa.array(self.users, pa.string()),
+                "event_time": t.cast(TS), "original_time": t.cast(TS),
+                "received_at": pa.array([int(time.time() * 1_000_000)] * n, pa.int64()).cast(TS),
+                "day": pa.array([x // DAY_US for x in self.times], pa.int32()).cast(pa.date32()),
+                "properties": pa.array(self.props, pa.binary()).cast(pa.string()),
+                "subject": pa.array(self.subjects, pa.string())}
+        self._reset()
+        return pa.Table.from_arrays([cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in EVENT_SCHEMA],
+                                    schema=EVENT_SCHEMA)
+
+
+def decisions_table(decisions: list[Decision]) -> Any:
+    """Decisions as rows of the log's ``events`` table (see :class:`DecisionRows`)."""
+    rows = DecisionRows()
+    for d in decisions:
+        rows.add(d)
+    return rows.take()
 
 
 def load_scorers(folder: Any) -> dict[str, Any]:
@@ -550,5 +579,5 @@ def contacts_from_log(ws: "Workspace", days: float = 31) -> ContactLog:
     return log
 
 
-__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "Recorder", "contacts_from_log", "decisions_table",
+__all__ = ["CHANNEL_PLACEMENT", "EVENT", "Decider", "Decision", "DecisionRows", "Recorder", "contacts_from_log", "decisions_table",
            "load_scorers", "reseed", "time_context"]

@@ -110,13 +110,13 @@ def _worker(sock: socket.socket, decider: "Decider", k: int, n: int, interval_s:
     import pyarrow as pa
 
     from plait.decide import engine
-    from plait.decide.engine import decisions_table
+    from plait.decide.engine import DecisionRows
 
     engine.reseed(k)                      # decision ids and coupons unique per process
     decider._lock = threading.Lock()      # a lock another thread held at fork time stays held
     decider.coupon_share = (k, n)
-    pending: list[Any] = []
-    decider.record = pending.append
+    pending = DecisionRows()
+    decider.record = pending.add
     sock.setblocking(True)
     buf = bytearray()
     # Decisions leave in small batches (a batch's layout pauses this worker ~8 µs per decision);
@@ -127,10 +127,9 @@ def _worker(sock: socket.socket, decider: "Decider", k: int, n: int, interval_s:
     def ship() -> None:
         nonlocal due
         due = time.monotonic() + interval_s
-        if not pending:
+        if not len(pending):
             return
-        table = decisions_table(pending)
-        pending.clear()
+        table = pending.take()
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
