@@ -107,7 +107,7 @@ class Answer:
 # -- the worker side ----------------------------------------------------------------------------
 def _worker(sock: socket.socket, decider: "Decider", k: int, n: int, interval_s: float) -> None:
     """A worker's life: answer DECIDE frames, ship recorded decisions, reload, stop."""
-    import pyarrow as pa
+    import pyarrow.ipc as ipc
 
     from plait.decide import engine
     from plait.decide.engine import DecisionRows
@@ -131,7 +131,7 @@ def _worker(sock: socket.socket, decider: "Decider", k: int, n: int, interval_s:
             return
         table = pending.take()
         sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, table.schema) as w:
+        with ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
         sock.sendall(_frame(0, RECORD, sink.getvalue()))
 
@@ -345,9 +345,9 @@ class Workers:
                 fut.set_result(({0: 200, 1: 400}.get(payload[0], 500), payload[1:]))
             self.answered += 1
         elif kind == RECORD and self.record is not None:
-            import pyarrow as pa
+            import pyarrow.ipc as ipc
 
-            self.record(pa.ipc.open_stream(payload).read_all())
+            self.record(ipc.open_stream(payload).read_all())
 
     def _lost(self, k: int) -> None:
         """A worker exited: the server process decides for its customers from now on."""
