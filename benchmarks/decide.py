@@ -1,5 +1,7 @@
 """Decision throughput and latency: POST /v1/decide served by `plait serve`'s app (uvicorn, one
-worker), driven by a load generator in a separate process over keep-alive HTTP/1.1.
+HTTP process, ``--workers`` decide workers — 2 by default, 0 for the server deciding itself),
+driven by a load generator in a separate process over keep-alive HTTP/1.1. Each run also reports
+the CPU the server and its workers spent per decision (from /proc).
 
 Set-up: a simulated retailer (20,000 people × 120 days; --quick: 3,000 × 60), resolved; 50
 offers and 20 active rules (conditions over features, traits, events and context); a real-time
@@ -200,6 +202,24 @@ def load(port: int, bodies_file: str, mode: str, rate: float, seconds: float, co
 
 
 # -- orchestration --------------------------------------------------------------------------------
+def _cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its live children (the decide workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -262,9 +282,12 @@ def main() -> None:
             for _ in range(a.runs):
                 for mode, extra in (("sustained", ["--rate", str(a.rate), "--connections", str(a.connections)]),
                                     ("peak", ["--connections", str(a.connections)])):
+                    c0 = _cpu_s(server.pid)
                     out = subprocess.run(gen + ["--mode", mode, "--seconds", str(a.seconds), *extra], check=True,
                                          capture_output=True, text=True).stdout
-                    runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+                    r = json.loads(out.strip().splitlines()[-1])
+                    r["server_cpu_us_per_decision"] = round((_cpu_s(server.pid) - c0) / max(r["requests"], 1) * 1e6, 1)
+                    runs[mode].append(r)
                     print(f"{mode}: {runs[mode][-1]}", file=sys.stderr)
         finally:
             server.terminate()
