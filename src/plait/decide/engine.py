@@ -284,36 +284,40 @@ class Decider:
         # and checking stops once none left can enter the top ``limit`` (``explain`` checks all).
         order = []
         scores = profile.get("scores") or {}
+        scorers, learners = self.scorers, self.learners
         for oid, rule in candidates.items():
             c = offers[oid]
             model = c.model
-            p, origin = None, ""
-            if c.bandit is not None:
-                learner = self.learners.get(c.bandit)
+            p = None
+            if model is not None:
+                hit = propensity.get(model)
+                if hit is None:
+                    scorer = scorers.get(model)
+                    hit = propensity[model] = ((scorer.predict_proba_one(view), f" from model {model}")
+                                               if scorer is not None else (scores.get(model), c.origin))
+                p, origin = hit
+            elif c.bandit is not None:
+                learner = learners.get(c.bandit)
                 if learner is not None:              # a fresh posterior draw per arm and decision
                     p, origin = learner.predict_proba_one(view, arm=oid), c.origin
                     if hasattr(learner, "groups"):   # an uplift learner scores what the offer adds
                         origin += " (uplift)"
-            elif model is not None:
-                hit = propensity.get(model)
-                if hit is None:
-                    scorer = self.scorers.get(model)
-                    hit = propensity[model] = ((scorer.predict_proba_one(view), f" from model {model}")
-                                               if scorer is not None else (scores.get(model), c.origin))
-                p, origin = hit
             if p is None:
                 p, origin = c.default, " (default)"
             p = float(p)
-            order.append(((not c.service, -(p * c.bound), -rule.priority, oid), rule, c, p, origin))
-        order.sort(key=lambda x: x[0])
+            # Flat: the first four items are the rank key (offer ids are unique, so the rest
+            # never takes part in sorting).
+            order.append((not c.service, -(p * c.bound), -rule.priority, oid, rule, c, p, origin))
+        order.sort()
         explain = bool(request.get("explain"))
         top: list[tuple] = []            # rank keys of the chosen, best first
         chosen: dict[str, tuple] = {}
         skipped = 0
-        for i, (best, rule, c, p, origin) in enumerate(order):
-            if not explain and len(top) >= limit and best > top[limit - 1]:
+        for i, entry in enumerate(order):
+            if not explain and len(top) >= limit and entry[:4] > top[limit - 1]:
                 skipped = len(order) - i
                 break
+            rule, c, p, origin = entry[4:]
             o = c.defn
             oid = o.id
             why = self._unavailable(c, channel, today, holds, kh)
