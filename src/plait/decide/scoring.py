@@ -3,7 +3,8 @@
 :class:`LogisticScorer` is a logistic regression over dotted fields of the decision's view
 (``features.orders``, ``clv.p_alive``, ``context.hour``, ``context.weather.rain``), fitted in
 batch by scikit-learn and then held as plain weights, so scoring one customer is a dot product
-(12.5 µs for six fields here, where scikit-learn's ``predict_proba`` on one row took 178 µs).
+(5.3 µs for six fields here, where scikit-learn's ``predict_proba`` on the same row took 117 µs,
+best of 5 × 20,000 in one run).
 It follows the online contract (``predict_proba_one(x)``, ``learn_one(x, y)``) and serialises to a dict, so it can be
 stored with the rules or in the model registry and loaded by any decider. Missing values are
 imputed with the training means; booleans count as 0/1.
