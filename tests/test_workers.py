@@ -130,11 +130,14 @@ def test_a_lost_worker_is_replaced_and_caps_still_hold(ws):
         pushed = {i for i, b in first.items() if _offers(b) == ["app-push"]}
         assert pushed
         time.sleep(1.5)                        # the decisions reach the log
+        # Ctrl-C and a service manager's SIGTERM reach every process: workers wait for the server.
+        os.kill(workers.peers[1].pid, signal.SIGINT)
+        os.kill(workers.peers[1].pid, signal.SIGTERM)
         os.kill(workers.peers[0].pid, signal.SIGKILL)
         deadline = time.time() + 10
         while workers.peers[0].alive and time.time() < deadline:
             time.sleep(0.05)
-        assert workers.failed_over == 1
+        assert workers.failed_over == 1 and workers.peers[1].alive
         again = {i: c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "push", "now": noon},
                            auth=(key, "")) for i in range(PEOPLE)}
         assert all(r.status_code == 200 for r in again.values())

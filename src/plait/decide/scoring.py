@@ -4,7 +4,7 @@
 (``features.orders``, ``clv.p_alive``, ``context.hour``, ``context.weather.rain``), fitted in
 batch by scikit-learn and then held as plain weights, so scoring one customer is a dot product
 (5.3 µs for six fields here, where scikit-learn's ``predict_proba`` on the same row took 117 µs,
-best of 5 × 20,000 in one run).
+best of 5 repeats in one run).
 It follows the online contract (``predict_proba_one(x)``, ``learn_one(x, y)``) and serialises to a dict, so it can be
 stored with the rules or in the model registry and loaded by any decider. Missing values are
 imputed with the training means; booleans count as 0/1.

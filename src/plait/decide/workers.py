@@ -28,6 +28,7 @@ import io
 import os
 import pickle
 import select
+import signal
 import socket
 import struct
 import threading
@@ -112,6 +113,10 @@ def _worker(sock: socket.socket, decider: "Decider", k: int, n: int, interval_s:
     from plait.decide import engine
     from plait.decide.engine import DecisionRows
 
+    # Ctrl-C or a service manager's SIGTERM reaches the whole process group: a worker stops when
+    # the server tells it (taking its last decisions to the log) or when the server is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     engine.reseed(k)                      # decision ids and coupons unique per process
     decider._lock = threading.Lock()      # a lock another thread held at fork time stays held
     decider.coupon_share = (k, n)
