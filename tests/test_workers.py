@@ -181,3 +181,49 @@ def test_a_bad_field_is_a_400_from_the_worker(ws):
         assert c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "web_banner"},
                       auth=(key, "")).status_code == 200
         assert app.state.workers.peers[0].alive
+
+
+def test_triggers_decide_through_the_workers(ws):
+    """A trigger fired by a collected event is decided by the customer's worker and delivered."""
+    import asyncio
+    import threading
+
+    from plait.activate import Memory, Outbox
+    from plait.decide import Decider
+    from plait.decide.triggers import Triggers
+    from plait.decide.workers import Workers
+
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}},
+                                   received_at=0, source="test")])
+    ws.resolve()
+    ws.consent.set("user_id:u1", "marketing", True)
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "store.yaml").write_text(
+        "offers: [{id: ready, service: true, value: 0}]\n"
+        "rules: [{id: order-ready, events: [Order Ready], placements: [push], actions: [{offer: ready}],\n"
+        "         trigger: {destination: app}}]\n")
+    d = Decider.from_workspace(ws)
+    workers = Workers(d, 2, record=d.record.table, interval_s=0.1)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    loop.call_soon_threadsafe(workers.attach, loop)
+    m = Memory("app")
+    ob = Outbox(ws, {"app": m}).start()
+    tr = Triggers(workers, ob).attach(ws.log)
+    try:
+        ws.log.append([ws.parser.parse({"type": "track", "event": "Order Ready", "userId": "u1",
+                                        "properties": {"order_id": "o9"}}, received_at=0, source="test")])
+        deadline = time.time() + 10
+        while not m.sent and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(m.sent) == 1 and [a["offer_id"] for a in m.sent[0]["decision"]["actions"]] == ["ready"]
+        assert workers.answered == 1 and tr.fired == 1
+    finally:
+        tr.close()
+        ob.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        workers.close()
+        d.close()
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Decision Made'") == 1
