@@ -122,6 +122,7 @@ def test_a_lost_worker_is_replaced_and_caps_still_hold(ws):
     key = _world(ws)
     noon = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
     ws.settings.decide.workers = 2
+    ws.settings.decide.record_interval_s = 10     # the history must come from the queue, not a timer
     app = create_app(ws)
     workers = app.state.workers
     with TestClient(app) as c:
@@ -129,7 +130,7 @@ def test_a_lost_worker_is_replaced_and_caps_still_hold(ws):
                            auth=(key, "")).json() for i in range(PEOPLE)}
         pushed = {i for i, b in first.items() if _offers(b) == ["app-push"]}
         assert pushed
-        time.sleep(1.5)                        # the decisions reach the log
+        time.sleep(0.3)                        # the workers have shipped their decisions (every 50 ms)
         # Ctrl-C and a service manager's SIGTERM reach every process: workers wait for the server.
         os.kill(workers.peers[1].pid, signal.SIGINT)
         os.kill(workers.peers[1].pid, signal.SIGTERM)

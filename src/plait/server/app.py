@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 
@@ -39,8 +39,16 @@ def create_app(workspace: Workspace) -> FastAPI:
     workers = None
     if ds.workers:
         # Forked now, before the server's own threads start: each worker owns a share of the customers.
-        workers = Workers(decider, ds.workers, record=decider.record.table if isinstance(decider.record, Recorder) else None,
-                          interval_s=ds.record_interval_s, rebuild_contacts=lambda: contacts_from_log(workspace))
+        recorder = decider.record if isinstance(decider.record, Recorder) else None
+
+        def history() -> Any:
+            """The contact history from the log, after writing the decisions still queued."""
+            if recorder is not None:
+                recorder.flush()
+            return contacts_from_log(workspace)
+
+        workers = Workers(decider, ds.workers, record=recorder.table if recorder is not None else None,
+                          interval_s=ds.record_interval_s, rebuild_contacts=history)
 
     # Triggers: rules with a destination fire on collected events; deliveries go through the outbox.
     outbox = Outbox(workspace, {n: (Stream(n, d.subject or n, servers=d.url, stream=d.stream, timeout_s=d.timeout_s)
