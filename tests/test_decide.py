@@ -413,3 +413,21 @@ def test_a_redis_store_serves_the_same_decisions(ws):
         assert len(d.store) == 1 and d.store.lookup("user_id:w1")["traits"]["firstName"]["value"] == "Wu"
     finally:
         d.store.clear()
+
+
+def test_compiled_conditions_are_bounded_and_slots_never_reused(monkeypatch):
+    """Hot reloads of edited rules must not keep every old condition, and a decision's memo
+    (by slot) must never confuse a condition from before a clear-out with one from after."""
+    from plait.decide import rules
+
+    monkeypatch.setattr(rules, "_MAX_SHARED", 5)
+    seen = set()
+    for i in range(12):
+        b = RuleBook(data={"offers": [{"id": "o", "value": 1}],
+                           "rules": [{"id": "r", "condition": {"field": "features.orders", "op": ">=", "value": i},
+                                      "actions": [{"offer": "o"}]}]})
+        slot, test = b.rules["r"].test
+        assert slot not in seen
+        seen.add(slot)
+        assert test({"features": {"orders": i}}) and not test({"features": {"orders": i - 1}})
+        assert len(rules._SHARED) <= 5

@@ -41,6 +41,7 @@ when the files change (:meth:`RuleBook.refresh`), keeping the last good set if a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -158,15 +159,21 @@ class Compiled:
         self.service = bool(getattr(defn, "service", False))
 
 
-# Every distinct condition ever compiled in this process (conditions are few and small).
+# Distinct conditions compiled in this process, each with a slot number never given twice (a
+# decision memoises by slot, so rule books loaded before and after a clear-out cannot collide).
+# Cleared when large: hot reloads of edited rules would otherwise keep every old condition.
 _SHARED: dict[str, tuple[int, Any]] = {}
+_SLOTS = itertools.count()
+_MAX_SHARED = 20_000
 
 
 def _shared(c: Condition) -> tuple[int, Any]:
     key = repr(c)
     hit = _SHARED.get(key)
     if hit is None:
-        hit = _SHARED[key] = (len(_SHARED), c.compile())
+        if len(_SHARED) >= _MAX_SHARED:
+            _SHARED.clear()
+        hit = _SHARED[key] = (next(_SLOTS), c.compile())
     return hit
 
 
