@@ -16,6 +16,22 @@ def ws(tmp_path: Path):
     w.close()
 
 
+@pytest.fixture
+def order_ready(ws):  # noqa: ANN001, ANN201
+    """A workspace with one customer (u1, marketing allowed) and a rule that sends an "order
+    ready" push through the destination ``app`` when an ``Order Ready`` event is collected."""
+    ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}},
+                                   received_at=0, source="test")])
+    ws.resolve()
+    ws.consent.set("user_id:u1", "marketing", True)
+    (ws.path / "rules").mkdir()
+    (ws.path / "rules" / "store.yaml").write_text(
+        "offers: [{id: ready, service: true, value: 0}]\n"
+        "rules: [{id: order-ready, events: [Order Ready], placements: [push], actions: [{offer: ready}],\n"
+        "         trigger: {destination: app}}]\n")
+    return ws
+
+
 def shared_file(*parts: str) -> Path:
     p = SHARED.joinpath(*parts)
     if not p.exists():

@@ -98,19 +98,11 @@ def test_nothing_is_lost_across_a_restart(tmp_path):
         assert m.sent == [{"order": "ready"}]
 
 
-def test_a_trigger_fires_on_a_collected_event(ws):
+def test_a_trigger_fires_on_a_collected_event(order_ready):
+    ws = order_ready
     from plait.decide import Decider
     from plait.decide.triggers import Triggers
 
-    ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}},
-                                   received_at=0, source="test")])
-    ws.resolve()
-    ws.consent.set("user_id:u1", "marketing", True)
-    (ws.path / "rules").mkdir()
-    (ws.path / "rules" / "store.yaml").write_text(
-        "offers: [{id: ready, service: true, value: 0}]\n"
-        "rules: [{id: order-ready, events: [Order Ready], placements: [push], actions: [{offer: ready}],\n"
-        "         trigger: {destination: app}}]\n")
     d = Decider.from_workspace(ws)
     m = Memory("app")
     ob = Outbox(ws, {"app": m}).start()

@@ -184,8 +184,9 @@ def test_a_bad_field_is_a_400_from_the_worker(ws):
         assert app.state.workers.peers[0].alive
 
 
-def test_triggers_decide_through_the_workers(ws):
+def test_triggers_decide_through_the_workers(order_ready):
     """A trigger fired by a collected event is decided by the customer's worker and delivered."""
+    ws = order_ready
     import asyncio
     import threading
 
@@ -194,15 +195,6 @@ def test_triggers_decide_through_the_workers(ws):
     from plait.decide.triggers import Triggers
     from plait.decide.workers import Workers
 
-    ws.log.append([ws.parser.parse({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}},
-                                   received_at=0, source="test")])
-    ws.resolve()
-    ws.consent.set("user_id:u1", "marketing", True)
-    (ws.path / "rules").mkdir()
-    (ws.path / "rules" / "store.yaml").write_text(
-        "offers: [{id: ready, service: true, value: 0}]\n"
-        "rules: [{id: order-ready, events: [Order Ready], placements: [push], actions: [{offer: ready}],\n"
-        "         trigger: {destination: app}}]\n")
     d = Decider.from_workspace(ws)
     workers = Workers(d, 2, record=d.record.table, interval_s=0.1)
     loop = asyncio.new_event_loop()
@@ -228,3 +220,22 @@ def test_triggers_decide_through_the_workers(ws):
         workers.close()
         d.close()
     assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Decision Made'") == 1
+
+
+def test_every_process_of_a_server_has_its_own_id_letter():
+    from pydantic import ValidationError
+
+    from plait.config import DecideSettings
+    from plait.decide import engine
+
+    before = engine._PREFIX
+    try:
+        prefixes = set()
+        for slot in range(32):            # 31 workers and the server process
+            engine.reseed(slot)
+            prefixes.add(engine._PREFIX[:4])
+        assert len(prefixes) == 32
+    finally:
+        engine._PREFIX = before
+    with pytest.raises(ValidationError):
+        DecideSettings(workers=32)

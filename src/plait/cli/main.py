@@ -226,7 +226,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     decide_workers: Annotated[Optional[int], typer.Option(
-        min=0, max=64, help="Processes that decide, each owning a share of the customers (default: decide.workers).")] = None,
+        min=0, max=31, help="Processes that decide, each owning a share of the customers (default: decide.workers).")] = None,
 ) -> None:
     """Serve the collector (Segment HTTP API), profiles, analytics, privacy and decisions, with
     the OpenAPI docs at /docs.

@@ -26,7 +26,8 @@ _enc = msgspec.json.Encoder()
 PATHS = {f"/v1/{k}": k for k in (*CALL_TYPES, "batch")}
 
 
-def _error(code: str, message: str, **extra: Any) -> bytes:
+def error_body(code: str, message: str, **extra: Any) -> bytes:
+    """A JSON error answer (the collector's and the decision route's)."""
     # `code` and `message` are what Segment's client libraries read from an error body.
     return _enc.encode({"success": False, "code": code, "message": message, "error": message, **extra})
 
@@ -43,9 +44,9 @@ class Collect:
         try:
             parsed = self.intake.parse(kind, raw, auth=auth, encoding=encoding, received_at=received)
         except AuthError as e:
-            return 401, _error("unauthorized", str(e))
+            return 401, error_body("unauthorized", str(e))
         except LimitError as e:
-            return 413, _error("payload_too_large", str(e))
+            return 413, error_body("payload_too_large", str(e))
         except EventError as e:
             # The whole body is unusable; keep it in the dead-letter table so nothing is lost silently.
             rej = Rejection(reason=e.reason, field=e.field, origin=f"http:/v1/{kind}", position=e.index,
@@ -54,13 +55,13 @@ class Collect:
                 await self.committer.append([], [rej])
             except Exception:  # noqa: BLE001 - the 400 still goes out
                 pass
-            return 400, _error("invalid_request", str(e), errors=[e.as_dict()])
+            return 400, error_body("invalid_request", str(e), errors=[e.as_dict()])
         try:
             await self.committer.append(parsed.records, parsed.rejections)
         except EngineError as e:
-            return 503, _error("unavailable", f"the log could not be written: {e}")
+            return 503, error_body("unavailable", f"the log could not be written: {e}")
         if parsed.errors:
-            return 400, _error(
+            return 400, error_body(
                 "invalid_request",
                 f"{len(parsed.errors)} of {len(parsed.errors) + len(parsed.records)} events rejected; the others were accepted",
                 accepted=len(parsed.records), errors=[e.as_dict() for e in parsed.errors])
@@ -89,7 +90,7 @@ class FastCollect:
         try:
             raw = await read_body(receive, limit)
         except LimitError:
-            status, body = 413, _error("payload_too_large", f"request body is larger than the {limit}-byte limit")
+            status, body = 413, error_body("payload_too_large", f"request body is larger than the {limit}-byte limit")
         else:
             if raw is None:
                 return

@@ -67,10 +67,10 @@ _PREFIX = base64.b32encode(os.urandom(5)).decode().lower()
 
 def reseed(slot: int) -> None:
     """Give this process its own decision-id prefix: the prefix's fourth letter becomes
-    ``slot``'s, so processes of one server (see :mod:`plait.decide.workers`) never issue the
+    ``slot``'s (0–31), so processes of one server (see :mod:`plait.decide.workers`) never issue the
     same decision id or prefix coupon (coupons carry the first four letters and the counter)."""
     global _PREFIX
-    _PREFIX = _PREFIX[:3] + _ALPHABET[slot % 32] + base64.b32encode(os.urandom(5)).decode().lower()[:4]
+    _PREFIX = _PREFIX[:3] + _ALPHABET[slot] + base64.b32encode(os.urandom(5)).decode().lower()[:4]
 
 
 @dataclass
@@ -198,6 +198,19 @@ class Decider:
         if isinstance(self.record, Recorder):
             self.record.close()
 
+    def customer(self, request: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+        """The customer a request is about (None if unknown) and the identifiers it names: its
+        ``customer``, else its event's user and anonymous ids."""
+        event = request.get("event")
+        if event is not None and not isinstance(event, Mapping):
+            raise DecisionError("must be an object (a Segment-style event)", field="event")
+        refs = [str(request["customer"])] if request.get("customer") else _subject(event or {})
+        for ref in refs:
+            profile = self.store.lookup(ref)
+            if profile is not None:
+                return profile, refs
+        return None, refs
+
     def decide(self, request: Mapping[str, Any]) -> Decision:
         mono = time.monotonic()
         if mono >= self._next_check:         # hot reload: look at the rule files once a second
@@ -208,14 +221,7 @@ class Decider:
         now = request.get("now")
         now = self.clock() if now is None else _timestamp(now)
         event = request.get("event")
-        if event is not None and not isinstance(event, Mapping):
-            raise DecisionError("must be an object (a Segment-style event)", field="event")
-        profile, subject = None, None
-        refs = [str(request["customer"])] if request.get("customer") else _subject(event or {})
-        for ref in refs:
-            profile = self.store.lookup(ref)
-            if profile is not None:
-                break
+        profile, refs = self.customer(request)
         if profile is None and not refs:
             raise DecisionError("a decision needs a customer or an event with userId/anonymousId", field="customer")
         profile = profile or {}
@@ -379,8 +385,7 @@ class Decider:
             return f"ended {o.valid_to}"
         if o.budget is not None and self.contacts.accepted.get(o.id, 0) >= o.budget:
             return "budget spent"
-        if o.coupon_codes and self.coupon_share[0] + self._coupon_next.get(o.id, 0) * self.coupon_share[1] \
-                >= len(o.coupon_codes):
+        if o.coupon_codes and self._code_at(o.id) >= len(o.coupon_codes):
             return "no coupon codes left"
         if c.test is not None and not holds(c.test):
             return "not eligible"
@@ -388,13 +393,17 @@ class Decider:
             return f"outside the {o.rollout:.0%} rollout"
         return None
 
+    def _code_at(self, offer_id: str) -> int:
+        """Where in the offer's code list this decider's next code is (its share: k, k+n, …)."""
+        k, n = self.coupon_share
+        return k + self._coupon_next.get(offer_id, 0) * n
+
     def _coupon(self, o: Any, decision_id: str) -> str | None:
         if o.coupon_codes:
             with self._lock:
-                i = self._coupon_next.get(o.id, 0)
-                self._coupon_next[o.id] = i + 1
-            k, n = self.coupon_share
-            return o.coupon_codes[k + i * n]
+                i = self._code_at(o.id)
+                self._coupon_next[o.id] = self._coupon_next.get(o.id, 0) + 1
+            return o.coupon_codes[i]
         if o.coupon_prefix:
             return o.coupon_prefix + decision_id.rsplit("-", 2)[-2][:4].upper() + decision_id.rsplit("-", 1)[-1]
         return None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 
-from plait.collect.http import read_body, respond
+from plait.collect.http import error_body, read_body, respond
 from plait.collect.intake import basic_user
 from plait.errors import AuthError, DecisionError, LimitError, RuleError
 
@@ -40,8 +40,12 @@ class DecideRequest(msgspec.Struct, omit_defaults=True):
     now: str | float | None = None
 
 
-def _error(code: str, message: str, **extra: Any) -> bytes:
-    return _enc.encode({"success": False, "code": code, "message": message, **extra})
+def answer(decider: "Decider", request: Any) -> tuple[int, bytes]:
+    """One decision as ``(HTTP status, JSON body)``: a bad request is a 400 naming the field."""
+    try:
+        return 200, _enc.encode(decider.decide(request).as_dict())
+    except DecisionError as e:
+        return 400, error_body("invalid_request", str(e), field=e.field)
 
 
 class Decide:
@@ -58,32 +62,20 @@ class Decide:
             try:
                 role = self.ws.keys.role_for(basic_user(auth))     # Basic user name or Bearer token
             except AuthError as e:
-                return 401, _error("unauthorized", str(e))
+                return 401, error_body("unauthorized", str(e))
             if role not in ("collector", "admin"):
-                return 403, _error("forbidden", f"a `{role}` key may not ask for decisions; use a collector or admin key")
+                return 403, error_body("forbidden", f"a `{role}` key may not ask for decisions; use a collector or admin key")
         try:
             return _dec.decode(raw)
         except msgspec.DecodeError as e:
-            return 400, _error("invalid_request", f"the body is not a JSON object: {e}")
+            return 400, error_body("invalid_request", f"the body is not a JSON object: {e}")
 
-    async def handle_async(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
-        """As :meth:`handle`; with decide workers, the customer's worker answers."""
-        if self.workers is None:
-            return self.handle(raw, auth)
+    async def handle(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
+        """Check the key, decode, and decide here or, with decide workers, in the customer's worker."""
         req = self._refused(raw, auth)
         if isinstance(req, tuple):
             return req
-        return await self.workers.ask(req, raw)
-
-    def handle(self, raw: bytes, auth: str | None) -> tuple[int, bytes]:
-        req = self._refused(raw, auth)
-        if isinstance(req, tuple):
-            return req
-        try:
-            d = self.decider.decide(req)
-        except DecisionError as e:
-            return 400, _error("invalid_request", str(e), field=e.field)
-        return 200, _enc.encode(d.as_dict())
+        return answer(self.decider, req) if self.workers is None else await self.workers.ask(req, raw)
 
 
 class FastDecide:
@@ -104,11 +96,11 @@ class FastDecide:
         try:
             raw = await read_body(receive, MAX_BODY)
         except LimitError:
-            status, body = 413, _error("payload_too_large", f"a decision request is at most {MAX_BODY} bytes")
+            status, body = 413, error_body("payload_too_large", f"a decision request is at most {MAX_BODY} bytes")
         else:
             if raw is None:
                 return
-            status, body = await self.decide.handle_async(raw, auth)
+            status, body = await self.decide.handle(raw, auth)
         await respond(send, status, body)
 
 
@@ -123,7 +115,7 @@ def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
                             400: {"description": "A bad request, naming the field"},
                             401: {"description": "Missing or unknown key"}})
     async def decide_route(request: Request) -> Response:
-        status, body = await decide.handle_async(await request.body(), request.headers.get("authorization"))
+        status, body = await decide.handle(await request.body(), request.headers.get("authorization"))
         return Response(body, status_code=status, media_type="application/json")
 
     @router.get(f"{PATH}/rules", dependencies=[Depends(analyst)], summary="The rules and offers in force")
@@ -151,4 +143,4 @@ def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
     return router
 
 
-__all__ = ["PATH", "Decide", "DecideRequest", "FastDecide", "decide_router"]
+__all__ = ["PATH", "Decide", "DecideRequest", "FastDecide", "answer", "decide_router"]
