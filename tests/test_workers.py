@@ -66,7 +66,7 @@ def test_workers_decide_exactly_as_one_process(ws):
     ws.settings.decide.workers = 2
     app = create_app(ws)
     workers = app.state.workers
-    assert len(workers.peers) == 2 and all(p.pid != os.getpid() for p in workers.peers)
+    assert len(workers.peers) == 2 and all(pid != os.getpid() for pid in workers.pids)
     with TestClient(app) as c:
         got = []
         for r in reqs:
@@ -132,9 +132,9 @@ def test_a_lost_worker_is_replaced_and_caps_still_hold(ws):
         assert pushed
         time.sleep(0.3)                        # the workers have shipped their decisions (every 50 ms)
         # Ctrl-C and a service manager's SIGTERM reach every process: workers wait for the server.
-        os.kill(workers.peers[1].pid, signal.SIGINT)
-        os.kill(workers.peers[1].pid, signal.SIGTERM)
-        os.kill(workers.peers[0].pid, signal.SIGKILL)
+        os.kill(workers.pids[1], signal.SIGINT)
+        os.kill(workers.pids[1], signal.SIGTERM)
+        os.kill(workers.pids[0], signal.SIGKILL)
         deadline = time.time() + 10
         while workers.peers[0].alive and time.time() < deadline:
             time.sleep(0.05)
