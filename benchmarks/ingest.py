@@ -2,7 +2,8 @@
 
     python benchmarks/ingest.py [--quick]
 
-The collector runs as `plait serve` (one uvicorn worker) in its own process; the load
+The collector runs as `plait serve --fronts N` (``--fronts``, default 1: front processes
+parse and answer HTTP, one writer process owns the log; 0: one process) in its own process; the load
 comes from wrk (Debian package `wrk`) in another process, with unique message ids per
 request so every event is really written. Every 200 means the events are durably in the
 log (group commit). Bulk imports run in this process. Prints one JSON line at the end.
@@ -67,9 +68,9 @@ def _health(port: int) -> dict:
         return json.loads(r.read())
 
 
-def _serve(workspace: Path, port: int) -> subprocess.Popen:
+def _serve(workspace: Path, port: int, fronts: int) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "plait.cli.main", "--workspace", str(workspace), "serve",
-                          "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          "--port", str(port), "--fronts", str(fronts)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(100):
         try:
             _health(port)
@@ -99,7 +100,7 @@ def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Pat
             "socket_errors": errors.group(1) if errors else ""}
 
 
-def http(quick: bool, realtime_identity: bool = True) -> dict:
+def http(quick: bool, realtime_identity: bool = True, fronts: int = 1) -> dict:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk not installed (apt-get install wrk)"}
     tmp = Path(tempfile.mkdtemp())
@@ -111,7 +112,7 @@ def http(quick: bool, realtime_identity: bool = True) -> dict:
         ws.settings.save(ws.path)
     auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
     port = 18080
-    server = _serve(tmp / "ws", port)
+    server = _serve(tmp / "ws", port, fronts)
     secs = 5 if quick else 20
     runs = 1 if quick else 3
     try:
@@ -130,7 +131,7 @@ def http(quick: bool, realtime_identity: bool = True) -> dict:
         "single_requests_per_s": med(single, "requests_per_s"), "single_p50_ms": med(single, "p50_ms"),
         "single_p99_ms": med(single, "p99_ms"), "single_non_2xx": sum(r["non_2xx"] for r in single),
         "single_events_logged": after - mid, "runs": runs, "seconds_each": secs,
-        "realtime_identity": realtime_identity,
+        "realtime_identity": realtime_identity, "fronts": fronts,
     }
 
 
@@ -184,13 +185,15 @@ def main() -> None:
     ap.add_argument("--only", choices=["http", "bulk"], default=None)
     ap.add_argument("--no-realtime-identity", action="store_true",
                     help="serve without assigning collected events to customers as they arrive")
+    ap.add_argument("--fronts", type=int, default=1,
+                    help="front processes answering HTTP before the writer (0: one process does everything)")
     a = ap.parse_args()
     out: dict = {"benchmark": "ingest", "quick": a.quick, "cpus": os.cpu_count()}
     if a.only in (None, "bulk"):
         out["bulk"] = bulk(a.quick)
         print("bulk:", out["bulk"], file=sys.stderr)
     if a.only in (None, "http"):
-        out["http"] = http(a.quick, not a.no_realtime_identity)
+        out["http"] = http(a.quick, not a.no_realtime_identity, a.fronts)
     print(json.dumps(out))
 
 

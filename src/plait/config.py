@@ -246,6 +246,15 @@ class DecideSettings(_Strict):
     workers: int = Field(default=0, ge=0, le=31)
 
 
+class ServerSettings(_Strict):
+    """How ``plait serve`` runs (see :mod:`plait.server.fronts`)."""
+
+    # Front processes answering HTTP (forked; they parse collected events and route decisions,
+    # and pass every other request to the writer process that owns the workspace). 0: one
+    # process does everything.
+    fronts: int = Field(default=0, ge=0, le=16)
+
+
 class Settings(_Strict):
     """Everything configurable about a workspace."""
 
@@ -257,6 +266,7 @@ class Settings(_Strict):
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     decide: DecideSettings = Field(default_factory=DecideSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def load(cls, workspace: Path) -> "Settings":

@@ -204,6 +204,20 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-__all__ = ["ANSWER", "APPEND", "ASGI", "Channel", "DECIDE", "HEAD", "Lost", "RECORD", "RELOAD", "STATUS", "STOP",
-           "frame", "frames", "pair"]
+__all__ = [
+    "ANSWER",
+    "APPEND",
+    "ASGI",
+    "DECIDE",
+    "HEAD",
+    "RECORD",
+    "RELOAD",
+    "STATUS",
+    "STOP",
+    "Channel",
+    "Lost",
+    "frame",
+    "frames",
+    "pair",
+]
 

@@ -227,22 +227,32 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     decide_workers: Annotated[Optional[int], typer.Option(
         min=0, max=31, help="Processes that decide, each owning a share of the customers (default: decide.workers).")] = None,
+    fronts: Annotated[Optional[int], typer.Option(
+        min=0, max=16, help="Processes answering HTTP in front of the one that writes the workspace (default: server.fronts).")] = None,
 ) -> None:
     """Serve the collector (Segment HTTP API), profiles, analytics, privacy and decisions, with
     the OpenAPI docs at /docs.
 
-    Example: [bold]plait serve --host 0.0.0.0 --port 8080 --decide-workers 2[/]
+    Example: [bold]plait serve --host 0.0.0.0 --port 8080 --fronts 1 --decide-workers 2[/]
     """
     import uvicorn
 
     from plait.server import create_app
+    from plait.server.fronts import serve as serve_split
 
     ws = _ws(workspace)
     if decide_workers is not None:
         ws.settings.decide.workers = decide_workers
-    err.print(f"serving workspace {ws.path} on http://{host}:{port} (docs at /docs)")
+    if fronts is not None:
+        ws.settings.server.fronts = fronts
+    n = ws.settings.server.fronts
+    err.print(f"serving workspace {ws.path} on http://{host}:{port} (docs at /docs)"
+              + (f" with {n} front process{'es' if n > 1 else ''}" if n else ""))
     try:
-        uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+        if n:
+            serve_split(ws, host=host, port=port, fronts=n, log_level=log_level)
+        else:
+            uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
     finally:
         ws.close()
 

@@ -67,13 +67,17 @@ class GroupCommitter:
     async def append(self, records: Sequence[Record], rejections: Sequence[Rejection] = ()) -> None:
         """Append and wait, without blocking the event loop, until durable (replays
         of events already in the log are durable too, and add nothing)."""
+        await self.submit(records, rejections)
+
+    def submit(self, records: Sequence[Record], rejections: Sequence[Rejection] = ()) -> asyncio.Future:
+        """Queue an append from the running loop; the future is settled once it is durable."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         # Futures are settled in one call per flush and event loop (one wake-up, not one per request).
         if self._thread is None:
             raise RuntimeError("GroupCommitter is not running; call start()")
         self._q.put(_Job(records, rejections, loop, fut))
-        await fut
+        return fut
 
     def _run(self) -> None:
         while True:

@@ -86,16 +86,19 @@ class KeyStore:
         return [KeyInfo(**r) for r in self.backend.rows(
             "SELECT name, source, created_at, revoked_at, key_hash, role FROM write_keys ORDER BY created_at")]
 
+    def load(self) -> dict[str, tuple[str, str]]:
+        """Read the active keys into memory (checks then never query the engine until a key
+        is created or revoked here)."""
+        with self._lock:
+            rows = self.backend.rows(
+                "SELECT key_hash, source, coalesce(role, 'collector') AS role FROM write_keys WHERE revoked_at IS NULL")
+            self._cache = {r["key_hash"]: (r["source"], r["role"]) for r in rows}
+            return self._cache
+
     def _lookup(self, key: str | None) -> tuple[str, str]:
         if not key:
             raise AuthError("no write key: send it as the HTTP Basic user name, a Bearer token or `writeKey` in the body")
-        cache = self._cache
-        if cache is None:
-            with self._lock:
-                rows = self.backend.rows(
-                    "SELECT key_hash, source, coalesce(role, 'collector') AS role FROM write_keys WHERE revoked_at IS NULL")
-                cache = self._cache = {r["key_hash"]: (r["source"], r["role"]) for r in rows}
-        found = cache.get(_hash(key))
+        found = (self._cache if self._cache is not None else self.load()).get(_hash(key))
         if found is None:
             raise AuthError("unknown or revoked write key", hint="create one with `plait keys create --name NAME`")
         return found

@@ -41,7 +41,19 @@ import msgspec
 from plait.collect.http import error_body
 from plait.decide.http import answer
 from plait.errors import DecisionError
-from plait.frames import ANSWER, DECIDE, RECORD, RELOAD, STATUS, STOP, Channel, Lost, frame, frames, pair
+from plait.frames import (
+    ANSWER,
+    DECIDE,
+    RECORD,
+    RELOAD,
+    STATUS,
+    STOP,
+    Channel,
+    Lost,
+    frame,
+    frames,
+    pair,
+)
 
 if TYPE_CHECKING:
     from plait.decide.engine import Decider

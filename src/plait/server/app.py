@@ -24,9 +24,10 @@ from plait.profiles.http import key_check, profiles_router
 from plait.workspace import Workspace
 
 
-def create_app(workspace: Workspace) -> FastAPI:
+def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     """The FastAPI app serving ``workspace``: the collector, profiles, analytics, privacy and
-    real-time decisions."""
+    real-time decisions. ``fronts``: front processes that will route decisions to the decide
+    workers too (see :mod:`plait.server.fronts`)."""
     s = workspace.settings.collector
     committer = GroupCommitter(workspace.log, max_rows=s.max_flush_rows, linger_ms=s.flush_interval_ms)
     intake = Intake(workspace.parser, workspace.keys, s)
@@ -48,7 +49,7 @@ def create_app(workspace: Workspace) -> FastAPI:
             return contacts_from_log(workspace)
 
         workers = Workers(decider, ds.workers, record=recorder.table if recorder is not None else None,
-                          interval_s=ds.record_interval_s, rebuild_contacts=history)
+                          interval_s=ds.record_interval_s, rebuild_contacts=history, fronts=fronts)
 
     # Triggers: rules with a destination fire on collected events; deliveries go through the outbox.
     outbox = Outbox(workspace, {n: (Stream(n, d.subject or n, servers=d.url, stream=d.stream, timeout_s=d.timeout_s)

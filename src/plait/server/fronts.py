@@ -1,0 +1,319 @@
+"""``plait serve`` as several processes: fronts answer HTTP, one writer owns the workspace.
+
+DuckDB allows one writing process, and in one process the HTTP server, the parsers, the group
+commit, the decision record and the triggers share one interpreter lock. With
+``server.fronts = F`` the server process becomes the *writer*: it builds the app as usual (the
+decider, its decide workers), then forks ``F`` front processes that accept on the public socket
+(each runs uvicorn on it, the kernel spreads connections) and talk to the writer over
+:mod:`plait.frames` channels:
+
+- ``POST /v1/{call}``: the front checks the key, parses and validates (the CPU-heavy part) and
+  sends the records; the writer group-commits them and answers once they are durable, so a 200
+  still means the events are in the log.
+- ``POST /v1/decide``: the front routes it to the decide worker owning the customer over its own
+  socket pair (a worker that is gone: the writer answers, as it does with one process).
+- Everything else (profiles, analytics, privacy, docs, health) is passed to the writer whole and
+  answered by the same FastAPI app, in process — no second HTTP hop, so no proxy library.
+
+Fronts are forked before the writer starts a thread (nothing they inherit is locked) and never
+touch the engine; write keys are read once before forking (they change only through the CLI,
+which cannot open the workspace while it is served). A front that exits is not replaced; the
+writer stops when none is left, so a service manager restarts the whole server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from plait.collect.http import Collect, FastCollect, error_body, read_body, respond
+from plait.collect.intake import Intake
+from plait.decide.http import Decide, FastDecide, answer
+from plait.decide.workers import Router
+from plait.errors import EngineError
+from plait.events.contract import Record
+from plait.frames import APPEND, ASGI, DECIDE, STATUS, Channel, Lost, pair
+from plait.log.store import Rejection
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from plait.workspace import Workspace
+
+MAX_PASSED_BODY = 256 * 1024 * 1024      # bodies of requests passed to the writer (imports, uploads)
+
+
+class _Request(msgspec.Struct, array_like=True):
+    method: str
+    path: str
+    raw_path: bytes
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    scheme: str = "http"
+    client: tuple[str, int] | None = None
+    server: tuple[str, int] | None = None
+
+
+class _Response(msgspec.Struct, array_like=True):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+_mp = msgspec.msgpack.Encoder()
+_records = msgspec.msgpack.Decoder(tuple[list[Record], list[Rejection]])
+_request = msgspec.msgpack.Decoder(_Request)
+_response = msgspec.msgpack.Decoder(_Response)
+_json = msgspec.json.Decoder()
+
+
+# -- the writer side ----------------------------------------------------------------------------
+class Hub:
+    """The writer's end of every front's channel: appends, passed requests, fallback decisions."""
+
+    def __init__(self, app: "FastAPI", socks: list[socket.socket]) -> None:
+        self.app = app
+        self.committer = app.state.committer
+        self.fronts = [Channel(s, on_lost=self._lost) for s in socks]
+        for ch in self.fronts:
+            ch.on_frame = lambda rid, kind, payload, ch=ch: self._frame(ch, rid, kind, payload)
+        self.gone = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        for ch in self.fronts:
+            ch.attach(loop)
+
+    def _lost(self) -> None:
+        if not any(ch.alive for ch in self.fronts):
+            self.gone.set()
+
+    def _frame(self, ch: Channel, rid: int, kind: int, payload: bytes) -> None:
+        if kind == APPEND:
+            records, rejections = _records.decode(payload)
+            try:
+                fut = self.committer.submit(records, rejections)
+            except Exception as e:  # noqa: BLE001 - the front answers 503
+                ch.answer(rid, STATUS.pack(503) + str(e).encode())
+                return
+            fut.add_done_callback(lambda f: ch.answer(rid, _appended(f)))
+        elif kind in (ASGI, DECIDE):
+            task = asyncio.ensure_future(self._asgi(payload) if kind == ASGI else self._decide(payload))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: (self._tasks.discard(t), ch.answer(rid, t.result())))
+
+    async def _decide(self, raw: bytes) -> bytes:
+        """A decision a front could not route (its worker is gone); the key was checked there."""
+        workers, decider = self.app.state.workers, self.app.state.decider
+        try:
+            req = _json.decode(raw)
+            status, body = await workers.ask(req, raw) if workers is not None else answer(decider, req)
+        except Exception as e:  # noqa: BLE001 - every request gets an answer
+            status, body = 500, error_body("decision_failed", f"{type(e).__name__}: {e}")
+        return STATUS.pack(status) + body
+
+    async def _asgi(self, payload: bytes) -> bytes:
+        """Run the app on a request passed whole by a front; the whole response back."""
+        req = _request.decode(payload)
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": req.method, "scheme": req.scheme, "path": req.path, "raw_path": req.raw_path,
+                 "query_string": req.query, "root_path": "", "headers": req.headers,
+                 "client": req.client, "server": req.server}
+        sent = False
+        out = _Response(500, [], b"")
+        chunks: list[bytes] = []
+
+        async def receive() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": req.body, "more_body": False}
+            await asyncio.Event().wait()          # the front answers the client; nothing more arrives
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                out.status = msg["status"]
+                out.headers = [(bytes(k), bytes(v)) for k, v in msg.get("headers", [])]
+            elif msg["type"] == "http.response.body":
+                chunks.append(msg.get("body", b""))
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception as e:  # noqa: BLE001 - the app's own handlers answer errors; this is the last resort
+            out = _Response(500, [(b"content-type", b"application/json")],
+                            error_body("internal_error", f"{type(e).__name__}: {e}"))
+            chunks = []
+        out.body = b"".join(chunks) if chunks else out.body
+        return _mp.encode(out)
+
+
+def _appended(fut: asyncio.Future) -> bytes:
+    e = fut.exception()
+    return STATUS.pack(200) if e is None else STATUS.pack(503) + f"{type(e).__name__}: {e}".encode()
+
+
+# -- the front side -----------------------------------------------------------------------------
+class RemoteCommitter:
+    """The front's stand-in for the group committer: records go to the writer; returns once durable."""
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+
+    async def append(self, records: list[Record], rejections: list[Rejection] = ()) -> None:  # type: ignore[assignment]
+        try:
+            payload = await self.ch.request(APPEND, _mp.encode((records, list(rejections))))
+        except Lost as e:
+            raise EngineError("the writer process is gone") from e
+        if STATUS.unpack_from(payload)[0] != 200:
+            raise EngineError(payload[STATUS.size:].decode("utf-8", "replace"))
+
+
+class PassOn:
+    """ASGI app of a front: passes the request whole to the writer's app and relays the answer."""
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            body = await read_body(receive, MAX_PASSED_BODY)
+        except Exception:  # noqa: BLE001 - LimitError
+            await respond(send, 413, error_body("payload_too_large", f"request body is larger than {MAX_PASSED_BODY} bytes"))
+            return
+        if body is None:
+            return
+        req = _Request(scope["method"], scope["path"], scope.get("raw_path") or scope["path"].encode(),
+                       scope.get("query_string", b""), list(scope["headers"]), body, scope.get("scheme", "http"),
+                       tuple(scope["client"]) if scope.get("client") else None,
+                       tuple(scope["server"]) if scope.get("server") else None)
+        try:
+            res = _response.decode(await self.ch.request(ASGI, _mp.encode(req)))
+        except Lost:
+            await respond(send, 503, error_body("unavailable", "the writer process is gone; the server is stopping"))
+            return
+        await send({"type": "http.response.start", "status": res.status, "headers": res.headers})
+        await send({"type": "http.response.body", "body": res.body})
+
+
+class FrontRouter(Router):
+    """Routes decisions over the front's own socket pairs; a lost worker's customers go to the writer."""
+
+    def __init__(self, decider: Any, socks: list[socket.socket], writer: Channel) -> None:
+        super().__init__(decider, socks)
+        self.writer = writer
+
+    async def fallback(self, request: Any, raw: bytes) -> tuple[int, bytes]:
+        try:
+            payload = await self.writer.request(DECIDE, raw)
+        except Lost:
+            return 503, error_body("unavailable", "the writer process is gone; the server is stopping")
+        return STATUS.unpack_from(payload)[0], payload[STATUS.size:]
+
+
+def _front(ws: "Workspace", app: "FastAPI", sock: socket.socket, listener: socket.socket,
+           worker_socks: list[socket.socket], log_level: str) -> None:
+    """A front's life: uvicorn on the shared listening socket until told to stop or the writer goes."""
+    import uvicorn
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    writer = Channel(sock)
+    collect = Collect(Intake(ws.parser, ws.keys, ws.settings.collector), RemoteCommitter(writer))  # type: ignore[arg-type]
+    asgi: Any = FastCollect(PassOn(writer), collect)
+    router = None
+    if worker_socks:
+        router = FrontRouter(app.state.decider, worker_socks, writer)
+        asgi = FastDecide(asgi, Decide(app.state.decider, ws, router))
+    server = uvicorn.Server(uvicorn.Config(asgi, lifespan="off", log_level=log_level, access_log=False,
+                                           timeout_graceful_shutdown=10))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        writer.on_lost = lambda: setattr(server, "should_exit", True)
+        writer.attach(loop)
+        if router is not None:
+            router.attach(loop)
+        await server.serve(sockets=[listener])
+
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(main())
+
+
+def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str = "warning") -> None:
+    """Serve ``ws`` on ``host:port`` with ``fronts`` front processes and this process as the writer."""
+    from plait.server.app import create_app
+
+    listener = socket.create_server((host, port), backlog=2048, reuse_port=False)
+    app = create_app(ws, fronts=fronts)
+    workers = app.state.workers
+    ws.keys.load()                                    # the fronts check keys from this copy
+    ends: list[socket.socket] = []
+    pids: list[int] = []
+    for f in range(fronts):
+        mine, theirs = pair()
+        pid = os.fork()
+        if pid == 0:                                  # the front: never returns into the writer's code
+            code = 0
+            try:
+                mine.close()
+                for s in ends:
+                    s.close()
+                _front(ws, app, theirs, listener, workers.front_socks[f] if workers is not None else [], log_level)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)                        # no finalisers: the engine belongs to the writer
+        theirs.close()
+        ends.append(mine)
+        pids.append(pid)
+    listener.close()
+    if workers is not None:
+        workers.close_fronts()
+    import uvicorn
+
+    with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
+        runner.run(_writer(app, ends, pids))
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+async def _writer(app: "FastAPI", ends: list[socket.socket], pids: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    async with app.router.lifespan_context(app):
+        hub = Hub(app, ends)
+        hub.attach(loop)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        done = asyncio.ensure_future(hub.gone.wait())
+        await asyncio.wait([done, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        # Fronts finish the requests they hold (their appends still land here), then close.
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            await asyncio.wait_for(hub.gone.wait(), 15)
+        except TimeoutError:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    # The lifespan's end stopped the decide workers, wrote their last decisions, flushed the log.
+
+
+__all__ = ["Hub", "PassOn", "RemoteCommitter", "serve"]

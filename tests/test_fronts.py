@@ -1,0 +1,133 @@
+"""``plait serve --fronts N``: front processes answer HTTP, the writer owns the workspace."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import plait
+
+httpx = pytest.importorskip("httpx", reason="httpx is a test dependency")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="front processes need os.fork")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+class Server:
+    def __init__(self, path: Path, *args: str) -> None:
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "plait.cli.main", "--workspace", str(path), "serve",
+                                      "--port", str(self.port), *args], stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.proc.kill()
+        raise AssertionError("server did not start: " + self.proc.stderr.read().decode()[-3000:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(60)
+
+
+@pytest.fixture
+def world(tmp_path):
+    path = tmp_path / "ws"
+    with plait.connect(path) as ws:
+        key = ws.keys.create("shop")
+        analyst = ws.keys.create("bi", role="analyst")
+        ws.log.append([ws.parser.parse({"type": "identify", "userId": f"u{i}"}, received_at=0, source="test")
+                       for i in range(6)])
+        ws.resolve()
+        for i in range(6):
+            ws.consent.set(f"user_id:u{i}", "marketing", True)
+            ws.consent.set(f"user_id:u{i}", "personalisation", True)
+        (ws.path / "rules").mkdir()
+        (ws.path / "rules" / "crm.json").write_text(json.dumps({
+            "offers": [{"id": "banner", "value": 2, "channels": ["web"]}],
+            "rules": [{"id": "all", "actions": [{"offer": "banner"}]}]}))
+        ws.settings.decide.global_control = 0
+        ws.settings.save(ws.path)
+    return path, key, analyst
+
+
+def test_fronts_collect_durably_decide_and_pass_everything_else(world):
+    path, key, analyst = world
+    srv = Server(path, "--fronts", "2", "--decide-workers", "2")
+    try:
+        kids = _children(srv.proc.pid)
+        assert len(kids) == 4                               # 2 fronts and 2 decide workers
+        c = httpx.Client(base_url=srv.url, auth=(key, ""), timeout=10)
+        before = httpx.get(srv.url + "/health").json()["events"]
+        # The collector, answered by a front; 200 only once the writer committed the events.
+        for i in range(20):
+            r = c.post("/v1/track", json={"userId": f"u{i % 6}", "event": "Product Viewed", "messageId": f"t{i}",
+                                          "properties": {"price": 3}})
+            assert r.status_code == 200, r.text
+        body = gzip.compress(json.dumps({"batch": [
+            {"type": "track", "userId": "u1", "event": "Cart Viewed", "messageId": "b1"},
+            {"type": "track", "event": "No one"},
+        ]}).encode())
+        r = c.post("/v1/batch", content=body, headers={"content-encoding": "gzip", "content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["accepted"] == 1
+        assert r.json()["errors"][0]["index"] == 1 and r.json()["errors"][0]["field"] == "userId"
+        assert httpx.post(srv.url + "/v1/track", json={"userId": "u1", "event": "X"}, auth=("wrong", "")).status_code == 401
+        assert c.post("/v1/track", content=b"{not json").status_code == 400
+        # Decisions, routed by the fronts to the worker owning the customer.
+        got = [c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "web_banner"}).json()
+               for i in range(6)]
+        assert all([a["offer_id"] for a in g["actions"]] == ["banner"] for g in got)
+        # Everything else is answered by the writer's app, key checks and all.
+        health = httpx.get(srv.url + "/health").json()
+        assert health["events"] == before + 20 + 1 and health["rejected"] == 2
+        assert httpx.get(srv.url + "/openapi.json").json()["info"]["title"] == "Plait"
+        prof = httpx.get(srv.url + "/v1/profiles/lookup", params={"identifier": "user_id:u1"}, auth=(analyst, ""))
+        assert prof.status_code == 200 and prof.json()["profile_id"] and prof.headers["content-type"].startswith("application/json")
+        assert httpx.get(srv.url + "/v1/decide/rules", auth=(key, "")).status_code == 403
+        assert httpx.get(srv.url + "/v1/decide/rules", auth=(analyst, "")).json()["rules"] == ["all"]
+        assert httpx.get(srv.url + "/nowhere").status_code == 404
+    finally:
+        assert srv.stop() == 0
+    assert all(not Path(f"/proc/{p}").exists() for p in kids)  # every process of the server ended
+    with plait.connect(path) as ws:
+        rows = ws.log.events(limit=None).to_pylist()
+        assert {r["message_id"] for r in rows} >= {f"t{i}" for i in range(20)} | {"b1"}
+        assert sum(r["event"] == "Decision Made" for r in rows) == 6     # the workers' record reached the log
+        assert ws.log.rejected_count() == 2
+
+
+def test_writer_stops_when_its_fronts_are_gone_and_keeps_what_it_acknowledged(world):
+    path, key, _ = world
+    srv = Server(path, "--fronts", "1")
+    (front,) = _children(srv.proc.pid)
+    r = httpx.post(srv.url + "/v1/track", json={"userId": "u1", "event": "Kept", "messageId": "k1"}, auth=(key, ""))
+    assert r.status_code == 200
+    os.kill(front, signal.SIGKILL)
+    assert srv.proc.wait(30) == 0                    # the writer noticed, flushed and stopped cleanly
+    with plait.connect(path) as ws:
+        assert "k1" in {r["message_id"] for r in ws.log.events(limit=None).to_pylist()}
