@@ -1,5 +1,6 @@
-"""Decision throughput and latency: POST /v1/decide served by `plait serve`'s app (uvicorn, one
-HTTP process, ``--workers`` decide workers — 2 by default, 0 for the server deciding itself),
+"""Decision throughput and latency: POST /v1/decide served by `plait serve` (``--fronts`` front
+processes answering HTTP — 1 by default, 0 for one HTTP process that also writes the log — and
+``--workers`` decide workers — 2 by default, 0 for the server deciding itself),
 driven by a load generator in a separate process over keep-alive HTTP/1.1. Each run also reports
 the CPU the server and its workers spent per decision (from /proc).
 
@@ -122,14 +123,18 @@ def build(ws_dir: Path, people: int, days: int) -> list[bytes]:
 
 
 # -- server ---------------------------------------------------------------------------------------
-def serve(ws_dir: str, port: int, workers: int) -> None:
+def serve(ws_dir: str, port: int, workers: int, fronts: int) -> None:
     import uvicorn
 
     import plait
     from plait.server.app import create_app
+    from plait.server.fronts import serve as serve_split
 
     ws = plait.connect(ws_dir)
     ws.settings.decide.workers = workers
+    if fronts:
+        serve_split(ws, host="127.0.0.1", port=port, fronts=fronts)
+        return
     uvicorn.run(create_app(ws), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools", lifespan="on")
 
@@ -249,13 +254,15 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="decide worker processes (0: the server decides)")
+    ap.add_argument("--fronts", type=int, default=1,
+                    help="front processes answering HTTP before the writer (0: the HTTP process writes the log too)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="sustained", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
-        serve(a.serve, a.port, a.workers)
+        serve(a.serve, a.port, a.workers, a.fronts)
         return
     if a.load:
         load(a.port, a.load, a.mode, a.rate, a.seconds, a.connections)
@@ -270,7 +277,7 @@ def main() -> None:
         (tmp / "bodies.json").write_text(json.dumps([b.decode("latin-1") for b in bodies]))
         port = _free_port()
         server = subprocess.Popen([sys.executable, str(HERE), "--serve", str(tmp / "ws"), "--port", str(port),
-                                   "--workers", str(a.workers)],
+                                   "--workers", str(a.workers), "--fronts", str(a.fronts)],
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             _wait(port)

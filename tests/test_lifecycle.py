@@ -118,7 +118,9 @@ def test_rules_and_decide_from_the_cli(ws):
     assert r.exit_code == 0, r.output
     r = run.invoke(app, ["rules", "check", *w])
     assert r.exit_code == 0 and "11 offers — valid" in r.stdout.replace("\n", " ")
-    r = run.invoke(app, ["decide", "user_id:u1", "--event", "Birthday", "--placement", "push", "--json", *w])
+    noon = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
+    r = run.invoke(app, ["decide", "user_id:u1", "--event", "Birthday", "--placement", "push", "--json",
+                         "--now", noon, *w])                 # outside the push quiet hours
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["actions"][0]["offer_id"] == "birthday-treat" and d["rules"] == ["birthday"]

@@ -1220,10 +1220,11 @@ def decide_cmd(
                                                 "agent_desktop or response.")] = "response",
     event: Annotated[Optional[str], typer.Option(help="Decide on this event name for the customer.")] = None,
     explain: Annotated[bool, typer.Option(help="Check every candidate offer and show why each was rejected.")] = True,
+    now: Annotated[Optional[str], typer.Option(help="Decide as at this ISO time (quiet hours, caps, validity); default now.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
-    """The next best actions for one customer now, with reasons (not recorded in the log).
+    """The next best actions for one customer now (or ``--now``), with reasons (not recorded in the log).
 
     Example: [bold]plait decide email:ann@example.com --placement app_screen[/]
     """
@@ -1237,7 +1238,9 @@ def decide_cmd(
             req = {"event": {"type": "track", "event": event,
                              **({"userId": value} if kind == "user_id" else {"anonymousId": value})},
                    "placement": placement, "explain": explain}
-        r = d.decide(req).as_dict()
+        if now:
+            req["now"] = now
+        r = d.decide(req).as_dict()      # a bad --now is a DecisionError naming the field
     lines = [f"{r['placement']} for {r['profile_id'] or customer}: rules fired {', '.join(r['rules']) or 'none'}"]
     lines += [f"  {i}. {a.get('offer_id', 'message')} score {a.get('score', 0):.3f} — {'; '.join(a['reasons'])}"
               for i, a in enumerate(r["actions"], 1)] or ["  no action"]

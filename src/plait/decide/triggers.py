@@ -82,11 +82,20 @@ class Triggers:
             self.handle(batch)
 
     def handle(self, records: Sequence["Record"]) -> int:
-        """Decide on every record a trigger listens to and enqueue the deliveries."""
+        """Decide on every record a trigger listens to and enqueue the deliveries. Carts and
+        browses are timed only while a rule listens for their abandonment (every product view
+        would otherwise hold a timer for two hours)."""
+        listening = self._listening()
+        if not listening:
+            return 0
+        timed = "Cart Abandoned" in listening or "Browse Abandoned" in listening
         n = 0
         for rec in records:
+            if not timed and rec.event not in listening:
+                continue
             ev = event_of(rec)
-            self.abandonment.see(rec.user_id or rec.anonymous_id or "", ev, ev["timestamp"])
+            if timed:
+                self.abandonment.see(rec.user_id or rec.anonymous_id or "", ev, ev["timestamp"])
             n += self.fire(ev)
         return n
 

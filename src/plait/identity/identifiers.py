@@ -100,6 +100,8 @@ class Registry:
         self._blocked_exact = {n: frozenset(b for b in t.blocked if not any(c in b for c in "*?[")) for n, t in self.types.items()}
         self._blocked_glob = {n: _globs(t.blocked) for n, t in self.types.items()}
         self._types_of: dict[str, tuple[int, int | None]] = {}
+        # Identifier keys of raw values seen lately (returning visitors send the same ids all day).
+        self._memo: dict[tuple[str, str], str] = {}
 
     @classmethod
     def default(cls) -> "Registry":
@@ -164,14 +166,21 @@ class Registry:
         sealed personal fields; email, phone and caller_number are identifiers.
         """
         found: dict[str, None] = {}
+        memo = self._memo
         for tname, raw in self._raw(user_id, anonymous_id, context, traits):
             if raw is None or raw == "" or isinstance(raw, (dict, list, bool)):
                 continue
-            stored, value, _ = self.normalise(tname, raw)
-            if not value or self.blocked(stored, value):
-                continue
-            found[self.key(stored, value)] = None
-        return sorted(found, key=self.priority)
+            k = memo.get((tname, raw)) if isinstance(raw, str) else None
+            if k is None:
+                stored, value, _ = self.normalise(tname, raw)
+                k = "" if not value or self.blocked(stored, value) else self.key(stored, value)
+                if isinstance(raw, str):
+                    if len(memo) >= _MEMO:
+                        memo.clear()
+                    memo[(tname, raw)] = k
+            if k:
+                found[k] = None
+        return sorted(found, key=self.priority) if len(found) > 1 else list(found)
 
     def _raw(self, user_id: str | None, anonymous_id: str | None, context: Mapping[str, Any] | None,
              traits: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
@@ -190,6 +199,9 @@ class Registry:
             tname = TRAIT_TYPES.get(name)
             if tname is not None:
                 yield tname, value
+
+
+_MEMO = 200_000
 
 
 def _globs(patterns: list[str]) -> "re.Pattern[str] | None":
