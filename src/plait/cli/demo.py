@@ -85,7 +85,7 @@ def run(out: Console, workspace: Path | None, *, people: int = 1500, days: int =
         _analytics(out, ws, days)
         _decisions(out, ws, people, days)
         _privacy(out, ws, shown)
-    out.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/] — next: `plait --workspace {path} serve --decide-workers 2`, "
+    out.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/] — next: `plait --workspace {path} serve --fronts 1 --decide-workers 2`, "
               f"`plait --workspace {path} profiles show {shown}`")
 
 
