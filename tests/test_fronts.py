@@ -61,6 +61,7 @@ def world(tmp_path):
     with plait.connect(path) as ws:
         key = ws.keys.create("shop")
         analyst = ws.keys.create("bi", role="analyst")
+        admin = ws.keys.create("ops", role="admin")
         ws.log.append([ws.parser.parse({"type": "identify", "userId": f"u{i}"}, received_at=0, source="test")
                        for i in range(6)])
         ws.resolve()
@@ -73,11 +74,11 @@ def world(tmp_path):
             "rules": [{"id": "all", "actions": [{"offer": "banner"}]}]}))
         ws.settings.decide.global_control = 0
         ws.settings.save(ws.path)
-    return path, key, analyst
+    return path, key, analyst, admin
 
 
 def test_fronts_collect_durably_decide_and_pass_everything_else(world):
-    path, key, analyst = world
+    path, key, analyst, key_admin = world
     srv = Server(path, "--fronts", "2", "--decide-workers", "2")
     try:
         kids = _children(srv.proc.pid)
@@ -111,18 +112,24 @@ def test_fronts_collect_durably_decide_and_pass_everything_else(world):
         assert httpx.get(srv.url + "/v1/decide/rules", auth=(key, "")).status_code == 403
         assert httpx.get(srv.url + "/v1/decide/rules", auth=(analyst, "")).json()["rules"] == ["all"]
         assert httpx.get(srv.url + "/nowhere").status_code == 404
+        # A reload reaches the writer, both workers and both fronts (they route by the same store).
+        admin = key_admin
+        r = httpx.post(srv.url + "/v1/decide/reload", auth=(admin, ""), timeout=30)
+        assert r.status_code == 200 and r.json()["processes"] == 5 and r.json()["customers"] == 6
+        assert c.post("/v1/decide", json={"customer": "user_id:u1", "placement": "web_banner"}).status_code == 200
+        assert not list(path.glob(".decide-store-*"))       # the profiles' copy never outlives the reload
     finally:
         assert srv.stop() == 0
     assert all(not Path(f"/proc/{p}").exists() for p in kids)  # every process of the server ended
     with plait.connect(path) as ws:
         rows = ws.log.events(limit=None).to_pylist()
         assert {r["message_id"] for r in rows} >= {f"t{i}" for i in range(20)} | {"b1"}
-        assert sum(r["event"] == "Decision Made" for r in rows) == 6     # the workers' record reached the log
+        assert sum(r["event"] == "Decision Made" for r in rows) == 7     # the workers' record reached the log
         assert ws.log.rejected_count() == 2
 
 
 def test_writer_stops_when_its_fronts_are_gone_and_keeps_what_it_acknowledged(world):
-    path, key, _ = world
+    path, key, _, _ = world
     srv = Server(path, "--fronts", "1")
     (front,) = _children(srv.proc.pid)
     r = httpx.post(srv.url + "/v1/track", json={"userId": "u1", "event": "Kept", "messageId": "k1"}, auth=(key, ""))

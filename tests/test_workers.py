@@ -164,6 +164,7 @@ def test_reload_gives_the_workers_new_customers(ws):
         ws.resolve()
         r = c.post("/v1/decide/reload", auth=(admin, ""))
         assert r.status_code == 200 and r.json()["customers"] == PEOPLE + 1
+        assert r.json()["processes"] == 3                 # this one and both workers took the new store
         assert ask()["profile_id"] is not None
 
 

@@ -136,9 +136,9 @@ def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
             return {"version": b.version, "error": str(e)}
         fresh = load(decide.ws)
         decide.decider.store = fresh
-        if decide.workers is not None:
-            decide.workers.reload(fresh, str(decide.ws.path))
-        return {"version": b.version, "customers": len(fresh), "last_error": str(b.last_error) if b.last_error else None}
+        others = decide.workers.reload(fresh, str(decide.ws.path)) if decide.workers is not None else 0
+        return {"version": b.version, "customers": len(fresh), "processes": 1 + others,
+                "last_error": str(b.last_error) if b.last_error else None}
 
     return router
 

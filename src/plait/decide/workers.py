@@ -148,7 +148,7 @@ def _worker(socks: list[socket.socket], decider: "Decider", k: int, n: int, inte
                 if kind == DECIDE:
                     out.append(frame(rid, ANSWER, _answer(decider, payload)))
                 elif kind == RELOAD:
-                    decider.store = _load_store(payload.decode())
+                    decider.store = load_store(payload.decode())
                     out.append(frame(rid, ANSWER, STATUS.pack(200) + _enc.encode({"customers": len(decider.store)})))
                 elif kind == STOP:
                     if out:
@@ -175,7 +175,7 @@ def _save_store(store: Any, path: str) -> None:
         pickle.dump((store.profiles, store.ids, store._subjects), fh, protocol=5)
 
 
-def _load_store(path: str) -> Any:
+def load_store(path: str) -> Any:
     from plait.profiles.online import MemoryStore
 
     store = MemoryStore()
@@ -246,6 +246,7 @@ class Workers(Router):
         self.record = record
         self.rebuild_contacts = rebuild_contacts
         self.pids: list[int] = []
+        self.on_reload: list[Callable[[str], int]] = []
         self.front_socks: list[list[socket.socket]] = [[] for _ in range(fronts)]
         from plait.decide import engine
 
@@ -307,16 +308,20 @@ class Workers(Router):
 
     # -- control --------------------------------------------------------------------------------
     def reload(self, store: Any, folder: str) -> int:
-        """Give every worker a fresh customer store (after profiles were rebuilt)."""
+        """Give every worker — and every front process that routes to them (``on_reload``) — a
+        fresh customer store (after profiles were rebuilt); how many processes took it."""
         path = os.path.join(folder, f".decide-store-{os.getpid()}.pickle")
         _save_store(store, path)
+        n = 0
         try:
             for p in self.peers:
-                if p.alive:
-                    p.exchange(RELOAD, path.encode())
+                if p.alive and p.exchange(RELOAD, path.encode()) is not None:
+                    n += 1
+            for fn in self.on_reload:
+                n += fn(path)
         finally:
-            os.remove(path)
-        return len(store)
+            os.remove(path)            # the file holds customer profiles: it never outlives the reload
+        return n
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop every worker, taking in the decisions each has not yet sent."""
@@ -335,4 +340,4 @@ class Workers(Router):
                 pass
 
 
-__all__ = ["Answer", "Router", "Workers", "route_key", "shard"]
+__all__ = ["Answer", "Router", "Workers", "load_store", "route_key", "shard"]

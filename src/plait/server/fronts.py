@@ -34,10 +34,10 @@ import msgspec
 from plait.collect.http import Collect, FastCollect, error_body, read_body, respond
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
-from plait.decide.workers import Router
+from plait.decide.workers import Router, load_store
 from plait.errors import EngineError
 from plait.events.contract import Record
-from plait.frames import APPEND, ASGI, DECIDE, STATUS, Channel, Lost, pair
+from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.store import Rejection
 
 if TYPE_CHECKING:
@@ -85,6 +85,13 @@ class Hub:
             ch.on_frame = lambda rid, kind, payload, ch=ch: self._frame(ch, rid, kind, payload)
         self.gone = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        if app.state.workers is not None:
+            app.state.workers.on_reload.append(self.reload)
+
+    def reload(self, path: str) -> int:
+        """Have every front route by a fresh customer store (the decide workers just took it):
+        routing stays the same in every process, so each customer keeps one owner."""
+        return sum(ch.exchange(RELOAD, path.encode()) is not None for ch in self.fronts if ch.alive)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         for ch in self.fronts:
@@ -231,8 +238,16 @@ def _front(ws: "Workspace", app: "FastAPI", sock: socket.socket, listener: socke
     asgi: Any = FastCollect(PassOn(writer), collect)
     router = None
     if worker_socks:
-        router = FrontRouter(app.state.decider, worker_socks, writer)
-        asgi = FastDecide(asgi, Decide(app.state.decider, ws, router))
+        decider = app.state.decider
+        router = FrontRouter(decider, worker_socks, writer)
+        asgi = FastDecide(asgi, Decide(decider, ws, router))
+
+        def reload(rid: int, kind: int, payload: bytes) -> None:
+            if kind == RELOAD:
+                decider.store = load_store(payload.decode())
+                writer.answer(rid, STATUS.pack(200))
+
+        writer.on_frame = reload
     server = uvicorn.Server(uvicorn.Config(asgi, lifespan="off", log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=10))
 
