@@ -240,3 +240,30 @@ def test_every_process_of_a_server_has_its_own_id_letter():
         engine._PREFIX = before
     with pytest.raises(ValidationError):
         DecideSettings(workers=32)
+
+
+def test_a_failing_decision_is_a_500_and_the_worker_lives_on(ws, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from plait.decide.engine import Decider
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    real = Decider.decide
+
+    def failing(self, request):  # noqa: ANN001, ANN202
+        if request.get("placement") == "agent_desktop":
+            raise RuntimeError("model file vanished")
+        return real(self, request)
+
+    monkeypatch.setattr(Decider, "decide", failing)      # before the fork: the workers inherit it
+    ws.settings.decide.workers = 2
+    app = create_app(ws)
+    with TestClient(app) as c:
+        for i in range(4):                                # customers of both workers
+            r = c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "agent_desktop"}, auth=(key, ""))
+            assert r.status_code == 500 and r.json()["code"] == "decision_failed"
+            assert "RuntimeError: model file vanished" in r.json()["message"]
+            ok = c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "web_banner"}, auth=(key, ""))
+            assert ok.status_code == 200
+        assert all(p.alive for p in app.state.workers.peers)

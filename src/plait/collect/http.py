@@ -10,6 +10,7 @@ routes, which put the request schemas in the OpenAPI document.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -80,22 +81,33 @@ class FastCollect:
         if kind is None:
             await self.app(scope, receive, send)
             return
-        auth = encoding = None
-        for k, v in scope["headers"]:
-            if k == b"authorization":
-                auth = v.decode("latin-1")
-            elif k == b"content-encoding":
-                encoding = v.decode("latin-1")
+        auth, encoding = headers(scope, b"authorization", b"content-encoding")
         limit = self.collect.intake.settings.max_request_bytes
-        try:
-            raw = await read_body(receive, limit)
-        except LimitError:
-            status, body = 413, error_body("payload_too_large", f"request body is larger than the {limit}-byte limit")
-        else:
-            if raw is None:
-                return
-            status, body = await self.collect.handle(kind, raw, auth, encoding)
-        await respond(send, status, body)
+        await answer_post(receive, send, limit, f"request body is larger than the {limit}-byte limit",
+                          lambda raw: self.collect.handle(kind, raw, auth, encoding))
+
+
+def headers(scope: dict, *names: bytes) -> list[str | None]:
+    """The values of the named request headers (lower-case names; ``None`` where absent)."""
+    found: dict[bytes, str | None] = dict.fromkeys(names)
+    for k, v in scope["headers"]:
+        if k in found:
+            found[k] = v.decode("latin-1")
+    return list(found.values())
+
+
+async def answer_post(receive: Any, send: Any, limit: int, too_large: str,
+                      handle: Callable[[bytes], Awaitable[tuple[int, bytes]]]) -> None:
+    """Read a raw route's body (413 past ``limit``), hand it to ``handle``, write its JSON answer."""
+    try:
+        raw = await read_body(receive, limit)
+    except LimitError:
+        status, body = 413, error_body("payload_too_large", too_large)
+    else:
+        if raw is None:
+            return
+        status, body = await handle(raw)
+    await respond(send, status, body)
 
 
 async def read_body(receive: Any, limit: int) -> bytes | None:

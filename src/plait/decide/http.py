@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 
-from plait.collect.http import error_body, read_body, respond
+from plait.collect.http import answer_post, error_body, headers
 from plait.collect.intake import basic_user
-from plait.errors import AuthError, DecisionError, LimitError, RuleError
+from plait.errors import AuthError, DecisionError, RuleError
 
 if TYPE_CHECKING:
     from plait.decide.engine import Decider
@@ -89,19 +89,9 @@ class FastDecide:
         if scope["type"] != "http" or scope.get("path") != PATH or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        auth = None
-        for k, v in scope["headers"]:
-            if k == b"authorization":
-                auth = v.decode("latin-1")
-        try:
-            raw = await read_body(receive, MAX_BODY)
-        except LimitError:
-            status, body = 413, error_body("payload_too_large", f"a decision request is at most {MAX_BODY} bytes")
-        else:
-            if raw is None:
-                return
-            status, body = await self.decide.handle(raw, auth)
-        await respond(send, status, body)
+        (auth,) = headers(scope, b"authorization")
+        await answer_post(receive, send, MAX_BODY, f"a decision request is at most {MAX_BODY} bytes",
+                          lambda raw: self.decide.handle(raw, auth))
 
 
 def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:

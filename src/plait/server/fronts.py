@@ -35,7 +35,7 @@ from plait.collect.http import Collect, FastCollect, error_body, read_body, resp
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
 from plait.decide.workers import Router, load_store
-from plait.errors import EngineError
+from plait.errors import EngineError, LimitError
 from plait.events.contract import Record
 from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.store import Rejection
@@ -193,7 +193,7 @@ class PassOn:
             return
         try:
             body = await read_body(receive, MAX_PASSED_BODY)
-        except Exception:  # noqa: BLE001 - LimitError
+        except LimitError:
             await respond(send, 413, error_body("payload_too_large", f"request body is larger than {MAX_PASSED_BODY} bytes"))
             return
         if body is None:
