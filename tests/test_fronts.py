@@ -138,3 +138,15 @@ def test_writer_stops_when_its_fronts_are_gone_and_keeps_what_it_acknowledged(wo
     assert srv.proc.wait(30) == 0                    # the writer noticed, flushed and stopped cleanly
     with plait.connect(path) as ws:
         assert "k1" in {r["message_id"] for r in ws.log.events(limit=None).to_pylist()}
+
+
+def test_a_port_in_use_is_a_clear_error(world):
+    path, _, _, _ = world
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "plait.cli.main", "--workspace", str(path), "serve",
+                            "--port", str(port), "--fronts", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "another --port" in r.stderr

@@ -35,7 +35,7 @@ from plait.collect.http import Collect, FastCollect, error_body, read_body, resp
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
 from plait.decide.workers import Router, load_store
-from plait.errors import EngineError, LimitError
+from plait.errors import ConfigError, EngineError, LimitError
 from plait.events.contract import Record
 from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.store import Rejection
@@ -267,7 +267,11 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     """Serve ``ws`` on ``host:port`` with ``fronts`` front processes and this process as the writer."""
     from plait.server.app import create_app
 
-    listener = socket.create_server((host, port), backlog=2048, reuse_port=False)
+    try:
+        listener = socket.create_server((host, port), backlog=2048)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                          hint="choose another --port, or stop the process that holds this one") from e
     app = create_app(ws, fronts=fronts)
     workers = app.state.workers
     ws.keys.load()                                    # the fronts check keys from this copy
