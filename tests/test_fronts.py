@@ -104,7 +104,10 @@ def test_fronts_collect_durably_decide_and_pass_everything_else(world):
                for i in range(6)]
         assert all([a["offer_id"] for a in g["actions"]] == ["banner"] for g in got)
         # Everything else is answered by the writer's app, key checks and all.
-        health = httpx.get(srv.url + "/health").json()
+        # Acknowledged events are in the journal; the log has them within collector.journal_load_ms.
+        deadline = time.time() + 10
+        while (health := httpx.get(srv.url + "/health").json())["events"] < before + 21 and time.time() < deadline:
+            time.sleep(0.05)
         assert health["events"] == before + 20 + 1 and health["rejected"] == 2
         assert httpx.get(srv.url + "/openapi.json").json()["info"]["title"] == "Plait"
         prof = httpx.get(srv.url + "/v1/profiles/lookup", params={"identifier": "user_id:u1"}, auth=(analyst, ""))
@@ -150,3 +153,34 @@ def test_a_port_in_use_is_a_clear_error(world):
                             "--port", str(port), "--fronts", "1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "another --port" in r.stderr
+
+
+def test_acknowledged_events_survive_a_killed_server_and_consent_skips_the_journal(world):
+    path, key, _, _ = world
+    with plait.connect(path) as ws:
+        ws.settings.collector.journal_load_ms = 60_000     # nothing reaches the log by the timer
+        ws.settings.save(ws.path)
+    srv = Server(path, "--fronts", "1")
+    kids = _children(srv.proc.pid)
+    c = httpx.Client(base_url=srv.url, auth=(key, ""), timeout=10)
+    before = c.get("/health").json()["events"]
+    for i in range(30):
+        assert c.post("/v1/track", json={"userId": "u1", "event": "Product Viewed", "messageId": f"j{i}"}).status_code == 200
+    assert c.post("/v1/batch", json={"batch": [{"type": "track", "userId": "u2", "event": "X", "messageId": "jb"},
+                                                {"type": "track", "event": "no id"}]}).status_code == 400
+    assert c.get("/health").json()["events"] == before          # journaled, not yet loaded
+    # A consent choice is in the log when its 200 goes out (decisions read consent from the log).
+    r = c.post("/v1/track", json={"userId": "u1", "event": "Consent Updated", "messageId": "cons1",
+                                  "properties": {"purpose": "marketing", "granted": False}})
+    assert r.status_code == 200 and c.get("/health").json()["events"] == before + 1
+    assert list((path / "journal").glob("*.journal"))
+    for pid in [srv.proc.pid, *kids]:                             # a crash: no shutdown at all
+        os.kill(pid, signal.SIGKILL)
+    srv.proc.wait(30)
+    with plait.connect(path) as ws:                               # opening replays the journal
+        ids = {r["message_id"] for r in ws.log.events(limit=None).to_pylist()}
+        assert {f"j{i}" for i in range(30)} | {"jb", "cons1"} <= ids
+        assert ws.log.rejected_count() == 1
+        assert not list((path / "journal").glob("*.journal"))
+    with plait.connect(path) as ws:                               # and only once
+        assert len([m for m in (r["message_id"] for r in ws.log.events(limit=None).to_pylist()) if m.startswith("j")]) == 31

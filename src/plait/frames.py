@@ -21,9 +21,10 @@ from collections.abc import Callable
 HEAD = struct.Struct("!IIB")        # request id, payload length, kind
 STATUS = struct.Struct("!H")        # an HTTP status at the start of an answer's payload
 # Kinds. Requests: DECIDE (JSON request), RECORD (Arrow IPC decisions, no answer), RELOAD (a
-# store file), STOP (no answer), APPEND (msgpack records and rejections), ASGI (msgpack HTTP
-# request). ANSWER carries the result for the request with the same id.
-DECIDE, ANSWER, RECORD, RELOAD, STOP, APPEND, ASGI = 1, 2, 3, 4, 5, 6, 7
+# store file), STOP (no answer), APPEND (msgpack records and rejections, answered once in the
+# log), JOURNAL (the same, answered once in the journal), ASGI (msgpack HTTP request). ANSWER
+# carries the result for the request with the same id.
+DECIDE, ANSWER, RECORD, RELOAD, STOP, APPEND, ASGI, JOURNAL = 1, 2, 3, 4, 5, 6, 7, 8
 
 
 def frame(rid: int, kind: int, payload: bytes) -> bytes:

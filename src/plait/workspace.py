@@ -19,6 +19,7 @@ from plait.engine.duckdb import DuckDBBackend
 from plait.errors import WorkspaceError
 from plait.events.contract import Parser
 from plait.log.fx import ExchangeRates
+from plait.log.journal import replay
 from plait.log.products import Catalogue
 from plait.log.store import EventLog
 from plait.log.vault import Vault
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 ENV_VAR = "PLAIT_WORKSPACE"
 VAULT_FILE = "keys.sqlite"
 TRUTH_DIR = "truth"
+JOURNAL_DIR = "journal"
 
 
 def default_workspace() -> Path:
@@ -63,6 +65,8 @@ class Workspace:
         self.vault = Vault(self.path / VAULT_FILE, encrypt=self.settings.pii.encrypt)
         self.parser = Parser(base_currency=self.settings.base_currency, pii_fields=self.settings.pii.fields)
         self.log = EventLog(self.backend, self.vault)
+        # Events a served collector acknowledged from its journal but had not loaded when it stopped.
+        replay(self.path / JOURNAL_DIR, self.log)
         self.fx = ExchangeRates(self.backend, self.settings.base_currency)
         self.keys = KeyStore(self.backend)
         self.catalogue = Catalogue(self.backend)

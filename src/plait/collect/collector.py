@@ -14,7 +14,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from plait.events.contract import Record
@@ -26,8 +26,9 @@ from plait.log.store import EventLog, Rejection, now_us
 class _Job:
     records: Sequence[Record]
     rejections: Sequence[Rejection]
-    loop: asyncio.AbstractEventLoop
-    fut: asyncio.Future
+    loop: asyncio.AbstractEventLoop | None
+    fut: asyncio.Future | None
+    done: Callable[[BaseException | None], None] | None = None
 
 
 _STOP = object()
@@ -79,6 +80,14 @@ class GroupCommitter:
         self._q.put(_Job(records, rejections, loop, fut))
         return fut
 
+    def put(self, records: Sequence[Record], rejections: Sequence[Rejection],
+            done: Callable[[BaseException | None], None]) -> None:
+        """Queue an append from any thread; ``done(error)`` is called from the writer thread
+        once it is written (``error`` is ``None``) or has failed."""
+        if self._thread is None:
+            raise RuntimeError("GroupCommitter is not running; call start()")
+        self._q.put(_Job(records, rejections, None, None, done))
+
     def _run(self) -> None:
         while True:
             job = self._q.get()
@@ -122,7 +131,10 @@ class GroupCommitter:
     def _notify(jobs: list[_Job], error: BaseException | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for j in jobs:
-            by_loop.setdefault(j.loop, []).append(j.fut)
+            if j.done is not None:
+                j.done(error)
+            else:
+                by_loop.setdefault(j.loop, []).append(j.fut)  # type: ignore[arg-type]
         for loop, futs in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, futs, error)

@@ -31,14 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, error_body, read_body, respond
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
 from plait.decide.workers import Router, load_store
 from plait.errors import ConfigError, EngineError, LimitError
 from plait.events.contract import Record
-from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
+from plait.frames import APPEND, ASGI, DECIDE, JOURNAL, RELOAD, STATUS, Channel, Lost, pair
+from plait.log.journal import Journal, decode, encode
 from plait.log.store import Rejection
+from plait.privacy.consent import EVENT as CONSENT_EVENT
+from plait.workspace import JOURNAL_DIR
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -67,7 +71,6 @@ class _Response(msgspec.Struct, array_like=True):
 
 
 _mp = msgspec.msgpack.Encoder()
-_records = msgspec.msgpack.Decoder(tuple[list[Record], list[Rejection]])
 _request = msgspec.msgpack.Decoder(_Request)
 _response = msgspec.msgpack.Decoder(_Response)
 _json = msgspec.json.Decoder()
@@ -84,9 +87,17 @@ class Hub:
         for ch in self.fronts:
             ch.on_frame = lambda rid, kind, payload, ch=ch: self._frame(ch, rid, kind, payload)
         self.gone = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
         if app.state.workers is not None:
             app.state.workers.on_reload.append(self.reload)
+        ws = app.state.workspace
+        s = ws.settings.collector
+        self.journal = self.loader = None
+        if s.journal:
+            # The loader lingers: the log is written in batches of up to journal_load_ms.
+            self.loader = GroupCommitter(ws.log, max_rows=max(s.max_flush_rows, 50_000), linger_ms=s.journal_load_ms)
+            self.journal = Journal(ws.path / JOURNAL_DIR, self.loader, self._durable)
 
     def reload(self, path: str) -> int:
         """Have every front route by a fresh customer store (the decide workers just took it):
@@ -94,16 +105,34 @@ class Hub:
         return sum(ch.exchange(RELOAD, path.encode()) is not None for ch in self.fronts if ch.alive)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        if self.journal is not None:
+            self.loader.start()
+            self.journal.start()
         for ch in self.fronts:
             ch.attach(loop)
+
+    def close(self) -> None:
+        """Sync what is queued, then load everything journaled into the log."""
+        if self.journal is not None:
+            self.journal.stop()
+            self.loader.stop()
+
+    def _durable(self, tokens: list[tuple[Channel, int]], error: BaseException | None) -> None:
+        """From the journal's thread: a group is on disk (or failed); answer its requests."""
+        assert self.loop is not None
+        answer = STATUS.pack(200) if error is None else STATUS.pack(503) + f"the journal could not be written: {error}".encode()
+        self.loop.call_soon_threadsafe(_answer_all, tokens, answer)
 
     def _lost(self) -> None:
         if not any(ch.alive for ch in self.fronts):
             self.gone.set()
 
     def _frame(self, ch: Channel, rid: int, kind: int, payload: bytes) -> None:
-        if kind == APPEND:
-            records, rejections = _records.decode(payload)
+        if kind == JOURNAL and self.journal is not None:
+            self.journal.submit(payload, (ch, rid))
+        elif kind in (APPEND, JOURNAL):
+            records, rejections = decode(payload)
             try:
                 fut = self.committer.submit(records, rejections)
             except Exception as e:  # noqa: BLE001 - the front answers 503
@@ -161,6 +190,11 @@ class Hub:
         return _mp.encode(out)
 
 
+def _answer_all(tokens: list[tuple[Channel, int]], payload: bytes) -> None:
+    for ch, rid in tokens:
+        ch.answer(rid, payload)
+
+
 def _appended(fut: asyncio.Future) -> bytes:
     e = fut.exception()
     return STATUS.pack(200) if e is None else STATUS.pack(503) + f"{type(e).__name__}: {e}".encode()
@@ -174,8 +208,11 @@ class RemoteCommitter:
         self.ch = ch
 
     async def append(self, records: list[Record], rejections: list[Rejection] = ()) -> None:  # type: ignore[assignment]
+        # Consent choices are read back from the log by every decision: they skip the journal,
+        # so a withdrawal is in force when its 200 goes out.
+        kind = APPEND if any(r.event == CONSENT_EVENT for r in records) else JOURNAL
         try:
-            payload = await self.ch.request(APPEND, _mp.encode((records, list(rejections))))
+            payload = await self.ch.request(kind, encode(records, rejections))
         except Lost as e:
             raise EngineError("the writer process is gone") from e
         if STATUS.unpack_from(payload)[0] != 200:
@@ -332,6 +369,7 @@ async def _writer(app: "FastAPI", ends: list[socket.socket], pids: list[int]) ->
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        hub.close()                                    # everything journaled is now in the log
     # The lifespan's end stopped the decide workers, wrote their last decisions, flushed the log.
 
 
