@@ -42,3 +42,34 @@ def test_replay_takes_whole_frames_skips_a_torn_one_and_adds_nothing_twice(ws, t
     assert ws.log.count() == 5 and ws.log.rejected_count() == 1
     assert not list(folder.glob("*.journal"))
     assert replay(folder, ws.log) == 0
+
+
+def test_acknowledgements_wait_while_the_loader_is_behind(ws, tmp_path):
+    import threading
+    import time
+
+    acked = []
+    gate = threading.Event()
+    loader = GroupCommitter(ws.log).start()
+    real_put = loader.put
+
+    def slow_put(records, rejections, done):  # noqa: ANN001, ANN202
+        def later():
+            gate.wait(10)
+            real_put(records, rejections, done)
+        threading.Thread(target=later, daemon=True).start()
+
+    loader.put = slow_put
+    journal = Journal(tmp_path / "journal", loader, lambda tokens, err: acked.extend(tokens), max_pending_rows=10).start()
+    recs = _records(ws, 30)
+    for i in range(3):
+        journal.submit(encode(recs[i * 10:(i + 1) * 10]), i)
+        time.sleep(0.2)
+    assert acked == [0]                      # 10 rows pending: the next groups wait for the loader
+    gate.set()
+    deadline = time.time() + 10
+    while len(acked) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    journal.stop()
+    loader.stop()
+    assert acked == [0, 1, 2] and ws.log.count() == 30 and journal.pending_rows == 0

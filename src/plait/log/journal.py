@@ -72,7 +72,7 @@ class Journal:
     tokens given to :meth:`submit` (``error`` is ``None`` when they are on disk)."""
 
     def __init__(self, folder: Path, loader: "GroupCommitter", on_durable: Callable[[list[Any], BaseException | None], None],
-                 *, segment_bytes: int = 64 << 20, segment_s: float = 1.0) -> None:
+                 *, segment_bytes: int = 64 << 20, segment_s: float = 1.0, max_pending_rows: int = 500_000) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.loader = loader
@@ -81,6 +81,11 @@ class Journal:
         self.segment_s = segment_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        # Back-pressure: past this many rows journaled but not yet in the log, acknowledgements
+        # wait for the loader (memory stays bounded; clients see latency, not errors).
+        self.max_pending_rows = max_pending_rows
+        self.pending_rows = 0
+        self._drained = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._n = max((int(p.stem) for p in self.folder.glob(f"*{SUFFIX}") if p.stem.isdigit()), default=0)
         self.synced = 0
@@ -129,6 +134,8 @@ class Journal:
                 else:
                     group.append(item)
             if group:
+                with self._drained:
+                    self._drained.wait_for(lambda: self.pending_rows < self.max_pending_rows, timeout=30)
                 seg = self._write(seg, group)
             if seg.size and (stop or seg.size >= self.segment_bytes or time.monotonic() - seg.opened >= self.segment_s):
                 self._close(seg)
@@ -152,9 +159,11 @@ class Journal:
         self.on_durable([t for _, t in group], None)
         for payload, _ in group:
             records, rejections = decode(payload)
+            n = len(records)
             with self._lock:
                 seg.pending += 1
-            self.loader.put(records, rejections, lambda error, seg=seg: self._loaded(seg, error))
+                self.pending_rows += n
+            self.loader.put(records, rejections, lambda error, seg=seg, n=n: self._loaded(seg, error, n))
         return seg
 
     def _close(self, seg: _Segment) -> None:
@@ -165,10 +174,12 @@ class Journal:
         if done:
             seg.path.unlink(missing_ok=True)
 
-    def _loaded(self, seg: _Segment, error: BaseException | None) -> None:
+    def _loaded(self, seg: _Segment, error: BaseException | None, rows: int) -> None:
         """Called by the loader's thread: once a closed segment is all in the log, it goes."""
         with self._lock:
             seg.pending -= 1
+            self.pending_rows -= rows
+            self._drained.notify_all()
             seg.failed = seg.failed or error is not None
             done = seg.closed and seg.pending == 0 and not seg.failed
         if done:
