@@ -81,6 +81,20 @@ def _serve(workspace: Path, port: int, fronts: int) -> subprocess.Popen:
     raise RuntimeError("server did not start: " + p.stderr.read().decode()[-2000:])
 
 
+def _settle(port: int, timeout: float = 120) -> float:
+    """Wait until the log stops growing (a journaling server loads acknowledged events a little
+    later); the seconds it took."""
+    t0 = time.perf_counter()
+    last = _health(port)["events"]
+    while time.perf_counter() - t0 < timeout:
+        time.sleep(0.5)
+        now = _health(port)["events"]
+        if now == last:
+            break
+        last = now
+    return time.perf_counter() - t0
+
+
 def _ms(s: str) -> float:
     m = re.match(r"([\d.]+)(us|ms|s)", s)
     v, u = float(m.group(1)), m.group(2)
@@ -118,8 +132,10 @@ def http(quick: bool, realtime_identity: bool = True, fronts: int = 1) -> dict:
     try:
         before = _health(port)["events"]
         batch = [_wrk(port, auth, 100, 8, secs, script) for _ in range(runs)]
+        batch_catch_up = _settle(port)
         mid = _health(port)["events"]
         single = [_wrk(port, auth, 0, 50, secs, script) for _ in range(runs)]
+        single_catch_up = _settle(port)
         after = _health(port)["events"]
     finally:
         server.send_signal(signal.SIGINT)
@@ -132,6 +148,7 @@ def http(quick: bool, realtime_identity: bool = True, fronts: int = 1) -> dict:
         "single_p99_ms": med(single, "p99_ms"), "single_non_2xx": sum(r["non_2xx"] for r in single),
         "single_events_logged": after - mid, "runs": runs, "seconds_each": secs,
         "realtime_identity": realtime_identity, "fronts": fronts,
+        "batch_catch_up_s": round(batch_catch_up, 1), "single_catch_up_s": round(single_catch_up, 1),
     }
 
 

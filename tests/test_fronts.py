@@ -108,7 +108,7 @@ def test_fronts_collect_durably_decide_and_pass_everything_else(world):
         deadline = time.time() + 10
         while (health := httpx.get(srv.url + "/health").json())["events"] < before + 21 and time.time() < deadline:
             time.sleep(0.05)
-        assert health["events"] == before + 20 + 1 and health["rejected"] == 2
+        assert health["events"] >= before + 20 + 1 and health["rejected"] == 2    # (+ decisions recorded meanwhile)
         assert httpx.get(srv.url + "/openapi.json").json()["info"]["title"] == "Plait"
         prof = httpx.get(srv.url + "/v1/profiles/lookup", params={"identifier": "user_id:u1"}, auth=(analyst, ""))
         assert prof.status_code == 200 and prof.json()["profile_id"] and prof.headers["content-type"].startswith("application/json")

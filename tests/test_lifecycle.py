@@ -127,3 +127,18 @@ def test_rules_and_decide_from_the_cli(ws):
     (ws.path / "rules" / "broken.yaml").write_text("rules: [{id: x, actions: [{offer: nope}]}]\n")
     r = run.invoke(app, ["rules", "check", *w])
     assert r.exit_code == 1 and "rule x" in r.output and "nope" in r.output
+
+
+def test_collected_events_update_the_snapshot_once():
+    d, store = setup()
+    order = {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "o-1",
+             "properties": {"order_id": "o1", "total": 30}, "timestamp": NOON}
+    assert d.observe_event(order)                               # the log's follower
+    assert not d.observe_event(order)                           # a replayed follower call
+    first = d.decide({"event": order, "placement": "push"})     # and a trigger's decision on it
+    assert store.lookup("p1")["features"]["orders"] == 1 and "first-purchase" in first.rules
+    assert not d.observe_event({"type": "track", "event": "Product Viewed", "userId": "u1", "messageId": "v"})
+    d.observe_event({"type": "track", "event": "Consent Updated", "userId": "u1", "messageId": "c1",
+                     "properties": {"purpose": "marketing", "granted": False, "consent_channel": "push"}})
+    assert store.lookup("p1")["consent"]["marketing:push"] is False
+    assert d.decide(ev("Birthday")).actions == []               # no marketing on push any more

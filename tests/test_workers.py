@@ -267,3 +267,26 @@ def test_a_failing_decision_is_a_500_and_the_worker_lives_on(ws, monkeypatch):
             ok = c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "web_banner"}, auth=(key, ""))
             assert ok.status_code == 200
         assert all(p.alive for p in app.state.workers.peers)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_consent_withdrawal_through_the_collector_binds_the_next_decision(ws, workers):
+    from fastapi.testclient import TestClient
+
+    from plait.server.app import create_app
+
+    key = _world(ws)
+    ws.settings.decide.global_control = 0
+    ws.settings.decide.workers = workers
+    noon = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0).isoformat()
+    ask = lambda c, i: c.post("/v1/decide", json={"customer": f"user_id:u{i}", "placement": "web_banner",  # noqa: E731
+                                                   "now": noon}, auth=(key, "")).json()
+    with TestClient(create_app(ws)) as c:
+        assert [_offers(ask(c, i)) for i in (3, 4)] == [["banner"], ["banner"]]
+        for i in range(12):    # customers of both workers
+            r = c.post("/v1/track", auth=(key, ""), json={"userId": f"u{i}", "event": "Consent Updated",
+                                                           "properties": {"purpose": "personalisation", "granted": False}})
+            assert r.status_code == 200
+            body = ask(c, i)                               # right after the 200: no reload, no wait
+            assert _offers(body) == [] and {"offer_id": "banner", "reason": "no personalisation consent for web"} in body["rejected"]
+        assert _offers(ask(c, 20)) == ["banner"]           # others untouched

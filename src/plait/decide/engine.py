@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from plait.config import DecideSettings
-from plait.decide.lifecycle import observe
+from plait.decide.lifecycle import OBSERVED, observe
 from plait.decide.policies import ContactLog, customer_blocked, key_hash, mix, offer_blocked
 from plait.decide.rules import PLACEMENTS, Compiled, RuleBook
 from plait.errors import DecisionError
@@ -147,7 +147,31 @@ class Decider:
         self.coupon_share = (0, 1)                 # (k, n): this decider issues codes k, k+n, k+2n…
         self._lock = threading.Lock()
         self._next_check = time.monotonic() + 1.0
+        self._seen: OrderedDict[str, None] = OrderedDict()   # message ids already observed
         self._index()
+
+    def observe_event(self, event: Mapping[str, Any]) -> bool:
+        """Let a collected event change its customer's snapshot now — a consent withdrawal, a
+        complaint, an order — not at the next profile load; True if it changed something."""
+        if (event.get("event") or event.get("name")) not in OBSERVED or not self._first_sight(event):
+            return False
+        profile, _ = self.customer({"event": event})
+        ts = event.get("timestamp")
+        return observe(self.store, (profile or {}).get("profile_id"), _event_view(event),
+                       _timestamp(ts) if ts is not None else self.clock())
+
+    def _first_sight(self, event: Mapping[str, Any]) -> bool:
+        """False for an event (by message id) already observed — the log's follower and a
+        trigger's decision both see collected events, and an order counts once."""
+        mid = event.get("messageId")
+        if not mid:
+            return True
+        if mid in self._seen:
+            return False
+        self._seen[mid] = None
+        if len(self._seen) > 100_000:
+            self._seen.popitem(last=False)
+        return True
 
     def _index(self) -> None:
         """Rules by triggering event, in priority order, rebuilt when the rule book changes."""
@@ -231,7 +255,7 @@ class Decider:
             if pid else None
         subject = subject or next((r for r in refs if r.startswith(("user_id:", "anonymous_id:"))), None)
         ev = _event_view(event) if event is not None else None
-        if ev is not None and pid and observe(self.store, pid, ev, now):
+        if ev is not None and pid and self._first_sight(event) and observe(self.store, pid, ev, now):
             # Rules and policies see the customer as of this event: this order counted, this
             # complaint already suppressing marketing — not at the next profile load.
             profile = self.store.lookup(pid) or profile

@@ -32,6 +32,10 @@ def lifecycle_pack() -> str:
     return PACK.read_text()
 
 
+# The events that change a customer's snapshot (consent, orders, complaints, tier, visits).
+OBSERVED = frozenset({"Order Completed", "Complaint Filed", "Loyalty Tier Changed", "Store Visit", "Consent Updated"})
+
+
 def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None, now: float) -> bool:
     """Update the customer's snapshot with what this event changes; True if it changed."""
     if not profile_id or not event:
@@ -55,6 +59,9 @@ def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None,
         store.update(profile_id, "traits.tier", {"value": props["tier"], "confidence": "observed"})
     elif name == "Store Visit":
         store.update(profile_id, "features.store_visits", (f.get("store_visits") or 0) + 1)
+    elif name == "Consent Updated" and props.get("purpose") and isinstance(props.get("granted"), bool):
+        channel = props.get("consent_channel")
+        store.update(profile_id, f"consent.{props['purpose']}" + (f":{channel}" if channel else ""), props["granted"])
     else:
         return False
     return True

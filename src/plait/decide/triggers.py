@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from plait.decide.lifecycle import Abandonment
+from plait.decide.lifecycle import OBSERVED, Abandonment
 
 if TYPE_CHECKING:
     from plait.activate.outbox import Outbox
@@ -31,6 +31,17 @@ def event_of(r: "Record") -> dict[str, Any]:
     return {"type": r.type, "event": r.event, "userId": r.user_id, "anonymousId": r.anonymous_id,
             "channel": r.channel, "properties": r.properties or {}, "messageId": r.message_id,
             "timestamp": r.event_time / 1e6}
+
+
+def observer(target: Any) -> Callable[[Sequence["Record"]], None]:
+    """A log follower handing ``target`` (a decider, or the decide workers) every collected event
+    that changes a customer's snapshot — consent, orders, complaints — before the collector's
+    200 goes out, so the next decision already obeys it."""
+    def follow(records: Sequence["Record"]) -> None:
+        for r in records:
+            if r.event in OBSERVED:
+                target.observe_event(event_of(r))
+    return follow
 
 
 class Triggers:
@@ -132,4 +143,4 @@ class Triggers:
             self._thread = None
 
 
-__all__ = ["Triggers", "event_of"]
+__all__ = ["Triggers", "event_of", "observer"]

@@ -44,6 +44,7 @@ from plait.errors import DecisionError
 from plait.frames import (
     ANSWER,
     DECIDE,
+    OBSERVE,
     RECORD,
     RELOAD,
     STATUS,
@@ -131,6 +132,9 @@ def _worker(socks: list[socket.socket], decider: "Decider", k: int, n: int, inte
 
     while True:
         ready, _, _ = select.select(list(bufs), [], [], max(0.0, due - time.monotonic()))
+        # The server's frames first: an event it observed was sent before the 200 that lets a
+        # client ask for its next decision.
+        ready.sort(key=lambda x: x is not server)
         for sock in ready:
             data = sock.recv(1 << 18)
             if not data:
@@ -147,6 +151,8 @@ def _worker(socks: list[socket.socket], decider: "Decider", k: int, n: int, inte
             for rid, kind, payload in got:
                 if kind == DECIDE:
                     out.append(frame(rid, ANSWER, _answer(decider, payload)))
+                elif kind == OBSERVE:
+                    decider.observe_event(_dec.decode(payload))
                 elif kind == RELOAD:
                     decider.store = load_store(payload.decode())
                     out.append(frame(rid, ANSWER, STATUS.pack(200) + _enc.encode({"customers": len(decider.store)})))
@@ -285,6 +291,16 @@ class Workers(Router):
         super()._lost(k)
         if self.rebuild_contacts is not None:
             self.decider.contacts = self.rebuild_contacts()
+
+    def observe_event(self, event: Mapping[str, Any]) -> bool:
+        """A collected event for the snapshot of its customer, from any thread (the log's
+        follower): the owning worker and this process's own copy take it."""
+        self.decider.observe_event(event)
+        k = shard(route_key(self.decider, {"event": event}), self.n)
+        if self.loop is None or not self.peers[k].alive:
+            return False
+        self.loop.call_soon_threadsafe(self.peers[k].send, frame(0, OBSERVE, _enc.encode(event)))
+        return True
 
     def decide(self, request: Mapping[str, Any]) -> Any:
         """A decision from any thread (triggers): routed like HTTP requests, waited for."""

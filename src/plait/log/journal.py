@@ -11,8 +11,9 @@ is in the log. Opening a workspace replays the segments left behind by a crash
 (:func:`replay`); appends are idempotent by message id, so a replay never adds an event twice.
 
 The writer of ``plait serve --fronts N`` (:mod:`plait.server.fronts`) uses it: there, queries see
-an acknowledged event up to ``collector.journal_load_ms`` later. Consent choices do not go
-through it (the front marks them), so a withdrawal is in force when its 200 is sent.
+an acknowledged event up to ``collector.journal_load_ms`` later. Events that change what a
+decision may do — consent choices, complaints, orders — do not go through it (the front marks
+them), so a withdrawal is in force when its 200 is sent.
 
 Hand-written because it is a few dozen lines over ``os.write`` and ``os.fdatasync``; a
 library WAL (SQLite, LMDB) would add a second store with its own recovery to reason about.

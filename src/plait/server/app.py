@@ -17,7 +17,7 @@ from plait.collect.intake import Intake
 from plait.activate import Outbox, Stream, Webhook
 from plait.decide.engine import Decider, Recorder, contacts_from_log
 from plait.decide.workers import Workers
-from plait.decide.triggers import Triggers
+from plait.decide.triggers import Triggers, observer
 from plait.decide.http import Decide, FastDecide, decide_router
 from plait.privacy.http import privacy_router
 from plait.profiles.http import key_check, profiles_router
@@ -56,6 +56,8 @@ def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
                                     if d.type == "nats" else Webhook(n, d.url, headers=d.headers, timeout_s=d.timeout_s))
                                 for n, d in ds.destinations.items()}, max_attempts=ds.max_delivery_attempts)
     triggers = Triggers(workers or decider, outbox)
+    # Collected consent choices, orders and complaints reach the deciders' snapshots before the 200.
+    workspace.log.follow(observer(workers or decider))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

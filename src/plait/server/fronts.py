@@ -41,7 +41,7 @@ from plait.events.contract import Record
 from plait.frames import APPEND, ASGI, DECIDE, JOURNAL, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.journal import Journal, decode, encode
 from plait.log.store import Rejection
-from plait.privacy.consent import EVENT as CONSENT_EVENT
+from plait.decide.lifecycle import OBSERVED
 from plait.workspace import JOURNAL_DIR
 
 if TYPE_CHECKING:
@@ -208,9 +208,9 @@ class RemoteCommitter:
         self.ch = ch
 
     async def append(self, records: list[Record], rejections: list[Rejection] = ()) -> None:  # type: ignore[assignment]
-        # Consent choices are read back from the log by every decision: they skip the journal,
-        # so a withdrawal is in force when its 200 goes out.
-        kind = APPEND if any(r.event == CONSENT_EVENT for r in records) else JOURNAL
+        # Events that change what a decision may do (a consent withdrawal, a complaint, an
+        # order) skip the journal: they are in force when their 200 goes out.
+        kind = APPEND if any(r.event in OBSERVED for r in records) else JOURNAL
         try:
             payload = await self.ch.request(kind, encode(records, rejections))
         except Lost as e:
