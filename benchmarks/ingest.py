@@ -2,7 +2,7 @@
 
     python benchmarks/ingest.py [--quick]
 
-The collector runs as `plait serve --fronts N` (``--fronts``, default 1: front processes
+The collector runs as `plait serve --fronts N` (``--fronts``, default 2: front processes
 parse and answer HTTP, one writer process owns the log; 0: one process) in its own process; the load
 comes from wrk (Debian package `wrk`) in another process, with unique message ids per
 request so every event is really written. Every 200 means the events are durably in the
@@ -114,7 +114,7 @@ def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Pat
             "socket_errors": errors.group(1) if errors else ""}
 
 
-def http(quick: bool, realtime_identity: bool = True, fronts: int = 1) -> dict:
+def http(quick: bool, realtime_identity: bool = True, fronts: int = 2) -> dict:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk not installed (apt-get install wrk)"}
     tmp = Path(tempfile.mkdtemp())
@@ -202,7 +202,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["http", "bulk"], default=None)
     ap.add_argument("--no-realtime-identity", action="store_true",
                     help="serve without assigning collected events to customers as they arrive")
-    ap.add_argument("--fronts", type=int, default=1,
+    ap.add_argument("--fronts", type=int, default=2,
                     help="front processes answering HTTP before the writer (0: one process does everything)")
     a = ap.parse_args()
     out: dict = {"benchmark": "ingest", "quick": a.quick, "cpus": os.cpu_count()}
