@@ -2,7 +2,8 @@
 
 :class:`Segmentation` standardises behavioural and descriptive features, clusters them with
 k-means (scikit-learn) for every k in a range and keeps the k with the best silhouette score
-on a fixed sample — the stated criterion (``criterion="bic"`` with ``method="gmm"`` uses a
+on a fixed sample of 4,000 customers (the score costs n² distances: 6.8 s for five k at 10,000
+on 2 cores, ~1 s at 4,000) — the stated criterion (``criterion="bic"`` with ``method="gmm"`` uses a
 Gaussian mixture's BIC instead). Segments are numbered by descending mean monetary value
 (then size) so labels mean the same thing across refits, and each is described by what
 distinguishes it: the features whose segment mean lies furthest (in standard deviations) from
@@ -49,7 +50,7 @@ class Segmentation:
     """k-means (or Gaussian mixture) segments with k chosen by silhouette (or BIC)."""
 
     def __init__(self, k_range: Sequence[int] = range(2, 9), *, method: str = "kmeans", criterion: str | None = None,
-                 features: Sequence[str] | None = None, seed: int = 0, sample: int = 10_000,
+                 features: Sequence[str] | None = None, seed: int = 0, sample: int = 4_000,
                  describe_top: int = 3) -> None:
         self.k_range = k_range
         self.method = method
