@@ -122,7 +122,10 @@ class Hub:
         """From the journal's thread: a group is on disk (or failed); answer its requests."""
         assert self.loop is not None
         answer = STATUS.pack(200) if error is None else STATUS.pack(503) + f"the journal could not be written: {error}".encode()
-        self.loop.call_soon_threadsafe(_answer_all, tokens, answer)
+        try:
+            self.loop.call_soon_threadsafe(_answer_all, tokens, answer)
+        except RuntimeError:     # the loop has closed: the server is gone, the fronts with it
+            pass
 
     def _lost(self) -> None:
         if not any(ch.alive for ch in self.fronts):
