@@ -212,6 +212,8 @@ __all__ = [
     "ASGI",
     "DECIDE",
     "HEAD",
+    "JOURNAL",
+    "OBSERVE",
     "RECORD",
     "RELOAD",
     "STATUS",

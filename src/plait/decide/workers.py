@@ -222,7 +222,8 @@ class Router:
         try:
             payload = await peer.request(DECIDE, raw)
         except Lost:
-            # Requests it had not answered are answered here (decisions are idempotent to ask for).
+            # It exited holding this request: the client asks again (decisions are idempotent to
+            # ask for) and the next one is answered by :meth:`fallback`.
             return 503, error_body("worker_lost", f"decide worker {k} exited; ask again")
         self.answered += 1
         return STATUS.unpack_from(payload)[0], payload[STATUS.size:]

@@ -121,9 +121,8 @@ class Hub:
     def _durable(self, tokens: list[tuple[Channel, int]], error: BaseException | None) -> None:
         """From the journal's thread: a group is on disk (or failed); answer its requests."""
         assert self.loop is not None
-        answer = STATUS.pack(200) if error is None else STATUS.pack(503) + f"the journal could not be written: {error}".encode()
         try:
-            self.loop.call_soon_threadsafe(_answer_all, tokens, answer)
+            self.loop.call_soon_threadsafe(_answer_all, tokens, _written(error, "the journal could not be written"))
         except RuntimeError:     # the loop has closed: the server is gone, the fronts with it
             pass
 
@@ -141,7 +140,7 @@ class Hub:
             except Exception as e:  # noqa: BLE001 - the front answers 503
                 ch.answer(rid, STATUS.pack(503) + str(e).encode())
                 return
-            fut.add_done_callback(lambda f: ch.answer(rid, _appended(f)))
+            fut.add_done_callback(lambda f: ch.answer(rid, _written(f.exception(), "the log could not be written")))
         elif kind in (ASGI, DECIDE):
             task = asyncio.ensure_future(self._asgi(payload) if kind == ASGI else self._decide(payload))
             self._tasks.add(task)
@@ -164,16 +163,17 @@ class Hub:
                  "method": req.method, "scheme": req.scheme, "path": req.path, "raw_path": req.raw_path,
                  "query_string": req.query, "root_path": "", "headers": req.headers,
                  "client": req.client, "server": req.server}
-        sent = False
+        given = False
+        finished = asyncio.Event()
         out = _Response(500, [], b"")
         chunks: list[bytes] = []
 
         async def receive() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
+            nonlocal given
+            if not given:
+                given = True
                 return {"type": "http.request", "body": req.body, "more_body": False}
-            await asyncio.Event().wait()          # the front answers the client; nothing more arrives
+            await finished.wait()                 # nothing more arrives; the exchange ends with the answer
             return {"type": "http.disconnect"}
 
         async def send(msg: dict) -> None:
@@ -182,6 +182,8 @@ class Hub:
                 out.headers = [(bytes(k), bytes(v)) for k, v in msg.get("headers", [])]
             elif msg["type"] == "http.response.body":
                 chunks.append(msg.get("body", b""))
+                if not msg.get("more_body", False):
+                    finished.set()
 
         try:
             await self.app(scope, receive, send)
@@ -189,6 +191,7 @@ class Hub:
             out = _Response(500, [(b"content-type", b"application/json")],
                             error_body("internal_error", f"{type(e).__name__}: {e}"))
             chunks = []
+        finished.set()
         out.body = b"".join(chunks) if chunks else out.body
         return _mp.encode(out)
 
@@ -198,9 +201,9 @@ def _answer_all(tokens: list[tuple[Channel, int]], payload: bytes) -> None:
         ch.answer(rid, payload)
 
 
-def _appended(fut: asyncio.Future) -> bytes:
-    e = fut.exception()
-    return STATUS.pack(200) if e is None else STATUS.pack(503) + f"{type(e).__name__}: {e}".encode()
+def _written(error: BaseException | None, what: str) -> bytes:
+    """An APPEND or JOURNAL answer: 200, or 503 with why (the front turns it into its 503)."""
+    return STATUS.pack(200) if error is None else STATUS.pack(503) + f"{what}: {type(error).__name__}: {error}".encode()
 
 
 # -- the front side -----------------------------------------------------------------------------
