@@ -159,3 +159,48 @@ def test_complete_journey(ws):
     assert counts["Campaign Received"]["n"] == 6_589
     # 2,102 redemption rows, 13 of them exact repeats (same household, coupon and day): one fact each.
     assert counts["Coupon Redeemed"]["n"] + r.duplicates == 2_102
+
+
+def test_table_in_engine_rejects_dedupes_and_resumes(ws, tmp_path, monkeypatch):
+    """Without personal fields the rows never leave the engine: rejections, replays within
+    the file and against the log, and a resumed import must still come out exactly."""
+    n = 3000
+    ids = [f"o{i}" for i in range(n)]
+    ids[10] = ids[9]                      # a replay inside the file: the first (row 10) wins
+    ts = ["2025-03-01 10:00:00"] * n
+    ts[99] = "not a time"                 # row 100 is rejected
+    t = pa.table({"mid": ids, "card": [f"c{i % 50}" for i in range(n)], "ts": ts,
+                  "total": [float(i) for i in range(n)], "shop": ["s1"] * n})
+    pq.write_table(t, tmp_path / "a.parquet", row_group_size=700)
+    m = parse_mapping(["message_id=mid", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=shop"],
+                      ["event=Store Visit"])
+    imp = ws.importer
+    imp.chunk_rows = 10                   # chunks of 1,000 rows
+    calls = {"n": 0}
+    real = imp._mark
+
+    def crash(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("power cut")
+        return real(*a, **k)
+
+    monkeypatch.setattr(imp, "_mark", crash)
+    with pytest.raises(RuntimeError):
+        imp.file(tmp_path / "a.parquet", mapping=m, only_mapped=True)
+    assert 0 < ws.log.count() < n
+    monkeypatch.setattr(imp, "_mark", real)
+    r = imp.file(tmp_path / "a.parquet", mapping=m, only_mapped=True)
+    assert ws.log.count() == n - 2
+    assert r.duplicates == 1000           # the chunk whose progress mark was lost, redone
+    [dead] = ws.log.rejected()
+    assert (dead["position"], dead["field"]) == (100, "timestamp") and "not a time" in dead["payload"]
+    row = ws.log.events(limit=None, anonymous_id="c9").to_pylist()
+    assert {e["amount"] for e in row if e["message_id"] == "o9"} == {9.0}
+    # A second file overlapping the log: only its new ids are added.
+    t2 = pa.table({"mid": [f"o{i}" for i in range(2500, 3500)], "card": ["c1"] * 1000,
+                   "ts": ["2025-03-02 10:00:00"] * 1000, "total": [1.0] * 1000, "shop": ["s2"] * 1000})
+    pq.write_table(t2, tmp_path / "b.parquet")
+    r2 = imp.file(tmp_path / "b.parquet", mapping=m, only_mapped=True)
+    assert (r2.inserted, r2.duplicates, r2.rejected) == (500, 500, 0)
+    assert ws.log.count() == n - 2 + 500

@@ -319,17 +319,35 @@ class Importer:
                 raise ImportFormatError(f"mapping `{target}={col}`: no column `{col}`", path=str(path),
                                         hint="columns are " + ", ".join(columns))
         total = int(self.backend.scalar(f"SELECT count(*) FROM {reader}"))
-        sql = _table_sql(reader, fmt, columns, mapping, only_mapped, fp[:16], source, set(self.ws.settings.pii.fields),
-                         self.ws.settings.base_currency, done)
+        args = (reader, fmt, columns, mapping, only_mapped, fp[:16], source, set(self.ws.settings.pii.fields),
+                self.ws.settings.base_currency)
         bar = _Progress(progress, total, path.name)
         try:
             rows_done = done
-            for batch in self.backend.stream(sql, batch_size=self.chunk_rows * 2):
-                t = batch
-                self._table_chunk(t, report, path)
-                rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
-                self._mark(fp, path, fmt, rows_done, False)
-                bar.update(rows_done)
+            if _table_sql(*args, done).has_pii:
+                # Personal fields are sealed per subject in Python: rows come out as Arrow.
+                for t in self.backend.stream(_table_sql(*args, done).sql, batch_size=self.chunk_rows * 2):
+                    self._table_chunk(t, report, path)
+                    rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
+                    self._mark(fp, path, fmt, rows_done, False)
+                    bar.update(rows_done)
+            else:
+                # Everything else stays in the engine: mapped, checked and appended by SQL.
+                step = self.chunk_rows * 100
+                while rows_done < total:
+                    upto = min(rows_done + step, total)
+                    chunk = (f"SELECT *, CAST(NULL AS BLOB) AS pii FROM "
+                             f"({_table_sql(*args, rows_done, upto=upto, ordered=False).sql})")
+                    r, bad = self.log.append_select(chunk, bad="__error IS NOT NULL")
+                    report.add(r)
+                    report.rows += r.inserted + r.duplicates + bad.size
+                    if bad.size:
+                        self.backend.temp_table("__plait_bad", pa.table({"__row": pa.array(bad, pa.int64())}))
+                        self._reject(self.backend.query(f"SELECT * FROM ({chunk}) q SEMI JOIN __plait_bad USING (__row)"),
+                                     report, path)
+                    rows_done = upto
+                    self._mark(fp, path, fmt, rows_done, False)
+                    bar.update(rows_done)
             self._mark(fp, path, fmt, total, True)
             bar.update(total)
         finally:
@@ -337,17 +355,20 @@ class Importer:
         report.seconds = time.perf_counter() - t0
         return report
 
+    def _reject(self, bad: pa.Table, report: ImportReport, path: Path) -> None:
+        rej = [Rejection(reason=reason, field=fld, origin=f"file:{path.name}", position=row, payload=payload, source=src)
+               for fld, reason, row, payload, src in zip(
+                   bad["__error_field"].to_pylist(), bad["__error"].to_pylist(), bad["__row"].to_pylist(),
+                   bad["__payload"].to_pylist(), bad["source"].to_pylist())]
+        self.log.reject(rej)
+        report.rejected += len(rej)
+
     def _table_chunk(self, t: pa.Table, report: ImportReport, path: Path) -> None:
         report.rows += t.num_rows
         bad_mask = pc.is_valid(t["__error"])
         bad = t.filter(bad_mask)
         if bad.num_rows:
-            rej = [Rejection(reason=reason, field=fld, origin=f"file:{path.name}", position=row, payload=payload, source=src)
-                   for fld, reason, row, payload, src in zip(
-                       bad["__error_field"].to_pylist(), bad["__error"].to_pylist(), bad["__row"].to_pylist(),
-                       bad["__payload"].to_pylist(), bad["source"].to_pylist())]
-            self.log.reject(rej)
-            report.rejected += len(rej)
+            self._reject(bad, report, path)
         good = t.filter(pc.invert(bad_mask)) if bad.num_rows else t
         if not good.num_rows:
             return
@@ -364,9 +385,16 @@ class Importer:
         report.add(self.log.append_table(good))
 
 
+@dataclass(frozen=True)
+class _TableSQL:
+    sql: str
+    has_pii: bool
+
+
 def _table_sql(reader: str, fmt: str, columns: list[str], m: Mapping, only_mapped: bool, fp: str, source: str,
-               pii_fields: set[str], base_currency: str, done: int) -> str:
-    """One SELECT that maps, types and checks every row of the table."""
+               pii_fields: set[str], base_currency: str, done: int, *, upto: int | None = None,
+               ordered: bool = True) -> _TableSQL:
+    """One SELECT that maps, types and checks the table's rows after ``done`` (up to ``upto``)."""
     def src(target: str) -> str | None:
         if target in m.columns:
             return quote_ident(m.columns[target])
@@ -438,7 +466,7 @@ def _table_sql(reader: str, fmt: str, columns: list[str], m: Mapping, only_mappe
     ])
     now = f"CAST(make_timestamp({now_us()}) AS TIMESTAMPTZ)"
     payload_cols = ", ".join(f"{quote_literal(c)}, {quote_ident(c)}" for c in columns)
-    return f"""
+    sql = f"""
 WITH src AS (SELECT *, {row} AS __row FROM {reader}),
 m AS (
   SELECT src.*,
@@ -455,7 +483,7 @@ m AS (
     {text('store_id')} AS __store_id,
     {amount} AS __amount,
     upper({text('currency')}) AS __currency
-  FROM src WHERE __row > {int(done)}
+  FROM src WHERE __row > {int(done)}{f" AND __row <= {int(upto)}" if upto is not None else ""}
 ),
 c AS (SELECT m.*, CASE {checks} ELSE NULL END AS __check FROM m)
 SELECT
@@ -480,8 +508,9 @@ SELECT
   split_part(__check, '|', 1) AS __error_field,
   nullif(split_part(__check, '|', 2), '') AS __error,
   CASE WHEN __check IS NOT NULL THEN CAST(json_object({payload_cols}) AS VARCHAR) END AS __payload
-FROM c ORDER BY __row
+FROM c{" ORDER BY __row" if ordered else ""}
 """
+    return _TableSQL(sql, bool(pii_pairs))
 
 
 __all__ = ["ImportReport", "Importer", "Mapping", "parse_mapping"]

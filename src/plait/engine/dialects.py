@@ -18,9 +18,18 @@ class Dialect:
         """64-bit id hash: the first 8 bytes of MD5, read little-endian (see :mod:`plait.log.seen`)."""
         return f"md5_number_upper({column})"
 
-    def read_parquet(self, glob: str, *, hive: bool = False) -> str:
-        hp = ", hive_partitioning = true" if hive else ""
-        return f"read_parquet({quote_literal(glob)}{hp}, union_by_name = true)"
+    def read_parquet(self, files: str | list[str], *, hive: bool = False, numbered: bool = False) -> str:
+        """Read Parquet files (a glob or a list). ``numbered`` adds ``__row``, a BIGINT
+        unique across the files: the file's place in the list in the high 32 bits, the
+        row's place in its file in the low ones (a list is required for it)."""
+        src = quote_literal(files) if isinstance(files, str) else "[" + ", ".join(quote_literal(f) for f in files) + "]"
+        opts = (", hive_partitioning = true" if hive else "") + ", union_by_name = true"
+        if not numbered:
+            return f"read_parquet({src}{opts})"
+        if isinstance(files, str):
+            raise ValueError("numbered Parquet reads need the list of files")
+        return (f"(SELECT * EXCLUDE (filename, file_row_number), (CAST(list_position({src}, filename) AS BIGINT) << 32) "
+                f"+ file_row_number AS __row FROM read_parquet({src}{opts}, filename = true, file_row_number = true))")
 
     def copy_parquet(self, query: str, path: str, *, partition_by: str | None = None) -> str:
         part = f", PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE true" if partition_by else ""

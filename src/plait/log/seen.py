@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -65,8 +66,13 @@ class SeenIds:
         i[i == sorted_arr.size] = 0
         return sorted_arr[i] == h
 
-    def new_rows(self, ids: pa.Array, hashes: np.ndarray) -> np.ndarray:
-        """Indices of the rows whose ids are neither earlier in this batch nor in the log."""
+    def new_rows(self, ids: pa.Array | Callable[[np.ndarray], list[str]], hashes: np.ndarray) -> np.ndarray:
+        """Indices of the rows whose ids are neither earlier in this batch nor in the log.
+
+        ``ids`` is the batch's message ids, or a function giving the ids at some row
+        indices (the engine's bulk path fetches only the few a hash cannot settle).
+        """
+        id_at = ids if callable(ids) else (lambda idx: ids.take(pa.array(idx)).to_pylist())
         with self._lock:
             self._load()
             n = hashes.size
@@ -78,9 +84,8 @@ class SeenIds:
                 same = hs[1:] == hs[:-1]
                 if same.any():
                     idx = np.flatnonzero(same) + 1
-                    idl = ids.take(pa.array(order[idx])).to_pylist()
-                    prev = ids.take(pa.array(order[idx - 1])).to_pylist()
-                    dup_sorted[idx] = [a == b for a, b in zip(idl, prev)]
+                    ab = id_at(np.concatenate([order[idx], order[idx - 1]]))
+                    dup_sorted[idx] = [a == b for a, b in zip(ab[: idx.size], ab[idx.size:])]
             keep = np.ones(n, bool)
             keep[order[dup_sorted]] = False
             maybe = self._isin(self._base, hashes) | self._isin(self._mid, hashes)
@@ -91,11 +96,11 @@ class SeenIds:
                     maybe |= self._isin(np.sort(np.fromiter(self._new, np.uint64, len(self._new))), hashes)
             maybe &= keep
             if maybe.any():
-                cand = ids.filter(pa.array(maybe))
-                present = set(self._present(cand))
+                cidx = np.flatnonzero(maybe)
+                cand = id_at(cidx)
+                present = set(self._present(pa.array(cand, pa.string())))
                 if present:
-                    cidx = np.flatnonzero(maybe)
-                    hit = np.fromiter((v in present for v in cand.to_pylist()), bool, cidx.size)
+                    hit = np.fromiter((v in present for v in cand), bool, cidx.size)
                     keep[cidx[hit]] = False
             return np.flatnonzero(keep)
 

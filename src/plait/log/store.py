@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from plait.engine.backend import Backend
@@ -101,6 +102,44 @@ class EventLog:
             inserted = self.backend.append("events", table)
             self.seen.add(hashes)
         return AppendResult(inserted, len(ids) - inserted)
+
+    def append_select(self, sql: str, *, bad: str | None = None) -> tuple[AppendResult, np.ndarray]:
+        """Append the rows of a query without them leaving the engine (bulk imports).
+
+        ``sql`` yields the log's columns plus ``__row``, a unique BIGINT giving the rows'
+        order. Two passes: the first reads only ``__row``, the id hashes and the boolean
+        SQL ``bad``; rows already in the log, or at a smaller ``__row`` with the same
+        message id, are skipped as in :meth:`append_table`; the second inserts the rest.
+        Rows where ``bad`` holds are not appended: their ``__row`` numbers are returned,
+        for the caller to reject with its reasons. Measured on 2 M mapped POS rows this
+        is ~2× the Arrow round trip (rows never cross into Python and back).
+        """
+        b = self.backend
+        flag = f"coalesce({bad}, false)" if bad else "false"
+        with self._write_lock:
+            t = b.query(f"SELECT __row, {b.dialect.id_hash('message_id')} AS __h, {flag} AS __bad "
+                        f"FROM ({sql}) q ORDER BY __row")
+            rows = t.column("__row").to_numpy()
+            bad_mask = t.column("__bad").to_numpy(zero_copy_only=False).astype(bool)
+            good_rows = rows[~bad_mask]
+            hashes = t.column("__h").to_numpy().astype(np.uint64, copy=False)[~bad_mask]
+
+            def id_at(idx: np.ndarray) -> list[str]:
+                b.temp_table("__plait_rows", pa.table({"__row": pa.array(good_rows[idx], pa.int64())}))
+                got = b.query(f"SELECT q.__row, q.message_id FROM ({sql}) q SEMI JOIN __plait_rows USING (__row)")
+                by_row = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
+                return [by_row[int(r)] for r in good_rows[idx]]
+
+            keep = self.seen.new_rows(id_at, hashes)
+            skip = np.setdiff1d(rows, good_rows[keep], assume_unique=True)
+            cols = ", ".join(f"q.{c}" for c in EVENT_COLUMNS)
+            if skip.size:
+                b.temp_table("__plait_skip", pa.table({"__row": pa.array(skip, pa.int64())}))
+                b.execute(f"INSERT INTO events SELECT {cols} FROM ({sql}) q ANTI JOIN __plait_skip USING (__row)")
+            elif rows.size:
+                b.execute(f"INSERT INTO events SELECT {cols} FROM ({sql}) q")
+            self.seen.add(hashes[keep])
+        return AppendResult(int(keep.size), int(good_rows.size - keep.size)), rows[bad_mask]
 
     def reject(self, rejections: Sequence[Rejection], *, received_at: int | None = None) -> int:
         """Store rejected input with its reason in the dead-letter table."""
@@ -213,16 +252,25 @@ class EventLog:
         self.backend.execute(d.copy_parquet("SELECT * FROM events ORDER BY day, event_time", str(directory), partition_by="day"))
         return self.count()
 
-    def import_parquet(self, directory: str | Path) -> AppendResult:
-        """Load a log exported by :meth:`export_parquet` (duplicates are skipped)."""
-        glob = str(Path(directory) / "**" / "*.parquet")
+    def import_parquet(self, directory: str | Path, *, chunk_rows: int = 4_000_000) -> AppendResult:
+        """Load a log exported by :meth:`export_parquet` (duplicates are skipped).
+
+        Rows go from the files into the log inside the engine (:meth:`append_select`),
+        a group of files of about ``chunk_rows`` rows per statement."""
+        import pyarrow.parquet as pq
+
+        files = sorted(str(f) for f in Path(directory).rglob("*.parquet"))
         d = self.backend.dialect
-        cols = ", ".join(
-            f"CAST({c} AS DATE) AS {c}" if c == "day" else c for c in EVENT_COLUMNS
-        )
+        cols = ", ".join(f"CAST({c} AS DATE) AS {c}" if c == "day" else c for c in EVENT_COLUMNS)
         inserted = duplicates = 0
-        for batch in self.backend.stream(f"SELECT {cols} FROM {d.read_parquet(glob, hive=True)}", batch_size=500_000):
-            r = self.append_table(batch)
-            inserted += r.inserted
-            duplicates += r.duplicates
+        group: list[str] = []
+        size = 0
+        for i, f in enumerate(files):
+            group.append(f)
+            size += pq.ParquetFile(f).metadata.num_rows
+            if size >= chunk_rows or i == len(files) - 1:
+                r, _ = self.append_select(f"SELECT {cols}, __row FROM {d.read_parquet(group, hive=True, numbered=True)}")
+                inserted += r.inserted
+                duplicates += r.duplicates
+                group, size = [], 0
         return AppendResult(inserted, duplicates)
