@@ -41,7 +41,7 @@ def test_jsonl_resume_after_crash_adds_no_duplicates(ws, tmp_path, monkeypatch):
     p = tmp_path / "e.jsonl"
     _jsonl(p, 5000)
     imp = ws.importer
-    imp.chunk_rows = 1000
+    imp.engine_chunk_rows = 1000
     calls = {"n": 0}
     real = imp._mark
 
@@ -175,7 +175,7 @@ def test_table_in_engine_rejects_dedupes_and_resumes(ws, tmp_path, monkeypatch):
     m = parse_mapping(["message_id=mid", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=shop"],
                       ["event=Store Visit"])
     imp = ws.importer
-    imp.chunk_rows = 10                   # chunks of 1,000 rows
+    imp.engine_chunk_rows = 1000
     calls = {"n": 0}
     real = imp._mark
 

@@ -141,12 +141,13 @@ class _Progress:
 class Importer:
     """Bulk import into a workspace's log."""
 
-    def __init__(self, workspace: "Workspace", *, chunk_rows: int = 50_000) -> None:
+    def __init__(self, workspace: "Workspace", *, chunk_rows: int = 50_000, engine_chunk_rows: int = 2_000_000) -> None:
         self.ws = workspace
         self.log = workspace.log
         self.backend = workspace.backend
         self.parser = workspace.parser
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows                  # rows per step where rows pass through Python
+        self.engine_chunk_rows = engine_chunk_rows    # rows per step where they stay in the engine
 
     # -- progress bookkeeping -------------------------------------------------------------
     def _done(self, fp: str) -> tuple[int, bool]:
@@ -243,25 +244,30 @@ class Importer:
         return report
 
     def _jsonl_engine(self, path: Path, fp: str, source: str, progress: bool, t0: float) -> ImportReport:
-        from plait.collect.fastjsonl import reader_sql, select_sql
+        from plait.collect.fastjsonl import lines_sql, select_sql
 
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
             return finished
         report = ImportReport(str(path))
         now = now_us()
-        sql = select_sql(reader_sql(str(path)), done=done, source=source, base_currency=self.ws.settings.base_currency,
-                         now_us=now, pii_fields=list(self.parser.pii_fields))
-        total = int(self.backend.scalar(f"SELECT count(*) FROM {reader_sql(str(path))}"))
+        b = self.backend
+        b.execute(f"CREATE OR REPLACE TEMP TABLE __plait_lines AS {lines_sql(str(path))}")
+        total = int(b.scalar("SELECT count(*) FROM __plait_lines"))
         bar = _Progress(progress, total, path.name)
+        cols = ", ".join(EVENT_COLUMNS)
         rows_done = done
         try:
-            for t in self.backend.stream(sql, batch_size=self.chunk_rows):
-                fast = t["__fast"]
-                good = t.filter(fast)
-                slow = t.filter(pc.invert(fast))
-                report.rows += t.num_rows
-                report.engine_rows += good.num_rows
+            while rows_done < total:
+                upto = min(rows_done + self.engine_chunk_rows, total)
+                b.execute("CREATE OR REPLACE TEMP TABLE __plait_chunk AS " + select_sql(
+                    "__plait_lines", done=rows_done, upto=upto, source=source,
+                    base_currency=self.ws.settings.base_currency, now_us=now, pii_fields=list(self.parser.pii_fields)))
+                counts = b.rows("SELECT count(*) AS n, count(*) FILTER (WHERE __fast) AS fast FROM __plait_chunk")[0]
+                report.rows += int(counts["n"])
+                report.engine_rows += int(counts["fast"])
+                # Lines the engine cannot vouch for go through the parser, the one authority on rejections.
+                slow = b.query("SELECT __row, line FROM __plait_chunk WHERE NOT __fast ORDER BY __row")
                 records: list = []
                 positions: list[int] = []
                 rejections: list[Rejection] = []
@@ -274,21 +280,23 @@ class Importer:
                         positions.append(lineno)
                 self.log.reject(rejections)
                 report.rejected += len(rejections)
-                # One append in line order, so the first of two lines with one message id wins, as in the parser.
-                cols = list(EVENT_COLUMNS)
-                parts = [good.select(cols + ["__row"]).cast(EVENT_SCHEMA.append(pa.field("__row", pa.int64())))]
+                # One append ordered by line, so the first of two lines with one message id wins, as in the parser.
+                sql = f"SELECT {cols}, __row FROM __plait_chunk WHERE __fast"
                 if records:
-                    parsed = self.log.seal(records).append_column("__row", pa.array(positions, pa.int64()))
-                    parts.append(parsed)
-                merged = pa.concat_tables(parts).sort_by("__row").select(cols)
-                report.add(self.log.append_table(merged))
-                rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
+                    b.temp_table("__plait_parsed", self.log.seal(records).append_column(
+                        "__row", pa.array(positions, pa.int64())))
+                    sql += f" UNION ALL SELECT {cols}, __row FROM __plait_parsed"
+                r, _ = self.log.append_select(sql)
+                report.add(r)
+                rows_done = upto
                 self._mark(fp, path, "jsonl", rows_done, False)
                 bar.update(rows_done)
             self._mark(fp, path, "jsonl", total, True)
             bar.update(total)
         finally:
             bar.close()
+            b.execute("DROP TABLE IF EXISTS __plait_lines; DROP TABLE IF EXISTS __plait_chunk; "
+                      "DROP TABLE IF EXISTS __plait_parsed")
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -333,9 +341,8 @@ class Importer:
                     bar.update(rows_done)
             else:
                 # Everything else stays in the engine: mapped, checked and appended by SQL.
-                step = self.chunk_rows * 100
                 while rows_done < total:
-                    upto = min(rows_done + step, total)
+                    upto = min(rows_done + self.engine_chunk_rows, total)
                     chunk = (f"SELECT *, CAST(NULL AS BLOB) AS pii FROM "
                              f"({_table_sql(*args, rows_done, upto=upto, ordered=False).sql})")
                     r, bad = self.log.append_select(chunk, bad="__error IS NOT NULL")

@@ -84,8 +84,11 @@ def _text_ok(expr_type: str, expr: str) -> str:
     return f"({expr_type} IS DISTINCT FROM 'VARCHAR' OR {_plain(expr)})"
 
 
-def select_sql(reader: str, *, done: int, source: str, base_currency: str, now_us: int, pii_fields: list[str]) -> str:
-    """One row per non-blank line: the log layout, ``__fast`` and the raw ``line``."""
+def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us: int, pii_fields: list[str],
+               upto: int | None = None) -> str:
+    """One row per non-blank line of ``lines`` (a relation of ``__row``, the line number, and
+    ``line``; see :func:`lines_sql`) after ``done`` and up to ``upto``: the log layout,
+    ``__fast`` and the raw ``line``."""
     base = quote_literal(base_currency.upper())
     pii = f"[{_lit(pii_fields)}]" if pii_fields else "CAST([] AS VARCHAR[])"
     cat_names = _lit(CATALOGUE)
@@ -96,8 +99,8 @@ def select_sql(reader: str, *, done: int, source: str, base_currency: str, now_u
     typ = f"lower({_s('type')})"
     cur = "__ps[4]"
     return f"""
-WITH raw AS (SELECT row_number() OVER () AS __row, line FROM {reader}),
-r AS (SELECT __row, line FROM raw WHERE __row > {int(done)} AND line IS NOT NULL AND trim(line) <> ''),
+WITH r AS (SELECT __row, line FROM {lines} WHERE __row > {int(done)}{"" if upto is None else f" AND __row <= {int(upto)}"}
+           AND line IS NOT NULL AND trim(line) <> ''),
 v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
 -- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
 w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),
@@ -213,8 +216,16 @@ SELECT
   CASE WHEN __user_id IS NOT NULL THEN 'user_id:' || __user_id ELSE 'anonymous_id:' || __anonymous_id END AS subject,
   CAST(NULL AS BLOB) AS pii,
   coalesce(__fast, false) AS __fast, __row, line
-FROM g ORDER BY __row
+FROM g
 """
+
+
+def lines_sql(path: str) -> str:
+    """The file's lines numbered from 1 (``__row``, ``line``). Numbering is a window over
+    the whole file, which DuckDB runs on one thread, and everything reading from it would
+    run on that thread too: the importer stores this in a temporary table first, so the
+    normalising query runs in parallel (measured: 6.3 s → 4.0 s for 500 k lines, 2 cores)."""
+    return f"SELECT row_number() OVER () AS __row, line FROM {reader_sql(path)}"
 
 
 def reader_sql(path: str) -> str:
