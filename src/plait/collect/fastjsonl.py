@@ -20,10 +20,10 @@ from __future__ import annotations
 from plait.engine.dialects import quote_literal
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import CALL_TYPES
-from plait.events.sql import amount, catalogue_channel, explicit_channel, surely_valid
+from plait.events.sql import MONEY, NUM, amount, catalogue_channel, explicit_channel, surely_valid
 
 # Paths read from properties and context on every row, each object parsed once for all of them.
-_PP = ("channel", "order_id", "store_id", "currency")
+_PP = ("channel", "order_id", "store_id", "currency", *MONEY)
 _CP = ("channel", "traits", "library.name")
 FIELDS = ("type", "messageId", "anonymousId", "userId", "event", "name", "category", "properties", "traits",
           "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "channel", "groupId", "previousId",
@@ -42,8 +42,8 @@ def _t(field: str) -> str:
 
 
 def _s(field: str) -> str:
-    """A top-level field's value as text (each line is parsed once, into ``__v``)."""
-    return f"json_extract_string(__v[{_T[field]}], '$')"
+    """A top-level field's value as text (read once for all fields, into ``__s``)."""
+    return f"__s[{_T[field]}]"
 
 
 def _top_id(field: str) -> str:
@@ -94,7 +94,11 @@ def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us
     cat_names = _lit(CATALOGUE)
     spec_ok = " ".join(
         f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p')}" for n, s in CATALOGUE.items())
-    spec_amount = " ".join(f"WHEN {quote_literal(n)} THEN {amount(s, 'p')}" for n, s in CATALOGUE.items())
+    def num(name: str) -> str:   # a money property, from the one read of them all (`__pt`, `__ps`)
+        i = _PP.index(name) + 1
+        return f"CASE WHEN __pt[{i}] IN ({_lit(NUM)}) THEN CAST(__ps[{i}] AS DOUBLE) END"
+
+    spec_amount = " ".join(f"WHEN {quote_literal(n)} THEN {amount(s, 'p', num)}" for n, s in CATALOGUE.items())
     libs = " ".join(f"WHEN starts_with(lower(__cs[3]), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
     typ = f"lower({_s('type')})"
     cur = "__ps[4]"
@@ -104,20 +108,21 @@ WITH r AS (SELECT __row, line FROM {lines} WHERE __row > {int(done)}{"" if upto 
 v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
 -- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
 w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),
-j AS (
-  SELECT __row, line, __valid AND json_type(doc) = 'OBJECT' AS __obj,
-         CASE WHEN __valid AND json_type(doc) = 'OBJECT' THEN json_extract(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __v
-  FROM w
-),
+j AS (SELECT __row, line, doc, __valid AND json_type(doc) = 'OBJECT' AS __obj FROM w),
+-- Each line is parsed three times in all: the types, the text values and the three objects of every field.
 j2 AS (
-  SELECT *, list_transform(__v, lambda x: json_type(x)) AS __t FROM j
+  SELECT __row, line, __obj,
+    CASE WHEN __obj THEN json_type(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __t,
+    CASE WHEN __obj THEN json_extract_string(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __s,
+    CASE WHEN __obj THEN json_extract(doc, ['$.properties', '$.context', '$.traits']) END AS __o
+  FROM j
 ),
 k AS (
   SELECT *,
     {typ} AS __type,
-    CASE WHEN __t[{_T['properties']}] = 'OBJECT' THEN __v[{_T['properties']}] ELSE CAST('{{}}' AS JSON) END AS p,
-    CASE WHEN __t[{_T['context']}] = 'OBJECT' THEN __v[{_T['context']}] END AS ctx,
-    CASE WHEN __t[{_T['traits']}] = 'OBJECT' THEN __v[{_T['traits']}] END AS tr,
+    CASE WHEN __t[{_T['properties']}] = 'OBJECT' THEN __o[1] ELSE CAST('{{}}' AS JSON) END AS p,
+    CASE WHEN __t[{_T['context']}] = 'OBJECT' THEN __o[2] END AS ctx,
+    CASE WHEN __t[{_T['traits']}] = 'OBJECT' THEN __o[3] END AS tr,
     {_top_id('userId')} AS __user_id,
     {_top_id('anonymousId')} AS __anonymous_id,
     {_s('event')} AS __event_in,
@@ -169,8 +174,8 @@ f AS (
     AND (__pt[4] IS DISTINCT FROM 'VARCHAR' OR regexp_full_match({cur}, '^[A-Za-z]{{3}}$'))
     AND (__type <> 'track' OR CASE __event {spec_ok} ELSE true END)
     AS __fast,
-    CASE WHEN __type = 'track' THEN CASE __event {spec_amount} ELSE {amount(None, 'p')} END
-         ELSE {amount(None, 'p')} END AS __amount,
+    CASE WHEN __type = 'track' THEN CASE __event {spec_amount} ELSE {amount(None, 'p', num)} END
+         ELSE {amount(None, 'p', num)} END AS __amount,
     CASE WHEN __pt[4] = 'VARCHAR' THEN {cur} END AS __currency,
     coalesce(__recv, {int(now_us)}) AS __received,
     CASE WHEN __type = 'track' AND __event IN ({cat_names}) THEN __event END AS __spec
@@ -210,9 +215,9 @@ SELECT
   CASE WHEN __pt[3] IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps[3], '') END AS store_id,
   __amount AS amount,
   CASE WHEN __amount IS NOT NULL THEN upper(coalesce(__currency, {base})) ELSE __currency END AS currency,
-  CASE WHEN len(json_keys(p)) > 0 THEN CAST(p AS VARCHAR) END AS properties,
-  CASE WHEN len(json_keys(tr)) > 0 THEN CAST(tr AS VARCHAR) END AS traits,
-  CASE WHEN len(json_keys(ctx)) > 0 THEN CAST(ctx AS VARCHAR) END AS context,
+  nullif(CAST(p AS VARCHAR), '{{}}') AS properties,
+  nullif(CAST(tr AS VARCHAR), '{{}}') AS traits,
+  nullif(CAST(ctx AS VARCHAR), '{{}}') AS context,
   CASE WHEN __user_id IS NOT NULL THEN 'user_id:' || __user_id ELSE 'anonymous_id:' || __anonymous_id END AS subject,
   CAST(NULL AS BLOB) AS pii,
   coalesce(__fast, false) AS __fast, __row, line

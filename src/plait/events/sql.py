@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 
 import msgspec
 
@@ -112,12 +113,18 @@ def number(col: str, path: str) -> str:
     return f"CASE WHEN {_in(jt, NUM)} THEN CAST(json_extract({col}, {quote_literal(path)}) AS DOUBLE) END"
 
 
-def amount(spec: EventSpec | None, col: str = "properties") -> str:
-    """The event's amount as :func:`plait.events.contract._money` computes it."""
+MONEY = ("total", "revenue", "value", "subtotal", "price")   # every name an amount is read from
+
+
+def amount(spec: EventSpec | None, col: str = "properties", num: "Callable[[str], str] | None" = None) -> str:
+    """The event's amount as :func:`plait.events.contract._money` computes it. ``num`` gives
+    the number at a top-level property (one of :data:`MONEY`) where the caller has read
+    them already; by default each is read from ``col``."""
+    num = num or (lambda n: number(col, f"$.{n}"))
     if spec is None:
-        return f"coalesce({', '.join(number(col, f'$.{n}') for n in ('total', 'revenue', 'value'))})"
+        return f"coalesce({', '.join(num(n) for n in ('total', 'revenue', 'value'))})"
     declared = set(spec.schema.__struct_fields__)
-    parts = [number(col, f"$.{n}") for n in spec.monetary if n in declared]
+    parts = [num(n) for n in spec.monetary if n in declared]
     if any(f.name == "products" for f in msgspec.structs.fields(spec.schema)):
         lines = (f"list_sum(list_transform(json_extract({col}, '$.products[*]'), lambda x: "
                  f"CASE WHEN json_type(x, '$.price') IN ('DOUBLE', 'BIGINT', 'UBIGINT') "
