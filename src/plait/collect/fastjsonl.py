@@ -20,7 +20,14 @@ from __future__ import annotations
 from plait.engine.dialects import quote_literal
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import CALL_TYPES
-from plait.events.sql import MONEY, NUM, amount, catalogue_channel, explicit_channel, surely_valid
+from plait.events.sql import (
+    MONEY,
+    NUM,
+    amount,
+    catalogue_channel,
+    explicit_channel,
+    surely_valid,
+)
 
 # Paths read from properties and context on every row, each object parsed once for all of them.
 _PP = ("channel", "order_id", "store_id", "currency", *MONEY)

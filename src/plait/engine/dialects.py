@@ -27,7 +27,7 @@ class Dialect:
         if not numbered:
             return f"read_parquet({src}{opts})"
         if isinstance(files, str):
-            raise ValueError("numbered Parquet reads need the list of files")
+            raise TypeError("numbered Parquet reads need a list of files, not a glob")
         return (f"(SELECT * EXCLUDE (filename, file_row_number), (CAST(list_position({src}, filename) AS BIGINT) << 32) "
                 f"+ file_row_number AS __row FROM read_parquet({src}{opts}, filename = true, file_row_number = true))")
 

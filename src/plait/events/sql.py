@@ -116,7 +116,7 @@ def number(col: str, path: str) -> str:
 MONEY = ("total", "revenue", "value", "subtotal", "price")   # every name an amount is read from
 
 
-def amount(spec: EventSpec | None, col: str = "properties", num: "Callable[[str], str] | None" = None) -> str:
+def amount(spec: EventSpec | None, col: str = "properties", num: Callable[[str], str] | None = None) -> str:
     """The event's amount as :func:`plait.events.contract._money` computes it. ``num`` gives
     the number at a top-level property (one of :data:`MONEY`) where the caller has read
     them already; by default each is read from ``col``."""
