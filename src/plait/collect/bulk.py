@@ -7,8 +7,10 @@ event's own ``messageId``, or a content hash, or file hash + row number for tabl
 so redoing a chunk adds nothing. Invalid rows go to the dead-letter table with their
 line number and reason; valid ones are kept.
 
-Tables are mapped onto events in SQL by the engine (no Python per row) except for
-personal fields, which are sealed per subject in Python.
+Tables are mapped onto events in SQL by the engine and appended without leaving it
+(:meth:`EventLog.append_select`), in steps of ``engine_chunk_rows``; only files with
+personal fields mapped pass through Python, which seals them per subject. JSONL lines
+the engine can prove valid take the same road; the parser takes the rest.
 """
 
 from __future__ import annotations
