@@ -60,6 +60,7 @@ def test_demo_runs(tmp_path):
     r = run("--workspace", str(tmp_path / "d"), "demo", "--people", "300", "--days", "30")
     assert r.exit_code == 0
     assert "idempotent" in r.stdout and "orders by channel" in r.stdout
+    assert "replayed: +0 — the same log" in " ".join(r.stdout.split())
 
 
 def test_init_sets_base_currency(tmp_path):
