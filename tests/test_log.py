@@ -3,10 +3,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow.compute as pc
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import plait
+from plait.errors import ImportFormatError
 
 
 def _records(ws, n, start=0, **extra):
@@ -66,6 +68,11 @@ def test_parquet_round_trip_gives_the_same_log(ws, tmp_path):
         assert a.equals(b)
         again = other.log.import_parquet(tmp_path / "export")
         assert (again.inserted, again.duplicates) == (0, 201)
+    with plait.connect(tmp_path / "third") as third:     # many statements of a few files each
+        r = third.log.import_parquet(tmp_path / "export", chunk_rows=20)
+        assert (r.inserted, third.log.count()) == (201, 201)
+        with pytest.raises(ImportFormatError, match="no Parquet files"):
+            third.log.import_parquet(tmp_path / "nothing")
 
 
 def test_exchange_rates_convert_to_base_currency(ws):

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from plait.engine.backend import Backend
+from plait.errors import ImportFormatError
 from plait.events.contract import Record
 from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_to_arrow
 from plait.log.seen import SeenIds, id_hashes
@@ -260,6 +261,9 @@ class EventLog:
         import pyarrow.parquet as pq
 
         files = sorted(str(f) for f in Path(directory).rglob("*.parquet"))
+        if not files:
+            raise ImportFormatError("no Parquet files here", path=str(directory),
+                                    hint="give the folder `plait log export` wrote (day=YYYY-MM-DD/*.parquet)")
         d = self.backend.dialect
         cols = ", ".join(f"CAST({c} AS DATE) AS {c}" if c == "day" else c for c in EVENT_COLUMNS)
         inserted = duplicates = 0
