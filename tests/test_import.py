@@ -37,26 +37,32 @@ def test_jsonl_import_dead_letters_bad_lines_and_is_idempotent(ws, tmp_path):
     assert ws.log.count() == 990
 
 
-def test_jsonl_resume_after_crash_adds_no_duplicates(ws, tmp_path, monkeypatch):
-    p = tmp_path / "e.jsonl"
-    _jsonl(p, 5000)
-    imp = ws.importer
-    imp.engine_chunk_rows = 1000
+def _crash_after(imp, monkeypatch, nth_mark: int, run) -> None:  # noqa: ANN001
+    """Run ``run()`` with the importer's ``nth_mark`` progress mark failing (a crash after that
+    chunk was appended but before its progress was saved), then restore the real mark."""
     calls = {"n": 0}
     real = imp._mark
 
-    def crash(*a, **k):
+    def crash(*a, **k):  # noqa: ANN002, ANN003
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == nth_mark:
             raise RuntimeError("power cut")
         return real(*a, **k)
 
     monkeypatch.setattr(imp, "_mark", crash)
     with pytest.raises(RuntimeError):
-        imp.jsonl(p)
+        run()
+    monkeypatch.setattr(imp, "_mark", real)
+
+
+def test_jsonl_resume_after_crash_adds_no_duplicates(ws, tmp_path, monkeypatch):
+    p = tmp_path / "e.jsonl"
+    _jsonl(p, 5000)
+    imp = ws.importer
+    imp.engine_chunk_rows = 1000
+    _crash_after(imp, monkeypatch, 3, lambda: imp.jsonl(p))
     partial = ws.log.count()
     assert 0 < partial < 5000
-    monkeypatch.setattr(imp, "_mark", real)
     r = imp.jsonl(p)
     assert ws.log.count() == 5000
     assert r.duplicates <= 1000  # only the chunk whose progress mark was lost is redone
@@ -176,20 +182,8 @@ def test_table_in_engine_rejects_dedupes_and_resumes(ws, tmp_path, monkeypatch):
                       ["event=Store Visit"])
     imp = ws.importer
     imp.engine_chunk_rows = 1000
-    calls = {"n": 0}
-    real = imp._mark
-
-    def crash(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("power cut")
-        return real(*a, **k)
-
-    monkeypatch.setattr(imp, "_mark", crash)
-    with pytest.raises(RuntimeError):
-        imp.file(tmp_path / "a.parquet", mapping=m, only_mapped=True)
+    _crash_after(imp, monkeypatch, 2, lambda: imp.file(tmp_path / "a.parquet", mapping=m, only_mapped=True))
     assert 0 < ws.log.count() < n
-    monkeypatch.setattr(imp, "_mark", real)
     r = imp.file(tmp_path / "a.parquet", mapping=m, only_mapped=True)
     assert ws.log.count() == n - 2
     assert r.duplicates == 1000           # the chunk whose progress mark was lost, redone

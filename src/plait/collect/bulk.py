@@ -334,9 +334,10 @@ class Importer:
         bar = _Progress(progress, total, path.name)
         try:
             rows_done = done
-            if _table_sql(*args, done).has_pii:
+            whole = _table_sql(*args, done)
+            if whole.has_pii:
                 # Personal fields are sealed per subject in Python: rows come out as Arrow.
-                for t in self.backend.stream(_table_sql(*args, done).sql, batch_size=self.chunk_rows * 2):
+                for t in self.backend.stream(whole.sql, batch_size=self.chunk_rows * 2):
                     self._table_chunk(t, report, path)
                     rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
                     self._mark(fp, path, fmt, rows_done, False)

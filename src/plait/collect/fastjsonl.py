@@ -116,7 +116,8 @@ v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
 -- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
 w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),
 j AS (SELECT __row, line, doc, __valid AND json_type(doc) = 'OBJECT' AS __obj FROM w),
--- Each line is parsed three times in all: the types, the text values and the three objects of every field.
+-- Past the validity and object checks, a line is parsed three more times, each for all fields at once:
+-- their JSON types, their text values, and the properties/context/traits objects.
 j2 AS (
   SELECT __row, line, __obj,
     CASE WHEN __obj THEN json_type(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __t,

@@ -112,8 +112,8 @@ class EventLog:
         SQL ``bad``; rows already in the log, or at a smaller ``__row`` with the same
         message id, are skipped as in :meth:`append_table`; the second inserts the rest.
         Rows where ``bad`` holds are not appended: their ``__row`` numbers are returned,
-        for the caller to reject with its reasons. Measured on 2 M mapped POS rows this
-        is ~2× the Arrow round trip (rows never cross into Python and back).
+        for the caller to reject with its reasons. Measured on 2 M mapped POS rows (one
+        chunk): pass 1 1.45 s, pass 2 3.3 s — the insert itself, DuckDB's floor here.
         """
         b = self.backend
         flag = f"coalesce({bad}, false)" if bad else "false"
