@@ -1,11 +1,11 @@
-"""The collector's journal: acknowledged once synced, loaded in bulk, replayed after a crash."""
+"""The collector's journal: a front acknowledges once synced, the writer loads in bulk, a crash is replayed."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
-from plait.collect.collector import GroupCommitter
-from plait.log.journal import Journal, encode, replay
+from plait.log.journal import Journal, Loader, encode, replay
 from plait.log.store import Rejection
 
 
@@ -14,20 +14,57 @@ def _records(ws, n, prefix="m"):  # noqa: ANN001, ANN202
                             received_at=0, source="test") for i in range(n)]
 
 
-def test_journal_acknowledges_then_loads_and_deletes_its_segments(ws, tmp_path):
-    acked = []
-    loader = GroupCommitter(ws.log, linger_ms=20).start()
-    journal = Journal(tmp_path / "journal", loader, lambda tokens, err: acked.extend((t, err) for t in tokens),
-                      segment_s=0.05).start()
+def _segments(folder):  # noqa: ANN001, ANN202
+    return sorted(p.name for p in folder.glob("*.journal"))
+
+
+def test_front_journal_acknowledges_synced_groups_and_the_loader_deletes_finished_segments(ws, tmp_path):
+    folder = tmp_path / "journal"
     recs = _records(ws, 100)
-    for i in range(0, 100, 10):
-        journal.submit(encode(recs[i:i + 10], [Rejection("bad", origin="test")] if i == 0 else []), i)
-    journal.stop()
+    journal = Journal(folder, "front0", segment_s=3600)
+
+    async def send(lo, hi, rejections=()):  # noqa: ANN001, ANN202
+        await asyncio.gather(*(journal.append(encode(recs[i:i + 10], rejections if i == lo else []))
+                               for i in range(lo, hi, 10)))
+
+    asyncio.run(send(0, 50, [Rejection("bad", origin="test")]))
+    assert journal.synced >= 1 and _segments(folder) == ["front0-000000000001.journal"]
+    loader = Loader(folder, ws.log)
+    assert loader.load() == 50 and ws.log.rejected_count() == 1
+    assert _segments(folder) == ["front0-000000000001.journal"]     # the front still writes it
+    assert loader.load() == 0                                         # read once, not twice
+    journal.segment_s = 0                                             # the next group opens a new segment
+    asyncio.run(send(50, 100))
+    assert _segments(folder) == ["front0-000000000001.journal", "front0-000000000002.journal"]
+    assert loader.load() == 50 and ws.log.count() == 100 and ws.log.rejected_count() == 1
+    assert _segments(folder) == ["front0-000000000002.journal"]       # finished and loaded: gone
+    journal.close()
+    loader.stop()                                                     # the fronts have stopped
+    assert _segments(folder) == [] and ws.log.count() == 100
+
+
+def test_acknowledgements_wait_while_the_loader_is_behind(ws, tmp_path):
+    folder = tmp_path / "journal"
+    recs = _records(ws, 40)
+    journal = Journal(folder, "front0", segment_s=0, max_segments=2)
+    loader = Loader(folder, ws.log)
+
+    async def run() -> list[int]:
+        acked: list[int] = []
+        for i in range(2):                                            # two segments, one group each
+            await journal.append(encode(recs[i * 10:(i + 1) * 10]))
+            acked.append(i)
+        third = asyncio.ensure_future(journal.append(encode(recs[20:30])))
+        await asyncio.sleep(0.3)
+        assert not third.done() and journal.held > 0                  # held back, not refused
+        assert loader.load() == 20                                    # the writer catches up
+        await asyncio.wait_for(third, 5)
+        return acked
+
+    assert asyncio.run(run()) == [0, 1]
+    journal.close()
     loader.stop()
-    assert sorted(t for t, _ in acked) == list(range(0, 100, 10)) and all(e is None for _, e in acked)
-    assert journal.synced == 10
-    assert ws.log.count() == 100 and ws.log.rejected_count() == 1
-    assert not list((tmp_path / "journal").glob("*.journal"))     # all loaded: nothing left to replay
+    assert ws.log.count() == 30 and _segments(folder) == []
 
 
 def test_replay_takes_whole_frames_skips_a_torn_one_and_adds_nothing_twice(ws, tmp_path):
@@ -36,40 +73,11 @@ def test_replay_takes_whole_frames_skips_a_torn_one_and_adds_nothing_twice(ws, t
     frames = [encode(_records(ws, 3, "a")), encode(_records(ws, 2, "b"), [Rejection("why", origin="x")])]
     torn = encode(_records(ws, 4, "c"))
     data = b"".join(struct.pack("!I", len(f)) + f for f in frames) + struct.pack("!I", len(torn)) + torn[:-5]
-    (folder / "000000000001.journal").write_bytes(data)
-    (folder / "000000000002.journal").write_bytes(struct.pack("!I", len(frames[0])) + frames[0])
-    assert replay(folder, ws.log) == 5                             # the second file repeats the first frame
-    assert ws.log.count() == 5 and ws.log.rejected_count() == 1
-    assert not list(folder.glob("*.journal"))
+    (folder / "front0-000000000001.journal").write_bytes(data)
+    (folder / "front1-000000000001.journal").write_bytes(struct.pack("!I", len(frames[0])) + frames[0])
+    (folder / "000000000007.journal").write_bytes(b"\x00\x00\x00\x03abc")   # unreadable: a dead letter
+    assert replay(folder, ws.log) == 5                             # the second front repeats the first frame
+    assert ws.log.count() == 5 and ws.log.rejected_count() == 2
+    assert any("unreadable journal frame" in r["reason"] for r in ws.log.rejected())
+    assert _segments(folder) == []
     assert replay(folder, ws.log) == 0
-
-
-def test_acknowledgements_wait_while_the_loader_is_behind(ws, tmp_path):
-    import threading
-    import time
-
-    acked = []
-    gate = threading.Event()
-    loader = GroupCommitter(ws.log).start()
-    real_put = loader.put
-
-    def slow_put(records, rejections, done):  # noqa: ANN001, ANN202
-        def later():
-            gate.wait(10)
-            real_put(records, rejections, done)
-        threading.Thread(target=later, daemon=True).start()
-
-    loader.put = slow_put
-    journal = Journal(tmp_path / "journal", loader, lambda tokens, err: acked.extend(tokens), max_pending_rows=10).start()
-    recs = _records(ws, 30)
-    for i in range(3):
-        journal.submit(encode(recs[i * 10:(i + 1) * 10]), i)
-        time.sleep(0.2)
-    assert acked == [0]                      # 10 rows pending: the next groups wait for the loader
-    gate.set()
-    deadline = time.time() + 10
-    while len(acked) < 3 and time.time() < deadline:
-        time.sleep(0.02)
-    journal.stop()
-    loader.stop()
-    assert acked == [0, 1, 2] and ws.log.count() == 30 and journal.pending_rows == 0

@@ -58,8 +58,9 @@ class CollectorSettings(_Strict):
     require_write_key: bool = True
     flush_interval_ms: float = Field(default=2.0, ge=0)
     max_flush_rows: int = Field(default=20_000, ge=1)
-    # With front processes (server.fronts), the writer acknowledges from a journal and loads the
-    # log in batches at most this far apart (plait.log.journal); false: every 200 waits for DuckDB.
+    # With front processes (server.fronts), each front acknowledges from its own journal and the
+    # writer loads the log from them at most this far apart (plait.log.journal); false: every
+    # 200 waits for DuckDB.
     journal: bool = True
     journal_load_ms: float = Field(default=200.0, ge=1, le=60_000)
 

@@ -22,10 +22,10 @@ HEAD = struct.Struct("!IIB")        # request id, payload length, kind
 STATUS = struct.Struct("!H")        # an HTTP status at the start of an answer's payload
 # Kinds. Requests: DECIDE (JSON request), RECORD (Arrow IPC decisions, no answer), RELOAD (a
 # store file), STOP (no answer), APPEND (msgpack records and rejections, answered once in the
-# log), JOURNAL (the same, answered once in the journal), ASGI (msgpack HTTP request), OBSERVE
+# log), ASGI (msgpack HTTP request), OBSERVE
 # (a collected event's JSON for the customer's snapshot, no answer). ANSWER carries the result
 # for the request with the same id.
-DECIDE, ANSWER, RECORD, RELOAD, STOP, APPEND, ASGI, JOURNAL, OBSERVE = 1, 2, 3, 4, 5, 6, 7, 8, 9
+DECIDE, ANSWER, RECORD, RELOAD, STOP, APPEND, ASGI, OBSERVE = 1, 2, 3, 4, 5, 6, 7, 9
 
 
 def frame(rid: int, kind: int, payload: bytes) -> bytes:
@@ -212,7 +212,6 @@ __all__ = [
     "ASGI",
     "DECIDE",
     "HEAD",
-    "JOURNAL",
     "OBSERVE",
     "RECORD",
     "RELOAD",

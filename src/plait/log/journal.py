@@ -1,34 +1,43 @@
-"""The collector's journal: acknowledge in a tenth of a millisecond, load the log in bulk.
+"""The collector's journal: each front acknowledges from its own segment files; the writer loads them.
 
 A 200 from the collector means the events are durable. Committing each small group to DuckDB
 costs ~3 ms whatever its size (binding the Arrow scan, the 24-column insert, the commit; measured
 in ``docs/benchmarks.md``), which caps single-event collection at a few thousand requests a
-second. With a journal, the writer appends each request's encoded records to a segment file and
-``fdatasync``\\ s it — one sync for everything queued meanwhile, ~0.1 ms here — before it
-acknowledges; a :class:`~plait.collect.collector.GroupCommitter` then loads the log from memory
-in large batches, where a row costs microseconds, and a segment is deleted once everything in it
-is in the log. Opening a workspace replays the segments left behind by a crash
-(:func:`replay`); appends are idempotent by message id, so a replay never adds an event twice.
+second; and passing every request to the one writing process costs that process a frame
+exchange per request. So each front process of ``plait serve --fronts N``
+(:mod:`plait.server.fronts`) keeps its own :class:`Journal`: a request's encoded records are
+appended to the front's current segment file and ``fdatasync``\\ ed — one sync for everything
+that arrived meanwhile, in a helper thread while the front goes on parsing — and then answered.
+The writer's :class:`Loader` reads what the fronts' segments hold every
+``collector.journal_load_ms`` and loads the log in large batches, where a row costs
+microseconds; a segment is deleted once it is finished (its front has moved to the next one) and
+all in the log. Opening a workspace replays the segments a crash left behind (:func:`replay`);
+appends are idempotent by message id, so an event loaded twice is in the log once.
 
-The writer of ``plait serve --fronts N`` (:mod:`plait.server.fronts`) uses it: there, queries see
-an acknowledged event up to ``collector.journal_load_ms`` later. Events that change what a
-decision may do — consent choices, complaints, orders — do not go through it (the front marks
-them), so a withdrawal is in force when its 200 is sent.
+Queries see an acknowledged event up to ``journal_load_ms`` later. Events that change what a
+decision may do — consent choices, complaints, orders — do not go through it (the front sends
+them to the writer), so a withdrawal is in force when its 200 is sent. When the loader falls
+behind, a front holds its acknowledgements once it has ``max_segments`` segments not yet loaded
+(clients see latency, not errors; the disk holds a bounded backlog).
 
-Hand-written because it is a few dozen lines over ``os.write`` and ``os.fdatasync``; a
-library WAL (SQLite, LMDB) would add a second store with its own recovery to reason about.
+Segment files are named ``{front}-{sequence}.journal`` and hold frames of a 4-byte length and a
+msgpack payload. Hand-written because it is a few dozen lines over ``os.write`` and
+``os.fdatasync``; a library WAL (SQLite, LMDB) would add a second store with its own recovery
+to reason about.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-import queue
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -36,13 +45,12 @@ from plait.events.contract import Record
 from plait.log.store import Rejection
 
 if TYPE_CHECKING:
-    from plait.collect.collector import GroupCommitter
     from plait.log.store import EventLog
 
+_log = logging.getLogger("plait.journal")
 _LEN = struct.Struct("!I")
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(tuple[list[Record], list[Rejection]])
-_STOP = object()
 SUFFIX = ".journal"
 
 
@@ -55,136 +63,209 @@ def decode(payload: bytes) -> tuple[list[Record], list[Rejection]]:
     return _dec.decode(payload)
 
 
-class _Segment:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.opened = time.monotonic()
-        self.size = 0
-        self.pending = 0
-        self.closed = False
-        self.failed = False
+def _frames(data: bytes) -> tuple[list[bytes], int]:
+    """The whole frames at the start of ``data`` and the bytes they take (a torn or unfinished
+    last frame is left out)."""
+    out, at, n = [], 0, len(data)
+    while at + _LEN.size <= n:
+        (size,) = _LEN.unpack_from(data, at)
+        end = at + _LEN.size + size
+        if end > n:
+            break
+        out.append(data[at + _LEN.size:end])
+        at = end
+    return out, at
+
+
+def _sequence(path: Path) -> tuple[str, int]:
+    """``(front, sequence)`` of a segment's name (older workspaces named segments by number alone)."""
+    front, _, seq = path.stem.rpartition("-")
+    return front, int(seq) if seq.isdigit() else 0
 
 
 class Journal:
-    """Durable group commit to segment files, then bulk loading through ``loader``.
+    """A front's segment files: :meth:`append` returns once the payload is synced to disk.
 
-    ``on_durable(tokens, error)`` is called from the journal's thread once per group with the
-    tokens given to :meth:`submit` (``error`` is ``None`` when they are on disk)."""
+    Runs on the front's event loop; at most one write-and-sync is in flight, in a helper thread,
+    and everything appended meanwhile goes into the next one (group commit)."""
 
-    def __init__(self, folder: Path, loader: "GroupCommitter", on_durable: Callable[[list[Any], BaseException | None], None],
-                 *, segment_bytes: int = 64 << 20, segment_s: float = 1.0, max_pending_rows: int = 500_000) -> None:
+    def __init__(self, folder: Path, name: str, *, segment_bytes: int = 64 << 20, segment_s: float = 1.0,
+                 max_segments: int = 16) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.loader = loader
-        self.on_durable = on_durable
+        self.name = name
         self.segment_bytes = segment_bytes
         self.segment_s = segment_s
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        # Back-pressure: past this many rows journaled but not yet in the log, acknowledgements
-        # wait for the loader (memory stays bounded; clients see latency, not errors).
-        self.max_pending_rows = max_pending_rows
-        self.pending_rows = 0
-        self._drained = threading.Condition(self._lock)
-        self._thread: threading.Thread | None = None
-        self._n = max((int(p.stem) for p in self.folder.glob(f"*{SUFFIX}") if p.stem.isdigit()), default=0)
-        self.synced = 0
+        self.max_segments = max_segments
+        self._seq = max((_sequence(p)[1] for p in self.folder.glob(f"{name}-*{SUFFIX}")), default=0)
+        self._fd = -1
+        self._opened = 0.0
+        self._size = 0
+        self._buf: list[bytes] = []
+        self._waiting: list[asyncio.Future] = []
+        self._busy = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"plait-journal-{name}")
+        self.synced = 0          # groups written and synced
+        self.held = 0            # times acknowledgements waited for the loader
 
-    def start(self) -> "Journal":
+    def append(self, payload: bytes) -> asyncio.Future:
+        """Queue one request's encoded records (:func:`encode`); the future settles once they are
+        on disk (or with the ``OSError`` that kept them off it)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._buf.append(_LEN.pack(len(payload)))
+        self._buf.append(payload)
+        self._waiting.append(fut)
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._write, loop)
+        return fut
+
+    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._buf:
+            self._busy = False
+            return
+        if self._fd < 0 or self._size >= self.segment_bytes or time.monotonic() - self._opened >= self.segment_s:
+            if self._behind():
+                self.held += 1
+                loop.call_later(0.05, self._write, loop)
+                return
+            self._rotate()
+        data, waiting = b"".join(self._buf), self._waiting
+        self._buf, self._waiting = [], []
+        done = loop.run_in_executor(self._pool, _write_sync, self._fd, data)
+        done.add_done_callback(lambda f: self._written(loop, f, waiting, len(data)))
+
+    def _written(self, loop: asyncio.AbstractEventLoop, f: asyncio.Future, waiting: list[asyncio.Future], n: int) -> None:
+        error = f.exception()
+        if error is None:
+            self._size += n
+            self.synced += 1
+        else:
+            # A segment that failed a write may hold a torn frame: the next group starts a fresh one.
+            self._close()
+        for w in waiting:
+            if not w.done():
+                w.set_result(None) if error is None else w.set_exception(error)
+        self._write(loop)
+
+    def _behind(self) -> bool:
+        """Whether this front has ``max_segments`` segments the writer has not finished loading."""
+        return sum(1 for p in self.folder.glob(f"{self.name}-*{SUFFIX}")) >= self.max_segments
+
+    def _rotate(self) -> None:
+        self._close()
+        self._seq += 1
+        self._fd = os.open(self.folder / f"{self.name}-{self._seq:012d}{SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._opened = time.monotonic()
+        self._size = 0
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def close(self) -> None:
+        """Stop (after the last :meth:`append` has settled): the current segment is final."""
+        self._pool.shutdown(wait=True)
+        self._close()
+
+
+def _write_sync(fd: int, data: bytes) -> None:
+    os.write(fd, data)
+    os.fdatasync(fd)
+
+
+class Loader:
+    """The writer's side: every ``interval_s``, append what the fronts' segments hold to the log
+    and delete the segments that are finished and loaded."""
+
+    def __init__(self, folder: Path, log: "EventLog", *, interval_s: float = 0.2, max_rows: int = 50_000) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.interval_s = interval_s
+        self.max_rows = max_rows
+        self._read: dict[Path, int] = {}       # bytes of each segment already in the log
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.loaded = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> "Loader":
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="plait-journal", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="plait-journal-loader", daemon=True)
             self._thread.start()
         return self
 
-    def submit(self, payload: bytes, token: Any) -> None:
-        """Queue one request's encoded records (:func:`encode`); ``token`` comes back in ``on_durable``."""
-        self._q.put((payload, token))
-
     def stop(self) -> None:
-        """Write what is queued, then stop (the loader still holds what it has not loaded)."""
+        """Stop the timer, then load everything left (the fronts have stopped: every segment is final)."""
         if self._thread is not None:
-            self._q.put(_STOP)
+            self._stop.set()
             self._thread.join()
             self._thread = None
-
-    def _segment(self) -> _Segment:
-        self._n += 1
-        return _Segment(self.folder / f"{self._n:012d}{SUFFIX}")
+        self.load(final=True)
 
     def _run(self) -> None:
-        seg = self._segment()
-        stop = False
-        while not stop:
+        while not self._stop.wait(self.interval_s):
             try:
-                first = self._q.get(timeout=self.segment_s)
-            except queue.Empty:
-                first = None
-            group = []
-            if first is _STOP:
-                stop = True
-            elif first is not None:
-                group.append(first)
-            while not stop:
+                self.load()
+                self.error = None
+            except Exception as e:  # noqa: BLE001 - the segments stay and are retried next time
+                if self.error is None:
+                    _log.warning("loading the collector's journal failed (retrying): %s: %s", type(e).__name__, e)
+                self.error = e
+
+    def load(self, *, final: bool = False) -> int:
+        """Load what is new in every segment; events appended. With ``final``, every segment is
+        taken as finished (no front writes any more)."""
+        newest: dict[str, int] = {}
+        paths = sorted(self.folder.glob(f"*{SUFFIX}"))
+        for p in paths:
+            front, seq = _sequence(p)
+            newest[front] = max(newest.get(front, 0), seq)
+        records: list[Record] = []
+        rejections: list[Rejection] = []
+        settled: list[tuple[Path, int]] = []
+        finished: list[Path] = []
+        added = 0
+        for p in paths:
+            front, seq = _sequence(p)
+            at = self._read.get(p, 0)
+            # Finished: its front has opened a later segment (so wrote this one's last byte before
+            # this listing), or the fronts are gone.
+            done = final or seq < newest[front]
+            with open(p, "rb") as f:
+                f.seek(at)
+                data = f.read()
+            payloads, used = _frames(data)
+            for i, payload in enumerate(payloads):
                 try:
-                    item = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                else:
-                    group.append(item)
-            if group:
-                with self._drained:
-                    self._drained.wait_for(lambda: self.pending_rows < self.max_pending_rows, timeout=30)
-                seg = self._write(seg, group)
-            if seg.size and (stop or seg.size >= self.segment_bytes or time.monotonic() - seg.opened >= self.segment_s):
-                self._close(seg)
-                if not stop:
-                    seg = self._segment()
-        if not seg.closed:
-            self._close(seg)
+                    recs, rejs = decode(payload)
+                except msgspec.DecodeError as e:   # never seen: kept in the dead letters, not lost
+                    recs, rejs = [], [Rejection(f"unreadable journal frame: {e}", origin=f"journal:{p.name}",
+                                                position=i, payload=payload[:65536].hex())]
+                records += recs
+                rejections += rejs
+            settled.append((p, at + used))
+            if done:
+                finished.append(p)         # a torn last frame was never acknowledged
+            if len(records) >= self.max_rows:
+                added += self._append(records, rejections, settled)
+                records, rejections, settled = [], [], []
+        added += self._append(records, rejections, settled)
+        for p in finished:
+            p.unlink(missing_ok=True)
+            self._read.pop(p, None)
+        return added
 
-    def _write(self, seg: _Segment, group: list[tuple[bytes, Any]]) -> _Segment:
-        data = b"".join(_LEN.pack(len(p)) + p for p, _ in group)
-        try:
-            os.write(seg.fd, data)
-            os.fdatasync(seg.fd)
-        except OSError as e:
-            self.on_durable([t for _, t in group], e)
-            # A segment that failed a write may hold a torn frame: start a fresh one.
-            self._close(seg)
-            return self._segment()
-        seg.size += len(data)
-        self.synced += len(group)
-        self.on_durable([t for _, t in group], None)
-        for payload, _ in group:
-            records, rejections = decode(payload)
-            n = len(records)
-            with self._lock:
-                seg.pending += 1
-                self.pending_rows += n
-            self.loader.put(records, rejections, lambda error, seg=seg, n=n: self._loaded(seg, error, n))
-        return seg
-
-    def _close(self, seg: _Segment) -> None:
-        os.close(seg.fd)
-        with self._lock:
-            seg.closed = True
-            done = seg.pending == 0 and not seg.failed
-        if done:
-            seg.path.unlink(missing_ok=True)
-
-    def _loaded(self, seg: _Segment, error: BaseException | None, rows: int) -> None:
-        """Called by the loader's thread: once a closed segment is all in the log, it goes."""
-        with self._lock:
-            seg.pending -= 1
-            self.pending_rows -= rows
-            self._drained.notify_all()
-            seg.failed = seg.failed or error is not None
-            done = seg.closed and seg.pending == 0 and not seg.failed
-        if done:
-            seg.path.unlink(missing_ok=True)
+    def _append(self, records: list[Record], rejections: list[Rejection], settled: list[tuple[Path, int]]) -> int:
+        # Dead letters first: an event is never in the log before its rejected siblings are kept.
+        self.log.reject(rejections)
+        added = self.log.append(records).inserted if records else 0
+        self._read.update(settled)
+        self.loaded += added
+        return added
 
 
 def replay(folder: Path, log: "EventLog", *, chunk_rows: int = 50_000) -> int:
@@ -193,30 +274,7 @@ def replay(folder: Path, log: "EventLog", *, chunk_rows: int = 50_000) -> int:
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    added = 0
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
-        data = path.read_bytes()
-        records: list[Record] = []
-        rejections: list[Rejection] = []
-        at = 0
-        while at + _LEN.size <= len(data):
-            (n,) = _LEN.unpack_from(data, at)
-            if at + _LEN.size + n > len(data):
-                break
-            try:
-                recs, rejs = decode(data[at + _LEN.size:at + _LEN.size + n])
-            except msgspec.DecodeError:
-                break
-            records += recs
-            rejections += rejs
-            at += _LEN.size + n
-            if len(records) >= chunk_rows:
-                added += log.append(records).inserted
-                records = []
-        log.reject(rejections)
-        added += log.append(records).inserted
-        path.unlink()
-    return added
+    return Loader(folder, log, max_rows=chunk_rows).load(final=True)
 
 
-__all__ = ["Journal", "decode", "encode", "replay"]
+__all__ = ["Journal", "Loader", "decode", "encode", "replay"]

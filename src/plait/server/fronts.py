@@ -8,8 +8,10 @@ decider, its decide workers), then forks ``F`` front processes that accept on th
 :mod:`plait.frames` channels:
 
 - ``POST /v1/{call}``: the front checks the key, parses and validates (the CPU-heavy part) and
-  sends the records; the writer group-commits them and answers once they are durable, so a 200
-  still means the events are in the log.
+  appends the records to its own journal (:mod:`plait.log.journal`), answering once they are
+  synced; the writer loads the fronts' journals into the log in batches. Events that change a
+  decision (consent, orders, complaints), and every event when ``collector.journal`` is off, are
+  sent to the writer instead, which group-commits them and answers once they are in the log.
 - ``POST /v1/decide``: the front routes it to the decide worker owning the customer over its own
   socket pair (a worker that is gone: the writer answers, as it does with one process).
 - Everything else (profiles, analytics, privacy, docs, health) is passed to the writer whole and
@@ -31,15 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from plait.collect.collector import GroupCommitter
 from plait.collect.http import Collect, FastCollect, error_body, read_body, respond
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
 from plait.decide.workers import Router, load_store
 from plait.errors import ConfigError, EngineError, LimitError
 from plait.events.contract import Record
-from plait.frames import APPEND, ASGI, DECIDE, JOURNAL, RELOAD, STATUS, Channel, Lost, pair
-from plait.log.journal import Journal, decode, encode
+from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
+from plait.log.journal import Journal, Loader, decode, encode
 from plait.log.store import Rejection
 from plait.decide.lifecycle import OBSERVED
 from plait.workspace import JOURNAL_DIR
@@ -93,11 +94,9 @@ class Hub:
             app.state.workers.on_reload.append(self.reload)
         ws = app.state.workspace
         s = ws.settings.collector
-        self.journal = self.loader = None
-        if s.journal:
-            # The loader lingers: the log is written in batches of up to journal_load_ms.
-            self.loader = GroupCommitter(ws.log, max_rows=max(s.max_flush_rows, 50_000), linger_ms=s.journal_load_ms)
-            self.journal = Journal(ws.path / JOURNAL_DIR, self.loader, self._durable)
+        # The fronts acknowledge from their own journals; this loads them into the log.
+        self.loader = Loader(ws.path / JOURNAL_DIR, ws.log, interval_s=s.journal_load_ms / 1000,
+                             max_rows=max(s.max_flush_rows, 50_000)) if s.journal else None
 
     def reload(self, path: str) -> int:
         """Have every front route by a fresh customer store (the decide workers just took it):
@@ -106,34 +105,22 @@ class Hub:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        if self.journal is not None:
+        if self.loader is not None:
             self.loader.start()
-            self.journal.start()
         for ch in self.fronts:
             ch.attach(loop)
 
     def close(self) -> None:
-        """Sync what is queued, then load everything journaled into the log."""
-        if self.journal is not None:
-            self.journal.stop()
+        """Once the fronts have stopped: load everything they journaled into the log."""
+        if self.loader is not None:
             self.loader.stop()
-
-    def _durable(self, tokens: list[tuple[Channel, int]], error: BaseException | None) -> None:
-        """From the journal's thread: a group is on disk (or failed); answer its requests."""
-        assert self.loop is not None
-        try:
-            self.loop.call_soon_threadsafe(_answer_all, tokens, _written(error, "the journal could not be written"))
-        except RuntimeError:     # the loop has closed: the server is gone, the fronts with it
-            pass
 
     def _lost(self) -> None:
         if not any(ch.alive for ch in self.fronts):
             self.gone.set()
 
     def _frame(self, ch: Channel, rid: int, kind: int, payload: bytes) -> None:
-        if kind == JOURNAL and self.journal is not None:
-            self.journal.submit(payload, (ch, rid))
-        elif kind in (APPEND, JOURNAL):
+        if kind == APPEND:
             records, rejections = decode(payload)
             try:
                 fut = self.committer.submit(records, rejections)
@@ -196,29 +183,31 @@ class Hub:
         return _mp.encode(out)
 
 
-def _answer_all(tokens: list[tuple[Channel, int]], payload: bytes) -> None:
-    for ch, rid in tokens:
-        ch.answer(rid, payload)
-
-
 def _written(error: BaseException | None, what: str) -> bytes:
-    """An APPEND or JOURNAL answer: 200, or 503 with why (the front turns it into its 503)."""
+    """An APPEND answer: 200, or 503 with why (the front turns it into its 503)."""
     return STATUS.pack(200) if error is None else STATUS.pack(503) + f"{what}: {type(error).__name__}: {error}".encode()
 
 
 # -- the front side -----------------------------------------------------------------------------
 class RemoteCommitter:
-    """The front's stand-in for the group committer: records go to the writer; returns once durable."""
+    """The front's stand-in for the group committer: returns once the records are durable, in the
+    front's journal or (without one) in the writer's log."""
 
-    def __init__(self, ch: Channel) -> None:
+    def __init__(self, ch: Channel, journal: Journal | None) -> None:
         self.ch = ch
+        self.journal = journal
 
     async def append(self, records: list[Record], rejections: list[Rejection] = ()) -> None:  # type: ignore[assignment]
         # Events that change what a decision may do (a consent withdrawal, a complaint, an
         # order) skip the journal: they are in force when their 200 goes out.
-        kind = APPEND if any(r.event in OBSERVED for r in records) else JOURNAL
+        if self.journal is not None and not any(r.event in OBSERVED for r in records):
+            try:
+                await self.journal.append(encode(records, rejections))
+            except OSError as e:
+                raise EngineError(f"the journal could not be written: {e}") from e
+            return
         try:
-            payload = await self.ch.request(kind, encode(records, rejections))
+            payload = await self.ch.request(APPEND, encode(records, rejections))
         except Lost as e:
             raise EngineError("the writer process is gone") from e
         if STATUS.unpack_from(payload)[0] != 200:
@@ -269,7 +258,7 @@ class FrontRouter(Router):
         return STATUS.unpack_from(payload)[0], payload[STATUS.size:]
 
 
-def _front(ws: "Workspace", app: "FastAPI", sock: socket.socket, listener: socket.socket,
+def _front(ws: "Workspace", app: "FastAPI", index: int, sock: socket.socket, listener: socket.socket,
            worker_socks: list[socket.socket], log_level: str) -> None:
     """A front's life: uvicorn on the shared listening socket until told to stop or the writer goes."""
     import uvicorn
@@ -277,7 +266,8 @@ def _front(ws: "Workspace", app: "FastAPI", sock: socket.socket, listener: socke
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     writer = Channel(sock)
-    collect = Collect(Intake(ws.parser, ws.keys, ws.settings.collector), RemoteCommitter(writer))  # type: ignore[arg-type]
+    journal = Journal(ws.path / JOURNAL_DIR, f"front{index}") if ws.settings.collector.journal else None
+    collect = Collect(Intake(ws.parser, ws.keys, ws.settings.collector), RemoteCommitter(writer, journal))  # type: ignore[arg-type]
     asgi: Any = FastCollect(PassOn(writer), collect)
     router = None
     if worker_socks:
@@ -292,6 +282,7 @@ def _front(ws: "Workspace", app: "FastAPI", sock: socket.socket, listener: socke
 
         writer.on_frame = reload
     server = uvicorn.Server(uvicorn.Config(asgi, lifespan="off", log_level=log_level, access_log=False,
+                                           proxy_headers=False, server_header=False,
                                            timeout_graceful_shutdown=10))
 
     async def main() -> None:
@@ -304,6 +295,8 @@ def _front(ws: "Workspace", app: "FastAPI", sock: socket.socket, listener: socke
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(main())
+    if journal is not None:
+        journal.close()
 
 
 def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str = "warning") -> None:
@@ -329,7 +322,7 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
                 mine.close()
                 for s in ends:
                     s.close()
-                _front(ws, app, theirs, listener, workers.front_socks[f] if workers is not None else [], log_level)
+                _front(ws, app, f, theirs, listener, workers.front_socks[f] if workers is not None else [], log_level)
             except BaseException:  # noqa: BLE001
                 code = 1
             finally:
