@@ -81,15 +81,15 @@ def _serve(workspace: Path, port: int, fronts: int) -> subprocess.Popen:
     raise RuntimeError("server did not start: " + p.stderr.read().decode()[-2000:])
 
 
-def _settle(port: int, timeout: float = 120) -> float:
-    """Wait until the log stops growing (a journaling server loads acknowledged events a little
-    later); the seconds it took."""
+def _settle(port: int, timeout: float = 300) -> float:
+    """Wait until every acknowledged event is in the log (a journaling server loads them a little
+    later: its /health reports the journal's backlog); the seconds it took."""
     t0 = time.perf_counter()
-    last = _health(port)["events"]
+    last = _health(port)
     while time.perf_counter() - t0 < timeout:
         time.sleep(0.5)
-        now = _health(port)["events"]
-        if now == last:
+        now = _health(port)
+        if now.get("journal", {}).get("backlog_bytes", 0) == 0 and now["events"] == last["events"]:
             break
         last = now
     return time.perf_counter() - t0

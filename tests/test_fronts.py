@@ -106,7 +106,8 @@ def test_fronts_collect_durably_decide_and_pass_everything_else(world):
         # Everything else is answered by the writer's app, key checks and all.
         # Acknowledged events are in the journal; the log has them within collector.journal_load_ms.
         deadline = time.time() + 10
-        while (health := httpx.get(srv.url + "/health").json())["events"] < before + 21 and time.time() < deadline:
+        while ((health := httpx.get(srv.url + "/health").json())["events"] < before + 21
+               or health["rejected"] < 2) and time.time() < deadline:
             time.sleep(0.05)
         assert health["events"] >= before + 20 + 1 and health["rejected"] == 2    # (+ decisions recorded meanwhile)
         assert httpx.get(srv.url + "/openapi.json").json()["info"]["title"] == "Plait"

@@ -176,8 +176,12 @@ def collector_router(collect: Collect) -> APIRouter:
     add("batch", Batch)
 
     @router.get("/health", tags=["ops"], summary="Liveness and log counts")
-    async def health() -> Response:
-        return _json(200, {"status": "ok", "events": log.count(), "rejected": log.rejected_count(),
-                           "flushes": committer.flushes})
+    async def health(request: Request) -> Response:
+        out = {"status": "ok", "events": log.count(), "rejected": log.rejected_count(), "flushes": committer.flushes}
+        loader = getattr(request.app.state, "journal_loader", None)
+        if loader is not None:
+            # Acknowledged by the fronts, not yet in the log (0 once the loader has caught up).
+            out["journal"] = loader.status()
+        return _json(200, out)
 
     return router

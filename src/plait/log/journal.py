@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -205,6 +205,18 @@ class Loader:
             self._thread.join()
             self._thread = None
         self.load(final=True)
+
+    def status(self) -> dict[str, Any]:
+        """Segments on disk, bytes in them not yet loaded, events loaded, the last load error."""
+        paths = list(self.folder.glob(f"*{SUFFIX}"))
+        behind = 0
+        for p in paths:
+            try:
+                behind += max(0, p.stat().st_size - self._read.get(p, 0))
+            except FileNotFoundError:           # deleted by the loader meanwhile
+                pass
+        return {"segments": len(paths), "backlog_bytes": behind, "loaded": self.loaded,
+                "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}"}
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

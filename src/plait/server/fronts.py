@@ -26,6 +26,7 @@ writer stops when none is left, so a service manager restarts the whole server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -42,6 +43,7 @@ from plait.events.contract import Record
 from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.journal import Journal, Loader, decode, encode
 from plait.log.store import Rejection
+from plait.server.http1 import Server
 from plait.decide.lifecycle import OBSERVED
 from plait.workspace import JOURNAL_DIR
 
@@ -97,6 +99,7 @@ class Hub:
         # The fronts acknowledge from their own journals; this loads them into the log.
         self.loader = Loader(ws.path / JOURNAL_DIR, ws.log, interval_s=s.journal_load_ms / 1000,
                              max_rows=max(s.max_flush_rows, 50_000)) if s.journal else None
+        app.state.journal_loader = self.loader
 
     def reload(self, path: str) -> int:
         """Have every front route by a fresh customer store (the decide workers just took it):
@@ -259,12 +262,8 @@ class FrontRouter(Router):
 
 
 def _front(ws: "Workspace", app: "FastAPI", index: int, sock: socket.socket, listener: socket.socket,
-           worker_socks: list[socket.socket], log_level: str) -> None:
-    """A front's life: uvicorn on the shared listening socket until told to stop or the writer goes."""
-    import uvicorn
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+           worker_socks: list[socket.socket]) -> None:
+    """A front's life: HTTP on the shared listening socket until told to stop or the writer goes."""
     writer = Channel(sock)
     journal = Journal(ws.path / JOURNAL_DIR, f"front{index}") if ws.settings.collector.journal else None
     collect = Collect(Intake(ws.parser, ws.keys, ws.settings.collector), RemoteCommitter(writer, journal))  # type: ignore[arg-type]
@@ -281,22 +280,30 @@ def _front(ws: "Workspace", app: "FastAPI", index: int, sock: socket.socket, lis
                 writer.answer(rid, STATUS.pack(200))
 
         writer.on_frame = reload
-    server = uvicorn.Server(uvicorn.Config(asgi, lifespan="off", log_level=log_level, access_log=False,
-                                           proxy_headers=False, server_header=False,
-                                           timeout_graceful_shutdown=10))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        writer.on_lost = lambda: setattr(server, "should_exit", True)
+        server = Server(asgi, max_body=MAX_PASSED_BODY)
+        for sig in (signal.SIGINT, signal.SIGTERM):     # the writer's SIGTERM: finish what is in flight
+            loop.add_signal_handler(sig, server.stop)
+        writer.on_lost = server.stop
         writer.attach(loop)
         if router is not None:
             router.attach(loop)
-        await server.serve(sockets=[listener])
+        await server.serve([listener])
 
-    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main())
     if journal is not None:
         journal.close()
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:        # uvicorn[standard] brings it; without it, asyncio's own loop
+        return None
+    return uvloop.new_event_loop
 
 
 def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str = "warning") -> None:
@@ -322,7 +329,7 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
                 mine.close()
                 for s in ends:
                     s.close()
-                _front(ws, app, f, theirs, listener, workers.front_socks[f] if workers is not None else [], log_level)
+                _front(ws, app, f, theirs, listener, workers.front_socks[f] if workers is not None else [])
             except BaseException:  # noqa: BLE001
                 code = 1
             finally:
@@ -333,9 +340,8 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     listener.close()
     if workers is not None:
         workers.close_fronts()
-    import uvicorn
-
-    with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
+    logging.getLogger("plait").setLevel(log_level.upper())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_writer(app, ends, pids))
     for pid in pids:
         try:
