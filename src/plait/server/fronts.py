@@ -4,7 +4,8 @@ DuckDB allows one writing process, and in one process the HTTP server, the parse
 commit, the decision record and the triggers share one interpreter lock. With
 ``server.fronts = F`` the server process becomes the *writer*: it builds the app as usual (the
 decider, its decide workers), then forks ``F`` front processes that accept on the public socket
-(each runs uvicorn on it, the kernel spreads connections) and talk to the writer over
+(each runs uvicorn on its own socket bound to the port with ``SO_REUSEPORT``, so the kernel
+spreads connections evenly) and talk to the writer over
 :mod:`plait.frames` channels:
 
 - ``POST /v1/{call}``: the front checks the key, parses and validates (the CPU-heavy part) and
@@ -43,7 +44,6 @@ from plait.events.contract import Record
 from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.journal import Journal, Loader, decode, encode
 from plait.log.store import Rejection
-from plait.server.http1 import Server
 from plait.decide.lifecycle import OBSERVED
 from plait.workspace import JOURNAL_DIR
 
@@ -262,8 +262,12 @@ class FrontRouter(Router):
 
 
 def _front(ws: "Workspace", app: "FastAPI", index: int, sock: socket.socket, listener: socket.socket,
-           worker_socks: list[socket.socket]) -> None:
-    """A front's life: HTTP on the shared listening socket until told to stop or the writer goes."""
+           worker_socks: list[socket.socket], log_level: str) -> None:
+    """A front's life: uvicorn on its listening socket until told to stop or the writer goes."""
+    import uvicorn
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     writer = Channel(sock)
     journal = Journal(ws.path / JOURNAL_DIR, f"front{index}") if ws.settings.collector.journal else None
     collect = Collect(Intake(ws.parser, ws.keys, ws.settings.collector), RemoteCommitter(writer, journal))  # type: ignore[arg-type]
@@ -281,29 +285,21 @@ def _front(ws: "Workspace", app: "FastAPI", index: int, sock: socket.socket, lis
 
         writer.on_frame = reload
 
+    server = uvicorn.Server(uvicorn.Config(asgi, lifespan="off", log_level=log_level, access_log=False,
+                                           timeout_graceful_shutdown=10))
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = Server(asgi, max_body=MAX_PASSED_BODY)
-        for sig in (signal.SIGINT, signal.SIGTERM):     # the writer's SIGTERM: finish what is in flight
-            loop.add_signal_handler(sig, server.stop)
-        writer.on_lost = server.stop
+        writer.on_lost = lambda: setattr(server, "should_exit", True)
         writer.attach(loop)
         if router is not None:
             router.attach(loop)
-        await server.serve([listener])
+        await server.serve(sockets=[listener])
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(main())
     if journal is not None:
         journal.close()
-
-
-def _loop_factory() -> Any:
-    try:
-        import uvloop
-    except ImportError:        # uvicorn[standard] brings it; without it, asyncio's own loop
-        return None
-    return uvloop.new_event_loop
 
 
 def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str = "warning") -> None:
@@ -311,7 +307,11 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     from plait.server.app import create_app
 
     try:
-        listener = socket.create_server((host, port), backlog=2048)
+        # One listening socket per front on the same port: the kernel spreads new connections
+        # evenly over them (with one shared socket, the front that wakes first takes a burst).
+        listeners = [socket.create_server((host, port), backlog=2048, reuse_port=True)]
+        port = listeners[0].getsockname()[1]          # (port 0: the one the first socket got)
+        listeners += [socket.create_server((host, port), backlog=2048, reuse_port=True) for _ in range(fronts - 1)]
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}",
                           hint="choose another --port, or stop the process that holds this one") from e
@@ -329,7 +329,10 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
                 mine.close()
                 for s in ends:
                     s.close()
-                _front(ws, app, f, theirs, listener, workers.front_socks[f] if workers is not None else [])
+                for g, listener in enumerate(listeners):  # a socket no one accepts on would strand connections
+                    if g != f:
+                        listener.close()
+                _front(ws, app, f, theirs, listeners[f], workers.front_socks[f] if workers is not None else [], log_level)
             except BaseException:  # noqa: BLE001
                 code = 1
             finally:
@@ -337,11 +340,14 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
         theirs.close()
         ends.append(mine)
         pids.append(pid)
-    listener.close()
+    for listener in listeners:
+        listener.close()
     if workers is not None:
         workers.close_fronts()
     logging.getLogger("plait").setLevel(log_level.upper())
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    import uvicorn
+
+    with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
         runner.run(_writer(app, ends, pids))
     for pid in pids:
         try:
