@@ -144,6 +144,36 @@ def test_writer_stops_when_its_fronts_are_gone_and_keeps_what_it_acknowledged(wo
         assert "k1" in {r["message_id"] for r in ws.log.events(limit=None).to_pylist()}
 
 
+def test_connections_spread_over_the_fronts_and_skip_a_dead_one(world):
+    path, key, _, _ = world
+    srv = Server(path, "--fronts", "2")
+    try:
+        fronts = _children(srv.proc.pid)
+        assert len(fronts) == 2
+
+        def cpu(pid: int) -> int:
+            with open(f"/proc/{pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            return int(f[11]) + int(f[12])
+
+        before = [cpu(p) for p in fronts]
+        # Each connection lands on one front's socket (SO_REUSEPORT): with 16, both fronts work.
+        clients = [httpx.Client(base_url=srv.url, auth=(key, ""), timeout=10) for _ in range(16)]
+        for _ in range(40):
+            for i, c in enumerate(clients):
+                assert c.post("/v1/track", json={"userId": f"u{i}", "event": "Spread"}).status_code == 200
+        assert all(cpu(p) > b for p, b in zip(fronts, before))
+        for c in clients:
+            c.close()
+        os.kill(fronts[0], signal.SIGKILL)            # its socket closes with it: no connection is stranded
+        time.sleep(0.3)
+        for i in range(20):
+            with httpx.Client(base_url=srv.url, auth=(key, ""), timeout=5) as c:
+                assert c.post("/v1/track", json={"userId": f"v{i}", "event": "After"}).status_code == 200
+    finally:
+        assert srv.stop() == 0
+
+
 def test_a_port_in_use_is_a_clear_error(world):
     path, _, _, _ = world
     with socket.socket() as taken:
