@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
+import time
 
 from plait.log.journal import Journal, Loader, encode, replay
 from plait.log.store import Rejection
@@ -81,3 +83,73 @@ def test_replay_takes_whole_frames_skips_a_torn_one_and_adds_nothing_twice(ws, t
     assert any("unreadable journal frame" in r["reason"] for r in ws.log.rejected())
     assert _segments(folder) == []
     assert replay(folder, ws.log) == 0
+
+
+def test_a_failed_sync_is_an_error_for_its_requests_and_the_next_group_starts_a_fresh_segment(ws, tmp_path, monkeypatch):
+    import errno
+
+    import plait.log.journal as journal_module
+
+    folder = tmp_path / "journal"
+    recs = _records(ws, 20)
+    journal = Journal(folder, "front0", segment_s=3600)
+    real = journal_module._write_sync
+
+    def full(fd, data):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def run() -> None:
+        await journal.append(encode(recs[:10]))                      # segment 1, synced
+        monkeypatch.setattr(journal_module, "_write_sync", full)
+        try:
+            await journal.append(encode(recs[10:15]))
+            raise AssertionError("a failed sync was acknowledged")
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        monkeypatch.setattr(journal_module, "_write_sync", real)
+        await journal.append(encode(recs[15:20]))                    # a fresh segment: 2
+
+    asyncio.run(run())
+    journal.close()
+    assert _segments(folder) == ["front0-000000000001.journal", "front0-000000000002.journal"]
+    loader = Loader(folder, ws.log)
+    loader.stop()
+    assert {r["message_id"] for r in ws.log.events(limit=None).to_pylist()} == \
+        {f"m{i}" for i in range(10)} | {f"m{i}" for i in range(15, 20)}   # what was refused is not there
+
+
+def test_a_failed_load_keeps_the_segments_reports_it_and_is_retried(ws, tmp_path, monkeypatch):
+    folder = tmp_path / "journal"
+    journal = Journal(folder, "front0", segment_s=3600)
+
+    async def send() -> None:
+        await journal.append(encode(_records(ws, 10)))
+
+    asyncio.run(send())
+    journal.close()
+    loader = Loader(folder, ws.log, interval_s=0.05)
+    real = ws.log.append
+    calls = []
+    checked = threading.Event()
+
+    def broken(records):  # noqa: ANN001, ANN202
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise RuntimeError("disk went away")
+        checked.wait(10)                     # the retry waits until the test has read /health's view
+        return real(records)
+
+    monkeypatch.setattr(ws.log, "append", broken)
+    loader.start()
+    deadline = time.time() + 10
+    while len(calls) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    status = loader.status()
+    assert status["error"] == "RuntimeError: disk went away" and status["backlog_bytes"] > 0
+    assert _segments(folder) == ["front0-000000000001.journal"] and ws.log.count() == 0
+    checked.set()
+    while ws.log.count() < 10 and time.time() < deadline:
+        time.sleep(0.02)
+    loader.stop()
+    assert calls[0] == 10 and ws.log.count() == 10                    # retried, loaded once
+    assert loader.status()["error"] is None and _segments(folder) == []
