@@ -172,7 +172,9 @@ class Journal:
 
 
 def _write_sync(fd: int, data: bytes) -> None:
-    os.write(fd, data)
+    view = memoryview(data)
+    while view:                          # a short write is continued, never taken for the whole
+        view = view[os.write(fd, view):]
     os.fdatasync(fd)
 
 
