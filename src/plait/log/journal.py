@@ -233,18 +233,16 @@ class Loader:
     def load(self, *, final: bool = False) -> int:
         """Load what is new in every segment; events appended. With ``final``, every segment is
         taken as finished (no front writes any more)."""
+        paths = [(p, *_sequence(p)) for p in sorted(self.folder.glob(f"*{SUFFIX}"))]
         newest: dict[str, int] = {}
-        paths = sorted(self.folder.glob(f"*{SUFFIX}"))
-        for p in paths:
-            front, seq = _sequence(p)
+        for _, front, seq in paths:
             newest[front] = max(newest.get(front, 0), seq)
         records: list[Record] = []
         rejections: list[Rejection] = []
         settled: list[tuple[Path, int]] = []
         finished: list[Path] = []
         added = 0
-        for p in paths:
-            front, seq = _sequence(p)
+        for p, front, seq in paths:
             at = self._read.get(p, 0)
             # Finished: its front has opened a later segment (so wrote this one's last byte before
             # this listing), or the fronts are gone.

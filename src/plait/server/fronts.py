@@ -27,7 +27,6 @@ writer stops when none is left, so a service manager restarts the whole server.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -344,7 +343,6 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
         listener.close()
     if workers is not None:
         workers.close_fronts()
-    logging.getLogger("plait").setLevel(log_level.upper())
     import uvicorn
 
     with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
