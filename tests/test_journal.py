@@ -7,7 +7,11 @@ import struct
 import threading
 import time
 
-from plait.log.journal import Journal, Loader, encode, replay
+import pytest
+
+from plait.log.journal import Journal, Loader, arrow_frame, encode, replay
+from plait.log.schema import records_from_arrow, records_to_arrow
+from plait.log.vault import SEALED, plain
 from plait.log.store import Rejection
 
 
@@ -20,13 +24,14 @@ def _segments(folder):  # noqa: ANN001, ANN202
     return sorted(p.name for p in folder.glob("*.journal"))
 
 
-def test_front_journal_acknowledges_synced_groups_and_the_loader_deletes_finished_segments(ws, tmp_path):
+@pytest.mark.parametrize("arrow_min_rows", [1, 10_000])      # groups as Arrow frames, and as msgpack
+def test_front_journal_acknowledges_synced_groups_and_the_loader_deletes_finished_segments(ws, tmp_path, arrow_min_rows):
     folder = tmp_path / "journal"
     recs = _records(ws, 100)
-    journal = Journal(folder, "front0", segment_s=3600)
+    journal = Journal(folder, "front0", segment_s=3600, arrow_min_rows=arrow_min_rows)
 
     async def send(lo, hi, rejections=()):  # noqa: ANN001, ANN202
-        await asyncio.gather(*(journal.append(encode(recs[i:i + 10], rejections if i == lo else []))
+        await asyncio.gather(*(journal.append(recs[i:i + 10], rejections if i == lo else [])
                                for i in range(lo, hi, 10)))
 
     asyncio.run(send(0, 50, [Rejection("bad", origin="test")]))
@@ -54,9 +59,9 @@ def test_acknowledgements_wait_while_the_loader_is_behind(ws, tmp_path):
     async def run() -> list[int]:
         acked: list[int] = []
         for i in range(2):                                            # two segments, one group each
-            await journal.append(encode(recs[i * 10:(i + 1) * 10]))
+            await journal.append(recs[i * 10:(i + 1) * 10])
             acked.append(i)
-        third = asyncio.ensure_future(journal.append(encode(recs[20:30])))
+        third = asyncio.ensure_future(journal.append(recs[20:30]))
         await asyncio.sleep(0.3)
         assert not third.done() and journal.held > 0                  # held back, not refused
         assert loader.load() == 20                                    # the writer catches up
@@ -72,8 +77,9 @@ def test_acknowledgements_wait_while_the_loader_is_behind(ws, tmp_path):
 def test_replay_takes_whole_frames_skips_a_torn_one_and_adds_nothing_twice(ws, tmp_path):
     folder = tmp_path / "journal"
     folder.mkdir()
-    frames = [encode(_records(ws, 3, "a")), encode(_records(ws, 2, "b"), [Rejection("why", origin="x")])]
-    torn = encode(_records(ws, 4, "c"))
+    # Arrow frames, and a msgpack pair as rejections (and segments from before Arrow) are written.
+    frames = [arrow_frame(_records(ws, 3, "a")), encode(_records(ws, 2, "b"), [Rejection("why", origin="x")])]
+    torn = arrow_frame(_records(ws, 4, "c"))
     data = b"".join(struct.pack("!I", len(f)) + f for f in frames) + struct.pack("!I", len(torn)) + torn[:-5]
     (folder / "front0-000000000001.journal").write_bytes(data)
     (folder / "front1-000000000001.journal").write_bytes(struct.pack("!I", len(frames[0])) + frames[0])
@@ -99,15 +105,15 @@ def test_a_failed_sync_is_an_error_for_its_requests_and_the_next_group_starts_a_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     async def run() -> None:
-        await journal.append(encode(recs[:10]))                      # segment 1, synced
+        await journal.append(recs[:10])                      # segment 1, synced
         monkeypatch.setattr(journal_module, "_write_sync", full)
         try:
-            await journal.append(encode(recs[10:15]))
+            await journal.append(recs[10:15])
             raise AssertionError("a failed sync was acknowledged")
         except OSError as e:
             assert e.errno == errno.ENOSPC
         monkeypatch.setattr(journal_module, "_write_sync", real)
-        await journal.append(encode(recs[15:20]))                    # a fresh segment: 2
+        await journal.append(recs[15:20])                    # a fresh segment: 2
 
     asyncio.run(run())
     journal.close()
@@ -120,26 +126,26 @@ def test_a_failed_sync_is_an_error_for_its_requests_and_the_next_group_starts_a_
 
 def test_a_failed_load_keeps_the_segments_reports_it_and_is_retried(ws, tmp_path, monkeypatch):
     folder = tmp_path / "journal"
-    journal = Journal(folder, "front0", segment_s=3600)
+    journal = Journal(folder, "front0", segment_s=3600, arrow_min_rows=1)
 
     async def send() -> None:
-        await journal.append(encode(_records(ws, 10)))
+        await journal.append(_records(ws, 10))
 
     asyncio.run(send())
     journal.close()
     loader = Loader(folder, ws.log, interval_s=0.05)
-    real = ws.log.append
+    real = ws.log.append_plain
     calls = []
     checked = threading.Event()
 
-    def broken(records):  # noqa: ANN001, ANN202
-        calls.append(len(records))
+    def broken(table):  # noqa: ANN001, ANN202
+        calls.append(table.num_rows)
         if len(calls) == 1:
             raise RuntimeError("disk went away")
         checked.wait(10)                     # the retry waits until the test has read /health's view
-        return real(records)
+        return real(table)
 
-    monkeypatch.setattr(ws.log, "append", broken)
+    monkeypatch.setattr(ws.log, "append_plain", broken)
     loader.start()
     deadline = time.time() + 10
     while len(calls) < 2 and time.time() < deadline:
@@ -153,3 +159,34 @@ def test_a_failed_load_keeps_the_segments_reports_it_and_is_retried(ws, tmp_path
     loader.stop()
     assert calls[0] == 10 and ws.log.count() == 10                    # retried, loaded once
     assert loader.status()["error"] is None and _segments(folder) == []
+
+
+def test_journaled_rows_come_back_as_the_same_records_and_personal_fields_are_sealed_by_the_writer(ws, tmp_path):
+    calls = [
+        {"type": "identify", "userId": "u1", "messageId": "i1", "timestamp": "2025-03-01T10:00:00Z",
+         "sentAt": "2025-03-01T10:00:05Z", "traits": {"email": "Ann@Example.com", "tier": "gold"},
+         "context": {"library": {"name": "analytics.js"}, "traits": {"phone": "+44 20 7946 0000"}}},
+        {"type": "track", "anonymousId": "c1", "event": "Order Completed", "messageId": "o1",
+         "properties": {"order_id": "A1", "total": 12.5, "currency": "eur", "store_id": 7}},
+        {"type": "page", "anonymousId": "c1", "name": "Home", "category": "landing"},
+    ]
+    recs = [ws.parser.parse(c, received_at=1_700_000_000_000_000, source="test") for c in calls]
+    assert recs[0].pii                                  # the workspace treats email and phone as personal
+    table = records_to_arrow(recs, [plain(r.pii) for r in recs])
+    assert records_from_arrow(table) == recs            # nothing lost or changed on the way
+    folder = tmp_path / "journal"
+
+    async def send() -> None:
+        await journal.append(recs)
+
+    journal = Journal(folder, "front0", arrow_min_rows=1)
+    asyncio.run(send())
+    journal.close()
+    seen = []
+    ws.log.follow(lambda batch: seen.append((batch.values("pii"), [r.message_id for r in batch.where_event({"Order Completed"})])))
+    assert replay(folder, ws.log) == 3
+    assert seen == [([recs[0].pii, None, None], ["o1"])]
+    row = ws.log.events(limit=None, type="identify").to_pylist()[0]
+    assert row["pii"][0] == SEALED and b"Example" not in row["pii"]   # sealed under the subject's key
+    revealed = ws.log.reveal(row)
+    assert revealed["traits"]["email"] == "Ann@Example.com" and revealed["context"]["traits"]["phone"] == "+44 20 7946 0000"

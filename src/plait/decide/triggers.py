@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from plait.decide.lifecycle import OBSERVED, Abandonment
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from plait.activate.outbox import Outbox
     from plait.decide.engine import Decider
     from plait.events.contract import Record
+    from plait.log.store import Appended
 
 
 def event_of(r: "Record") -> dict[str, Any]:
@@ -33,14 +34,13 @@ def event_of(r: "Record") -> dict[str, Any]:
             "timestamp": r.event_time / 1e6}
 
 
-def observer(target: Any) -> Callable[[Sequence["Record"]], None]:
+def observer(target: Any) -> Callable[["Appended"], None]:
     """A log follower handing ``target`` (a decider, or the decide workers) every collected event
     that changes a customer's snapshot — consent, orders, complaints — before the collector's
     200 goes out, so the next decision already obeys it."""
-    def follow(records: Sequence["Record"]) -> None:
-        for r in records:
-            if r.event in OBSERVED:
-                target.observe_event(event_of(r))
+    def follow(batch: "Appended") -> None:
+        for r in batch.where_event(OBSERVED):
+            target.observe_event(event_of(r))
     return follow
 
 
@@ -92,7 +92,7 @@ class Triggers:
                 return
             self.handle(batch)
 
-    def handle(self, records: Sequence["Record"]) -> int:
+    def handle(self, batch: "Appended") -> int:
         """Decide on every record a trigger listens to and enqueue the deliveries. Carts and
         browses are timed only while a rule listens for their abandonment (every product view
         would otherwise hold a timer for two hours)."""
@@ -101,9 +101,7 @@ class Triggers:
             return 0
         timed = "Cart Abandoned" in listening or "Browse Abandoned" in listening
         n = 0
-        for rec in records:
-            if not timed and rec.event not in listening:
-                continue
+        for rec in (batch.records if timed else batch.where_event(listening)):
             ev = event_of(rec)
             if timed:
                 self.abandonment.see(rec.user_id or rec.anonymous_id or "", ev, ev["timestamp"])

@@ -111,11 +111,14 @@ def _micros(dt: datetime) -> int:
 
 
 _ONE_US = datetime.resolution
+_STORE, _WEB, _APP, _OTHER = Channel.STORE.value, Channel.WEB.value, Channel.APP.value, Channel.OTHER.value
 
 
 def _id(value: Id | None) -> str | None:
     if value is None:
         return None
+    if type(value) is str:           # the usual case, first
+        return value.strip() or None
     if isinstance(value, float):
         value = int(value) if value.is_integer() else value
     s = str(value).strip()
@@ -209,37 +212,36 @@ class Parser:
         correct_skew: bool = True,
         defaults: Batch | None = None,
     ) -> Record:
-        def fail(reason: str, field: str = "") -> EventError:
-            return EventError(reason, field=field, index=index)
-
-        ctype = (call.type or kind or "").lower()
+        ctype = call.type or kind or ""
+        if ctype not in CALL_TYPES:
+            ctype = ctype.lower()
         if kind is not None and call.type is not None and ctype != kind:
-            raise fail(f"type `{call.type}` sent to the /v1/{kind} endpoint", "type")
+            raise EventError(f"type `{call.type}` sent to the /v1/{kind} endpoint", field="type", index=index)
         if ctype not in CALL_TYPES:
             if not ctype:
-                raise fail("missing `type`; expected one of " + ", ".join(CALL_TYPES), "type")
-            raise fail(f"unknown type `{call.type}`; expected one of " + ", ".join(CALL_TYPES), "type")
+                raise EventError("missing `type`; expected one of " + ", ".join(CALL_TYPES), field="type", index=index)
+            raise EventError(f"unknown type `{call.type}`; expected one of " + ", ".join(CALL_TYPES), field="type", index=index)
 
         user_id = _id(call.user_id)
         anonymous_id = _id(call.anonymous_id)
         if user_id is None and anonymous_id is None:
-            raise fail("either `userId` or `anonymousId` is required", "userId")
+            raise EventError("either `userId` or `anonymousId` is required", field="userId", index=index)
 
         event: str | None = None
         if ctype == "track":
             event = (call.event or "").strip() or None
             if event is None:
-                raise fail("a track call needs an `event` name", "event")
+                raise EventError("a track call needs an `event` name", field="event", index=index)
         elif ctype in ("page", "screen"):
             event = (call.name or "").strip() or None
         previous_id = _id(call.previous_id)
         if ctype == "alias" and previous_id is None:
-            raise fail("an alias call needs `previousId`", "previousId")
+            raise EventError("an alias call needs `previousId`", field="previousId", index=index)
         if ctype == "alias" and user_id is None:
-            raise fail("an alias call needs `userId`", "userId")
+            raise EventError("an alias call needs `userId`", field="userId", index=index)
         group_id = _id(call.group_id)
         if ctype == "group" and group_id is None:
-            raise fail("a group call needs `groupId`", "groupId")
+            raise EventError("a group call needs `groupId`", field="groupId", index=index)
 
         context = call.context
         if defaults is not None and defaults.context:
@@ -261,7 +263,7 @@ class Parser:
                 if missing:
                     field = f"{field}.{missing.group(1)}"
                     reason = f"{event} requires property `{missing.group(1)}`"
-                raise fail(reason, field) from e
+                raise EventError(reason, field=field, index=index) from e
 
         # Times: event time corrected for client clock skew (Segment's rule).
         sent = call.sent_at or (defaults.sent_at if defaults is not None else None)
@@ -278,21 +280,25 @@ class Parser:
         channel = self._channel(call, spec, properties, context, ctype)
         order_id, store_id, amount, currency = _money(spec, checked, properties)
         if currency is not None and not _CURRENCY.match(currency):
-            raise fail(f"currency `{currency}` is not an ISO 4217 code", "properties.currency")
+            raise EventError(f"currency `{currency}` is not an ISO 4217 code", field="properties.currency", index=index)
         if amount is not None:
             currency = (currency or self.base_currency).upper()
 
         pii: dict[str, Any] = {}
-        if self.pii_fields:
-            traits = self._take_pii(traits, "traits", pii)
-            properties = self._take_pii(properties, "properties", pii)
+        fields = self.pii_fields
+        if fields:
+            if traits and not fields.isdisjoint(traits):
+                traits = self._take_pii(traits, "traits", pii)
+            if properties and not fields.isdisjoint(properties):
+                properties = self._take_pii(properties, "properties", pii)
             if context:
-                context = dict(context)
                 ctraits = context.get("traits")
-                if isinstance(ctraits, dict):
-                    context["traits"] = self._take_pii(ctraits, "context.traits", pii)
-                for key in self.pii_fields.intersection(context):
-                    pii[f"context.{key}"] = context.pop(key)
+                if not fields.isdisjoint(context) or (isinstance(ctraits, dict) and not fields.isdisjoint(ctraits)):
+                    context = dict(context)
+                    if isinstance(ctraits, dict):
+                        context["traits"] = self._take_pii(ctraits, "context.traits", pii)
+                    for key in fields.intersection(context):
+                        pii[f"context.{key}"] = context.pop(key)
 
         message_id = _id(call.message_id)
         if message_id is None:
@@ -343,17 +349,17 @@ class Parser:
 
     @staticmethod
     def _channel(call: Call, spec: EventSpec | None, properties: dict | None, context: dict | None, ctype: str) -> str:
-        ch = explicit_channel(call.channel)
-        if ch is None and context:
-            ch = explicit_channel(context.get("channel"))
-        if ch is None and properties:
-            ch = explicit_channel(properties.get("channel"))
-        if ch is not None:
-            return ch
+        # Named by the sender: on the call, in its context, in its properties (most name none).
+        for named in (call.channel, context.get("channel") if context else None,
+                      properties.get("channel") if properties else None):
+            if named:
+                ch = explicit_channel(named)
+                if ch is not None:
+                    return ch
         if spec is not None and spec.channel is not None:
             return spec.channel
         if properties and properties.get("store_id") not in (None, ""):
-            return Channel.STORE.value
+            return _STORE
         if context:
             lib = context.get("library")
             if isinstance(lib, dict):
@@ -361,10 +367,10 @@ class Parser:
                 if ch is not None:
                     return ch
         if ctype == "page":
-            return Channel.WEB.value
+            return _WEB
         if ctype == "screen":
-            return Channel.APP.value
-        return Channel.OTHER.value
+            return _APP
+        return _OTHER
 
 
 def _money(spec: EventSpec | None, checked: Any, properties: dict | None) -> tuple[str | None, str | None, float | None, str | None]:

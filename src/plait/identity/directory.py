@@ -33,7 +33,7 @@ from plait.identity.identifiers import Registry
 from plait.identity.resolver import ResolveReport, resolve
 
 if TYPE_CHECKING:
-    from plait.events.contract import Record
+    from plait.log.store import Appended
     from plait.workspace import Workspace
 
 _CUR = tables.CURRENT
@@ -262,18 +262,21 @@ class Identity:
             gc.unfreeze()
             self._frozen = False
 
-    def observe(self, records: Sequence["Record"]) -> list[str | None]:
-        """Assign collected records to profiles now; their profile ids."""
+    def observe(self, batch: "Appended") -> list[str | None]:
+        """Assign the records of an append to profiles now; their profile ids."""
         if self._live is None:
             self._restore()
+        uids, aids, ctxs = batch.values("user_id"), batch.values("anonymous_id"), batch.values("context")
+        traits, piis = batch.values("traits"), batch.values("pii")
+        times, mids = batch.values("event_time"), batch.values("message_id")
         out = []
         with self._lock:
             st, hubs = self._live, self._hubs
-            for r in records:
-                keys = self.registry.extract(r.user_id, r.anonymous_id, r.context, record_traits(r))
+            for i in range(len(uids)):
+                keys = self.registry.extract(uids[i], aids[i], ctxs[i], traits_of(traits[i], ctxs[i], piis[i]))
                 for k in hubs.see(keys):  # type: ignore[union-attr]
                     st.quarantined.add(k)  # type: ignore[union-attr]
-                root = st.observe(keys, r.event_time, r.message_id)  # type: ignore[union-attr]
+                root = st.observe(keys, times[i], mids[i])  # type: ignore[union-attr]
                 if root is None:
                     out.append(None)
                     continue
@@ -309,15 +312,16 @@ class Identity:
             raise IdentityError("identity has not been resolved in this workspace yet", hint="run `plait resolve`")
 
 
-def record_traits(r: "Record") -> list[tuple[str, Any]]:
+def traits_of(traits: dict[str, Any] | None, context: dict[str, Any] | None,
+              pii: dict[str, Any] | None) -> list[tuple[str, Any]]:
     """``(trait, value)`` pairs of a collected record: traits, context.traits and personal fields."""
-    out: list[tuple[str, Any]] = list((r.traits or {}).items())
-    ct = (r.context or {}).get("traits")
+    out: list[tuple[str, Any]] = list((traits or {}).items())
+    ct = (context or {}).get("traits")
     if isinstance(ct, dict):
         out.extend(ct.items())
-    for path, value in (r.pii or {}).items():
+    for path, value in (pii or {}).items():
         out.append((path.rsplit(".", 1)[-1], value))
     return out
 
 
-__all__ = ["Identity", "record_traits"]
+__all__ = ["Identity", "traits_of"]

@@ -151,3 +151,25 @@ def records_to_arrow(records: Sequence[Record], pii_blobs: Sequence[bytes | None
         else:
             arrays.append(pa.array(values, f.type))
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+_RECORD_FIELDS = tuple(f for f in Record.__struct_fields__ if f != "pii")
+_JSON_FIELDS = ("properties", "traits", "context")
+_TIME_FIELDS = ("event_time", "original_time", "sent_at", "received_at")
+_jdec = msgspec.json.Decoder()
+
+
+def records_from_arrow(table: pa.Table) -> list[Record]:
+    """The records behind rows in the log's layout whose ``pii`` is still plain (the journal's
+    form, :func:`plait.log.vault.plain`); the inverse of :func:`records_to_arrow`."""
+    cols: dict[str, list] = {}
+    for name in _RECORD_FIELDS:
+        col = table.column(name)
+        if name in _TIME_FIELDS:
+            col = col.cast(pa.int64())
+        values = col.to_pylist()
+        if name in _JSON_FIELDS:
+            values = [None if v is None else _jdec.decode(v) for v in values]
+        cols[name] = values
+    pii = [None if b is None else _jdec.decode(b[1:]) for b in table.column("pii").to_pylist()]
+    return [Record(**dict(zip(_RECORD_FIELDS, row)), pii=p) for row, p in zip(zip(*cols.values()), pii)]

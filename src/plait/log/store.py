@@ -18,13 +18,14 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from plait.engine.backend import Backend
 from plait.errors import ImportFormatError
 from plait.events.contract import Record
-from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_to_arrow
+from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_from_arrow, records_to_arrow
 from plait.log.seen import SeenIds, id_hashes
-from plait.log.vault import Vault
+from plait.log.vault import PLAIN, Vault
 
 _dec = msgspec.json.Decoder()
 
@@ -53,6 +54,61 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_JSON = ("properties", "traits", "context")
+_TIMES = ("event_time", "original_time", "sent_at", "received_at")
+
+
+class Appended:
+    """One append as the log's followers see it: its records, or its rows in the log's layout
+    with personal fields still plain (the collector's journal hands the writer Arrow).
+
+    From rows, records are built only when asked for: followers that read a few fields of every
+    row (real-time identity) use :meth:`values`, those that act on a few named events use
+    :meth:`where_event` — building every row as a Python object would cost more than the append."""
+
+    def __init__(self, *, records: Sequence[Record] | None = None, table: pa.Table | None = None) -> None:
+        if (records is None) == (table is None):
+            raise ValueError("give records or a table")
+        self._records = records
+        self._table = table
+        self._values: dict[str, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records) if self._records is not None else self._table.num_rows  # type: ignore[union-attr]
+
+    @property
+    def records(self) -> Sequence[Record]:
+        if self._records is None:
+            self._records = records_from_arrow(self._table)  # type: ignore[arg-type]
+        return self._records
+
+    def values(self, field: str) -> list[Any]:
+        """One field of every row as :class:`Record` has it (times in µs, JSON and ``pii`` as dicts)."""
+        got = self._values.get(field)
+        if got is None:
+            if self._records is not None:
+                got = [getattr(r, field) for r in self._records]
+            else:
+                col = self._table.column(field)  # type: ignore[union-attr]
+                got = (col.cast(pa.int64()) if field in _TIMES else col).to_pylist()
+                if field in _JSON:
+                    got = [None if v is None else _dec.decode(v) for v in got]
+                elif field == "pii":
+                    got = [None if v is None else _dec.decode(v[1:]) for v in got]
+            self._values[field] = got
+        return got
+
+    def where_event(self, names: Any) -> list[Record]:
+        """The records whose event is one of ``names``."""
+        if self._records is not None or not names:
+            return [r for r in (self._records or ()) if r.event in names]
+        t = self._table
+        mask = pc.is_in(t.column("event"), value_set=pa.array(list(names), pa.string()))  # type: ignore[union-attr]
+        if not pc.any(mask).as_py():
+            return []
+        return records_from_arrow(t.filter(mask))  # type: ignore[union-attr]
+
+
 class EventLog:
     """The immutable log on a :class:`~plait.engine.backend.Backend`."""
 
@@ -61,11 +117,11 @@ class EventLog:
         self.vault = vault
         self.seen = SeenIds(backend)
         self._write_lock = threading.Lock()
-        self._followers: list[Callable[[Sequence[Record]], None]] = []
+        self._followers: list[Callable[[Appended], None]] = []
         backend.execute(DDL)
 
-    def follow(self, fn: Callable[[Sequence[Record]], None]) -> None:
-        """Call ``fn`` with every batch of records once it is durably appended (the
+    def follow(self, fn: Callable[[Appended], None]) -> None:
+        """Call ``fn`` with every :class:`Appended` batch once it is durably in the log (the
         real-time identity path listens here, so the log never imports its readers)."""
         self._followers.append(fn)
 
@@ -82,9 +138,37 @@ class EventLog:
         if not records:
             return AppendResult(0, 0)
         result = self.append_table(self.seal(records))
-        for fn in self._followers:
-            fn(records)
+        self._tell(Appended(records=records))
         return result
+
+    def append_plain(self, table: pa.Table) -> AppendResult:
+        """Append rows laid out by :func:`~plait.log.schema.records_to_arrow` with their personal
+        fields plain (:func:`~plait.log.vault.plain`; the collector's journal carries them so):
+        the fields are sealed here, then appended as :meth:`append`."""
+        if table.num_rows == 0:
+            return AppendResult(0, 0)
+        result = self.append_table(self._seal_plain(table))
+        self._tell(Appended(table=table))
+        return result
+
+    def _seal_plain(self, table: pa.Table) -> pa.Table:
+        pii = table.column("pii")
+        if not self.vault.encrypt or pii.null_count == table.num_rows:
+            return table
+        blobs = pii.to_pylist()
+        at = [i for i, b in enumerate(blobs) if b is not None and b[0] == PLAIN]
+        if not at:
+            return table
+        subjects, ids = table.column("subject"), table.column("message_id")
+        sealed = self.vault.seal_many([subjects[i].as_py() for i in at], [ids[i].as_py() for i in at],
+                                      [_dec.decode(blobs[i][1:]) for i in at])
+        for i, b in zip(at, sealed):
+            blobs[i] = b
+        return table.set_column(table.schema.get_field_index("pii"), "pii", pa.array(blobs, pa.binary()))
+
+    def _tell(self, batch: Appended) -> None:
+        for fn in self._followers:
+            fn(batch)
 
     def append_table(self, table: pa.Table) -> AppendResult:
         """Append an Arrow table already in the log's layout (bulk paths); rows whose

@@ -26,6 +26,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SEALED = 1
 PLAIN = 0
+_json = msgspec.json.Encoder()
+
+
+def plain(payload: dict | None) -> bytes | None:
+    """Personal fields in the clear, in the ``pii`` column's format (a workspace that does not
+    encrypt stores them so; the collector's journal carries them so until the writer seals them)."""
+    return None if payload is None else bytes([PLAIN]) + _json.encode(payload)
 
 
 class Vault:
@@ -66,7 +73,7 @@ class Vault:
     def seal_many(self, subjects: list[str], message_ids: list[str], payloads: list[dict | None]) -> list[bytes | None]:
         """Seal each payload under its subject's key (keys created durably first)."""
         if not self.encrypt:
-            return [None if p is None else bytes([PLAIN]) + self._enc.encode(p) for p in payloads]
+            return [plain(p) for p in payloads]
         self._load(s for s, p in zip(subjects, payloads) if p is not None)
         out: list[bytes | None] = []
         for subject, mid, payload in zip(subjects, message_ids, payloads):

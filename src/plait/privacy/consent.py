@@ -39,6 +39,7 @@ from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
     from plait.events.contract import Record
+    from plait.log.store import Appended
     from plait.workspace import Workspace
 
 EVENT = "Consent Updated"
@@ -153,8 +154,8 @@ class Consent:
         raise IdentityError(f"no customer known by {identifier!r} to record consent for",
                             hint="use their user_id:… or anonymous_id:…, or run `plait resolve` first")
 
-    def _on_append(self, records: Sequence["Record"]) -> None:
-        entries = [("consent", self._ledger_entry(r)) for r in records if r.event == EVENT and r.properties]
+    def _on_append(self, batch: "Appended") -> None:
+        entries = [("consent", self._ledger_entry(r)) for r in batch.where_event((EVENT,)) if r.properties]
         if entries:
             self.ws.ledger.append_many(entries)
             self.ws.ledger.head()

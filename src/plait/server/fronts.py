@@ -204,7 +204,7 @@ class RemoteCommitter:
         # order) skip the journal: they are in force when their 200 goes out.
         if self.journal is not None and not any(r.event in OBSERVED for r in records):
             try:
-                await self.journal.append(encode(records, rejections))
+                await self.journal.append(records, rejections)
             except OSError as e:
                 raise EngineError(f"the journal could not be written: {e}") from e
             return
