@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import msgspec
 import pyarrow as pa
+from msgspec.structs import astuple
 
 from plait.events.contract import Record
 
@@ -107,54 +108,30 @@ CREATE TABLE IF NOT EXISTS imports (
 """
 
 _json = msgspec.json.Encoder()
-
-
-def _dump(obj: object) -> str | None:
-    return None if obj is None else _json.encode(obj).decode()
+_JSON_FIELDS = ("properties", "traits", "context")
 
 
 def records_to_arrow(records: Sequence[Record], pii_blobs: Sequence[bytes | None]) -> pa.Table:
     """Columns of the ``events`` table from normalised records and their sealed PII."""
-    cols = {
-        "message_id": [r.message_id for r in records],
-        "type": [r.type for r in records],
-        "event": [r.event for r in records],
-        "schema_version": [r.schema_version for r in records],
-        "channel": [r.channel for r in records],
-        "source": [r.source for r in records],
-        "anonymous_id": [r.anonymous_id for r in records],
-        "user_id": [r.user_id for r in records],
-        "group_id": [r.group_id for r in records],
-        "previous_id": [r.previous_id for r in records],
-        "event_time": [r.event_time for r in records],
-        "original_time": [r.original_time for r in records],
-        "sent_at": [r.sent_at for r in records],
-        "received_at": [r.received_at for r in records],
-        "day": [r.event_time // DAY_US for r in records],
-        "order_id": [r.order_id for r in records],
-        "store_id": [r.store_id for r in records],
-        "amount": [r.amount for r in records],
-        "currency": [r.currency for r in records],
-        "properties": [_dump(r.properties) for r in records],
-        "traits": [_dump(r.traits) for r in records],
-        "context": [_dump(r.context) for r in records],
-        "subject": [r.subject for r in records],
-        "pii": list(pii_blobs),
-    }
+    # Records to tuples and tuples to columns in C; Python touches only the JSON fields.
+    by_field = dict(zip(Record.__struct_fields__, zip(*map(astuple, records)))) if records else \
+        dict.fromkeys(Record.__struct_fields__, ())
     arrays = []
     for f in EVENT_SCHEMA:
-        values = cols[f.name]
-        if f.type == pa.date32():
-            arrays.append(pa.array(values, pa.int32()).cast(pa.date32()))
+        name = f.name
+        if name == "day":
+            arrays.append(pa.array([t // DAY_US for t in by_field["event_time"]], pa.int32()).cast(pa.date32()))
+        elif name == "pii":
+            arrays.append(pa.array(pii_blobs, pa.binary()))
+        elif name in _JSON_FIELDS:
+            arrays.append(pa.array([None if v is None else _json.encode(v) for v in by_field[name]], pa.string()))
         elif f.type == TS:
-            arrays.append(pa.array(values, pa.int64()).cast(TS))
+            arrays.append(pa.array(by_field[name], pa.int64()).cast(TS))
         else:
-            arrays.append(pa.array(values, f.type))
+            arrays.append(pa.array(by_field[name], f.type))
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
-_RECORD_FIELDS = tuple(f for f in Record.__struct_fields__ if f != "pii")
-_JSON_FIELDS = ("properties", "traits", "context")
 _TIME_FIELDS = ("event_time", "original_time", "sent_at", "received_at")
 _jdec = msgspec.json.Decoder()
 
@@ -162,14 +139,15 @@ _jdec = msgspec.json.Decoder()
 def records_from_arrow(table: pa.Table) -> list[Record]:
     """The records behind rows in the log's layout whose ``pii`` is still plain (the journal's
     form, :func:`plait.log.vault.plain`); the inverse of :func:`records_to_arrow`."""
-    cols: dict[str, list] = {}
-    for name in _RECORD_FIELDS:
+    cols: list[list] = []
+    for name in Record.__struct_fields__:
         col = table.column(name)
         if name in _TIME_FIELDS:
             col = col.cast(pa.int64())
         values = col.to_pylist()
         if name in _JSON_FIELDS:
             values = [None if v is None else _jdec.decode(v) for v in values]
-        cols[name] = values
-    pii = [None if b is None else _jdec.decode(b[1:]) for b in table.column("pii").to_pylist()]
-    return [Record(**dict(zip(_RECORD_FIELDS, row)), pii=p) for row, p in zip(zip(*cols.values()), pii)]
+        elif name == "pii":
+            values = [None if v is None else _jdec.decode(v[1:]) for v in values]
+        cols.append(values)
+    return [Record(*row) for row in zip(*cols)]
