@@ -24,13 +24,16 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from plait.identity.identifiers import Registry
 
 
+@lru_cache(maxsize=1 << 20)
 def profile_id(canonical_key: str) -> str:
-    """The stable id of the customer whose first identifier is ``canonical_key``."""
+    """The stable id of the customer whose first identifier is ``canonical_key`` (remembered:
+    real-time assignment asks for it on every event, and a lookup costs a tenth of the hash)."""
     return "prof_" + hashlib.md5(canonical_key.encode()).hexdigest()[:16]
 
 
