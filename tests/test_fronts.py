@@ -229,3 +229,20 @@ def test_acknowledged_events_survive_a_killed_server_and_consent_skips_the_journ
         assert not list((path / "journal").glob("*.journal"))
     with plait.connect(path) as ws:                               # and only once
         assert len([m for m in (r["message_id"] for r in ws.log.events(limit=None).to_pylist()) if m.startswith("j")]) == 31
+
+
+def test_the_writers_engine_leaves_the_fronts_their_cores_unless_told(tmp_path, monkeypatch):
+    from plait.server.fronts import share_cores
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    with plait.connect(tmp_path / "a") as ws:
+        share_cores(ws, 3)
+        assert ws.backend.scalar("SELECT current_setting('threads')") == 1
+        share_cores(ws, 1)
+        assert ws.backend.scalar("SELECT current_setting('threads')") == 3
+    with plait.connect(tmp_path / "b") as ws:
+        ws.settings.engine.threads = 1
+        ws.settings.save(ws.path)
+    with plait.connect(tmp_path / "b") as ws:
+        share_cores(ws, 1)                                   # the workspace's setting wins over 4 - 1
+        assert ws.backend.scalar("SELECT current_setting('threads')") == 1

@@ -56,6 +56,10 @@ class Backend(ABC):
         """Rewrite storage so deleted rows leave no bytes behind (erasure). No-op where the
         engine's storage has no such leftovers."""
 
+    def set_threads(self, n: int) -> None:
+        """Use at most ``n`` threads for this process's queries from now on (no-op where the
+        engine's parallelism is not this process's to set)."""
+
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         t = self.query(sql, params)
         return t.column(0)[0].as_py() if t.num_rows else None

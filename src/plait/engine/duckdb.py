@@ -130,6 +130,9 @@ class DuckDBBackend(Backend):
     def checkpoint(self) -> None:
         self.execute("CHECKPOINT")
 
+    def set_threads(self, n: int) -> None:
+        self.execute(f"SET threads = {int(n)}")
+
     def compact(self) -> None:
         """Rewrite the database into a fresh file, so deleted rows leave no bytes behind in
         free blocks (DuckDB reuses freed blocks but never wipes them). Temporary tables go."""
