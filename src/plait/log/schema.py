@@ -136,18 +136,19 @@ _TIME_FIELDS = ("event_time", "original_time", "sent_at", "received_at")
 _jdec = msgspec.json.Decoder()
 
 
+def field_values(table: pa.Table, name: str) -> list:
+    """One :class:`Record` field of every row of a table in the log's layout whose ``pii`` is still
+    plain (the journal's form, :func:`plait.log.vault.plain`): times in µs, JSON parts and
+    personal fields as dicts."""
+    col = table.column(name)
+    values = (col.cast(pa.int64()) if name in _TIME_FIELDS else col).to_pylist()
+    if name in _JSON_FIELDS:
+        return [None if v is None else _jdec.decode(v) for v in values]
+    if name == "pii":
+        return [None if v is None else _jdec.decode(v[1:]) for v in values]
+    return values
+
+
 def records_from_arrow(table: pa.Table) -> list[Record]:
-    """The records behind rows in the log's layout whose ``pii`` is still plain (the journal's
-    form, :func:`plait.log.vault.plain`); the inverse of :func:`records_to_arrow`."""
-    cols: list[list] = []
-    for name in Record.__struct_fields__:
-        col = table.column(name)
-        if name in _TIME_FIELDS:
-            col = col.cast(pa.int64())
-        values = col.to_pylist()
-        if name in _JSON_FIELDS:
-            values = [None if v is None else _jdec.decode(v) for v in values]
-        elif name == "pii":
-            values = [None if v is None else _jdec.decode(v[1:]) for v in values]
-        cols.append(values)
-    return [Record(*row) for row in zip(*cols)]
+    """The records behind such rows; the inverse of :func:`records_to_arrow`."""
+    return [Record(*row) for row in zip(*(field_values(table, name) for name in Record.__struct_fields__))]

@@ -23,7 +23,14 @@ import pyarrow.compute as pc
 from plait.engine.backend import Backend
 from plait.errors import ImportFormatError
 from plait.events.contract import Record
-from plait.log.schema import DDL, EVENT_COLUMNS, EVENT_SCHEMA, records_from_arrow, records_to_arrow
+from plait.log.schema import (
+    DDL,
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    field_values,
+    records_from_arrow,
+    records_to_arrow,
+)
 from plait.log.seen import SeenIds, id_hashes
 from plait.log.vault import PLAIN, Vault
 
@@ -54,10 +61,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-_JSON = ("properties", "traits", "context")
-_TIMES = ("event_time", "original_time", "sent_at", "received_at")
-
-
 class Appended:
     """One append as the log's followers see it: its records, or its rows in the log's layout
     with personal fields still plain (the collector's journal hands the writer Arrow).
@@ -86,15 +89,8 @@ class Appended:
         """One field of every row as :class:`Record` has it (times in µs, JSON and ``pii`` as dicts)."""
         got = self._values.get(field)
         if got is None:
-            if self._records is not None:
-                got = [getattr(r, field) for r in self._records]
-            else:
-                col = self._table.column(field)  # type: ignore[union-attr]
-                got = (col.cast(pa.int64()) if field in _TIMES else col).to_pylist()
-                if field in _JSON:
-                    got = [None if v is None else _dec.decode(v) for v in got]
-                elif field == "pii":
-                    got = [None if v is None else _dec.decode(v[1:]) for v in got]
+            got = ([getattr(r, field) for r in self._records] if self._records is not None
+                   else field_values(self._table, field))  # type: ignore[arg-type]
             self._values[field] = got
         return got
 
