@@ -190,3 +190,31 @@ def test_journaled_rows_come_back_as_the_same_records_and_personal_fields_are_se
     assert row["pii"][0] == SEALED and b"Example" not in row["pii"]   # sealed under the subject's key
     revealed = ws.log.reveal(row)
     assert revealed["traits"]["email"] == "Ann@Example.com" and revealed["context"]["traits"]["phone"] == "+44 20 7946 0000"
+
+
+def test_a_group_that_cannot_be_encoded_is_refused_and_the_journal_goes_on(ws, tmp_path, monkeypatch):
+    import plait.log.journal as journal_module
+    from plait.errors import EngineError
+
+    folder = tmp_path / "journal"
+    recs = _records(ws, 20)
+    journal = Journal(folder, "front0", segment_s=3600, arrow_min_rows=1)
+    real = journal_module.arrow_frame
+
+    def broken(records):  # noqa: ANN001, ANN202
+        raise ValueError("cannot lay this out")
+
+    async def run() -> None:
+        monkeypatch.setattr(journal_module, "arrow_frame", broken)
+        try:
+            await asyncio.wait_for(journal.append(recs[:10]), 5)
+            raise AssertionError("an unwritten group was acknowledged")
+        except EngineError as e:
+            assert "cannot lay this out" in str(e)
+        monkeypatch.setattr(journal_module, "arrow_frame", real)
+        await asyncio.wait_for(journal.append(recs[10:20]), 5)     # not stuck behind the failure
+
+    asyncio.run(run())
+    journal.close()
+    assert replay(folder, ws.log) == 10
+    assert {r["message_id"] for r in ws.log.events(limit=None).to_pylist()} == {f"m{i}" for i in range(10, 20)}

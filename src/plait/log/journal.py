@@ -46,6 +46,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from plait.errors import EngineError
 from plait.events.contract import Record
 from plait.log.schema import EVENT_SCHEMA, records_to_arrow
 from plait.log.store import Rejection
@@ -161,18 +162,30 @@ class Journal:
                 loop.call_later(0.05, self._write, loop)
                 return
             self._rotate()
-        # One frame for the whole group. Arrow costs per column, not per event: it pays for itself
-        # (in the writer, which then builds no object per event) only past a few dozen records.
-        if len(self._records) >= self.arrow_min_rows:
-            frames = [encode([], self._rejections)] if self._rejections else []
-            frames.append(arrow_frame(self._records))
-        else:
-            frames = [encode(self._records, self._rejections)]
-        data = b"".join(part for f in frames for part in (_LEN.pack(len(f)), f))
-        waiting = self._waiting
+        records, rejections, waiting = self._records, self._rejections, self._waiting
         self._records, self._rejections, self._waiting = [], [], []
+        try:
+            data = self._group(records, rejections)
+        except Exception as e:  # noqa: BLE001 - a group that cannot be written is refused; the journal goes on
+            error = EngineError(f"the journal could not encode these events: {type(e).__name__}: {e}")
+            _log.warning("%s", error)
+            for w in waiting:
+                if not w.done():
+                    w.set_exception(error)
+            self._busy = False
+            return
         done = loop.run_in_executor(self._pool, _write_sync, self._fd, data)
         done.add_done_callback(lambda f: self._written(loop, f, waiting, len(data)))
+
+    def _group(self, records: list[Record], rejections: list[Rejection]) -> bytes:
+        """One group's frames. Arrow costs per column, not per event: it pays for itself (in the
+        writer, which then builds no object per event) only past a few dozen records."""
+        if len(records) >= self.arrow_min_rows:
+            frames = [encode([], rejections)] if rejections else []
+            frames.append(arrow_frame(records))
+        else:
+            frames = [encode(records, rejections)]
+        return b"".join(part for f in frames for part in (_LEN.pack(len(f)), f))
 
     def _written(self, loop: asyncio.AbstractEventLoop, f: asyncio.Future, waiting: list[asyncio.Future], n: int) -> None:
         error = f.exception()
