@@ -82,7 +82,9 @@ def test_fronts_collect_durably_decide_and_pass_everything_else(world):
     srv = Server(path, "--fronts", "2", "--decide-workers", "2")
     try:
         kids = _children(srv.proc.pid)
-        assert len(kids) == 4                               # 2 fronts and 2 decide workers
+        fronts = httpx.get(srv.url + "/health").json()["fronts"]["pids"]
+        assert len(fronts) == 2 and set(fronts) < set(kids)
+        assert len(kids) == 5                               # 2 fronts, 2 decide workers, the zygote
         c = httpx.Client(base_url=srv.url, auth=(key, ""), timeout=10)
         before = httpx.get(srv.url + "/health").json()["events"]
         # The collector, answered by a front; 200 only once the writer committed the events.
@@ -132,23 +134,40 @@ def test_fronts_collect_durably_decide_and_pass_everything_else(world):
         assert ws.log.rejected_count() == 2
 
 
-def test_writer_stops_when_its_fronts_are_gone_and_keeps_what_it_acknowledged(world):
+def test_a_killed_front_is_replaced_and_what_it_acknowledged_is_kept(world):
     path, key, _, _ = world
     srv = Server(path, "--fronts", "1")
-    (front,) = _children(srv.proc.pid)
-    r = httpx.post(srv.url + "/v1/track", json={"userId": "u1", "event": "Kept", "messageId": "k1"}, auth=(key, ""))
-    assert r.status_code == 200
-    os.kill(front, signal.SIGKILL)
-    assert srv.proc.wait(30) == 0                    # the writer noticed, flushed and stopped cleanly
+    try:
+        (front,) = httpx.get(srv.url + "/health").json()["fronts"]["pids"]
+        r = httpx.post(srv.url + "/v1/track", json={"userId": "u1", "event": "Kept", "messageId": "k1"}, auth=(key, ""))
+        assert r.status_code == 200
+        os.kill(front, signal.SIGKILL)
+        deadline = time.time() + 30
+        health: dict = {}
+        while time.time() < deadline:
+            try:
+                health = httpx.get(srv.url + "/health", timeout=2).json()
+                if health["fronts"]["replaced"] == 1 and health["fronts"]["pids"]:
+                    break
+            except httpx.TransportError:              # no front accepting for a moment
+                pass
+            time.sleep(0.1)
+        (replacement,) = health["fronts"]["pids"]
+        assert replacement != front and srv.proc.poll() is None
+        r = httpx.post(srv.url + "/v1/track", json={"userId": "u2", "event": "Kept", "messageId": "k2"}, auth=(key, ""))
+        assert r.status_code == 200
+    finally:
+        assert srv.stop() == 0
+    assert not Path(f"/proc/{replacement}").exists() or "zombie" in Path(f"/proc/{replacement}/status").read_text()
     with plait.connect(path) as ws:
-        assert "k1" in {r["message_id"] for r in ws.log.events(limit=None).to_pylist()}
+        assert {"k1", "k2"} <= {r["message_id"] for r in ws.log.events(limit=None).to_pylist()}
 
 
 def test_connections_spread_over_the_fronts_and_skip_a_dead_one(world):
     path, key, _, _ = world
     srv = Server(path, "--fronts", "2")
     try:
-        fronts = _children(srv.proc.pid)
+        fronts = httpx.get(srv.url + "/health").json()["fronts"]["pids"]
         assert len(fronts) == 2
 
         def connections(pid: int) -> int:

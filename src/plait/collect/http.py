@@ -182,6 +182,9 @@ def collector_router(collect: Collect) -> APIRouter:
         if loader is not None:
             # Acknowledged by the fronts, not yet in the log (0 once the loader has caught up).
             out["journal"] = loader.status()
+        fronts = getattr(request.app.state, "fronts", None)
+        if fronts is not None:
+            out["fronts"] = fronts.status()
         return _json(200, out)
 
     return router

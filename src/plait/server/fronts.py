@@ -20,13 +20,16 @@ spreads connections evenly) and talk to the writer over
 
 Fronts are forked before the writer starts a thread (nothing they inherit is locked) and never
 touch the engine; write keys are read once before forking (they change only through the CLI,
-which cannot open the workspace while it is served). A front that exits is not replaced; the
-writer stops when none is left, so a service manager restarts the whole server.
+which cannot open the workspace while it is served). A front that dies is replaced: the writer
+cannot fork once its threads run, so a *zygote* — a copy of the server forked before any thread
+starts, idle — forks the replacement, which opens its own socket on the port (at most one
+replacement a second; the writer answers its requests meanwhile through the other fronts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 
     from plait.workspace import Workspace
 
+_log = logging.getLogger("plait.server")
 MAX_PASSED_BODY = 256 * 1024 * 1024      # bodies of requests passed to the writer (imports, uploads)
 
 
@@ -82,12 +86,17 @@ _json = msgspec.json.Decoder()
 class Hub:
     """The writer's end of every front's channel: appends, passed requests, fallback decisions."""
 
-    def __init__(self, app: "FastAPI", socks: list[socket.socket]) -> None:
+    def __init__(self, app: "FastAPI", socks: list[socket.socket], *, zygote: socket.socket | None = None,
+                 pids: list[int] | None = None) -> None:
         self.app = app
         self.committer = app.state.committer
-        self.fronts = [Channel(s, on_lost=self._lost) for s in socks]
-        for ch in self.fronts:
-            ch.on_frame = lambda rid, kind, payload, ch=ch: self._frame(ch, rid, kind, payload)
+        self.fronts = [self._channel(i, s) for i, s in enumerate(socks)]
+        self.zygote = zygote
+        self.pids = pids if pids is not None else []
+        self.front_pids = list(self.pids)            # by front index
+        self.stopping = False
+        self.replaced = 0
+        self._last_replacement = 0.0
         self.gone = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -99,6 +108,11 @@ class Hub:
         self.loader = Loader(ws.path / JOURNAL_DIR, ws.log, interval_s=s.journal_load_ms / 1000,
                              max_rows=max(s.max_flush_rows, 50_000)) if s.journal else None
         app.state.journal_loader = self.loader
+        app.state.fronts = self
+
+    def status(self) -> dict[str, Any]:
+        """The live fronts' process ids and how many fronts were replaced (for ``/health``)."""
+        return {"pids": [pid for ch, pid in zip(self.fronts, self.front_pids) if ch.alive], "replaced": self.replaced}
 
     def reload(self, path: str) -> int:
         """Have every front route by a fresh customer store (the decide workers just took it):
@@ -117,9 +131,50 @@ class Hub:
         if self.loader is not None:
             self.loader.stop()
 
-    def _lost(self) -> None:
+    def _channel(self, index: int, sock: socket.socket) -> Channel:
+        ch = Channel(sock, on_lost=lambda: self._lost(index))
+        ch.on_frame = lambda rid, kind, payload: self._frame(ch, rid, kind, payload)
+        return ch
+
+    def _lost(self, index: int) -> None:
+        if not self.stopping and self.zygote is not None and self.loop is not None:
+            # At most one replacement a second (a front that dies at start-up must not spin), and
+            # not at once: when Ctrl-C reaches every process, the writer is about to stop anyway.
+            wait = max(0.2, self._last_replacement + 1.0 - self.loop.time())
+            self.loop.call_later(wait, self._replace, index)
+            return
         if not any(ch.alive for ch in self.fronts):
             self.gone.set()
+
+    def _replace(self, index: int) -> None:
+        """Have the zygote fork a new front ``index`` on a fresh channel."""
+        if self.stopping or self.zygote is None or self.loop is None:
+            return
+        self._last_replacement = self.loop.time()
+        mine, theirs = pair()
+        try:
+            socket.send_fds(self.zygote, [index.to_bytes(4, "big")], [theirs.fileno()])
+            pid = int.from_bytes(self.zygote.recv(4), "big")
+        except OSError as e:
+            _log.error("front %d died and cannot be replaced (the zygote is gone: %s)", index, e)
+            self.zygote = None
+            mine.close()
+            self._lost(index)
+            return
+        finally:
+            theirs.close()
+        if not pid:
+            mine.close()
+            self.zygote = None
+            self._lost(index)
+            return
+        ch = self._channel(index, mine)
+        self.fronts[index] = ch
+        self.front_pids[index] = pid
+        self.pids.append(pid)
+        ch.attach(self.loop)
+        self.replaced += 1
+        _log.warning("front %d died; replaced by process %d", index, pid)
 
     def _frame(self, ch: Channel, rid: int, kind: int, payload: bytes) -> None:
         if kind == APPEND:
@@ -327,6 +382,22 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     app = create_app(ws, fronts=fronts)
     workers = app.state.workers
     ws.keys.load()                                    # the fronts check keys from this copy
+    zygote, theirs = socket.socketpair()
+    zpid = os.fork()
+    if zpid == 0:                                     # the zygote: forks replacement fronts
+        code = 0
+        try:
+            zygote.close()
+            for listener in listeners:                # held here, a socket would outlive its front
+                listener.close()
+            if workers is not None:
+                workers.close_fronts()
+            _zygote(ws, app, theirs, host, port, log_level)
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
     ends: list[socket.socket] = []
     pids: list[int] = []
     for f in range(fronts):
@@ -356,38 +427,69 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     import uvicorn
 
     with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
-        runner.run(_writer(app, ends, pids))
-    for pid in pids:
+        runner.run(_writer(app, ends, pids, zygote))
+    for pid in [zpid, *pids[:fronts]]:                # (replacements are the zygote's children)
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
 
 
-async def _writer(app: "FastAPI", ends: list[socket.socket], pids: list[int]) -> None:
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _zygote(ws: "Workspace", app: "FastAPI", ctl: socket.socket, host: str, port: int, log_level: str) -> None:
+    """Fork a front for each ``(index, channel socket)`` the writer sends; stop when it is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the writer decides when everything stops
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)     # replacement fronts are reaped by the kernel
+    while True:
+        msg, fds, _, _ = socket.recv_fds(ctl, 4, 1)
+        if not msg or not fds:
+            return
+        ch = socket.socket(fileno=fds[0])
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                ctl.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                listener = socket.create_server((host, port), backlog=2048, reuse_port=True)
+                _front(ws, app, int.from_bytes(msg, "big"), ch, listener, [], log_level)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        ch.close()
+        ctl.sendall(pid.to_bytes(4, "big"))
+
+
+async def _writer(app: "FastAPI", ends: list[socket.socket], pids: list[int], zygote: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     async with app.router.lifespan_context(app):
-        hub = Hub(app, ends)
+        hub = Hub(app, ends, zygote=zygote, pids=pids)
         hub.attach(loop)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         done = asyncio.ensure_future(hub.gone.wait())
         await asyncio.wait([done, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        # Fronts finish the requests they hold (their appends still land here), then close.
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        hub.stopping = True                            # no more replacements
+        zygote.close()
+        # Fronts finish the requests they hold (their appends still land here), then close. Only
+        # live ones are signalled: a replaced front's id may already belong to another process.
+        live = hub.status()["pids"]
+        _signal(live, signal.SIGTERM)
+        if not any(ch.alive for ch in hub.fronts):
+            hub.gone.set()
         try:
             await asyncio.wait_for(hub.gone.wait(), 15)
         except TimeoutError:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _signal(hub.status()["pids"], signal.SIGKILL)
         hub.close()                                    # everything journaled is now in the log
     # The lifespan's end stopped the decide workers, wrote their last decisions, flushed the log.
 
