@@ -265,3 +265,23 @@ def test_the_writers_engine_leaves_the_fronts_their_cores_unless_told(tmp_path, 
     with plait.connect(tmp_path / "b") as ws:
         share_cores(ws, 1)                                   # the workspace's setting wins over 4 - 1
         assert ws.backend.scalar("SELECT current_setting('threads')") == 1
+
+
+def test_nothing_outlives_a_killed_writer(world):
+    path, _, _, _ = world
+    srv = Server(path, "--fronts", "1")
+    kids = _children(srv.proc.pid)
+    assert len(kids) == 2                                   # the front and the zygote
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait(10)
+
+    def running(pid: int) -> bool:
+        try:
+            return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 20
+    while any(running(p) for p in kids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(running(p) for p in kids)

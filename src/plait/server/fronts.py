@@ -407,6 +407,7 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
             code = 0
             try:
                 mine.close()
+                zygote.close()                        # the writer's end: it must see the writer go
                 for s in ends:
                     s.close()
                 for g, listener in enumerate(listeners):  # a socket no one accepts on would strand connections
