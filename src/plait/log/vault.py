@@ -27,12 +27,22 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 SEALED = 1
 PLAIN = 0
 _json = msgspec.json.Encoder()
+_jdec = msgspec.json.Decoder()
 
 
 def plain(payload: dict | None) -> bytes | None:
     """Personal fields in the clear, in the ``pii`` column's format (a workspace that does not
     encrypt stores them so; the collector's journal carries them so until the writer seals them)."""
     return None if payload is None else bytes([PLAIN]) + _json.encode(payload)
+
+
+def is_plain(blob: bytes | None) -> bool:
+    return blob is not None and blob[0] == PLAIN
+
+
+def read_plain(blob: bytes | None) -> dict | None:
+    """The fields of a :func:`plain` blob."""
+    return None if blob is None else _jdec.decode(blob[1:])
 
 
 class Vault:
@@ -90,7 +100,7 @@ class Vault:
         if blob is None:
             return None
         if blob[0] == PLAIN:
-            return self._dec.decode(blob[1:])
+            return read_plain(blob)
         self._load_existing(subject)
         aes = self._cache.get(subject)
         if aes is None:

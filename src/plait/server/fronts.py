@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -40,13 +41,13 @@ import msgspec
 from plait.collect.http import Collect, FastCollect, error_body, read_body, respond
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
+from plait.decide.lifecycle import OBSERVED
 from plait.decide.workers import Router, load_store
 from plait.errors import ConfigError, EngineError, LimitError
 from plait.events.contract import Record
 from plait.frames import APPEND, ASGI, DECIDE, RELOAD, STATUS, Channel, Lost, pair
 from plait.log.journal import Journal, Loader, decode, encode
 from plait.log.store import Rejection
-from plait.decide.lifecycle import OBSERVED
 from plait.workspace import JOURNAL_DIR
 
 if TYPE_CHECKING:
@@ -92,8 +93,7 @@ class Hub:
         self.committer = app.state.committer
         self.fronts = [self._channel(i, s) for i, s in enumerate(socks)]
         self.zygote = zygote
-        self.pids = pids if pids is not None else []
-        self.front_pids = list(self.pids)            # by front index
+        self.pids = list(pids) if pids is not None else [0] * len(socks)   # by front index
         self.stopping = False
         self.replaced = 0
         self._last_replacement = 0.0
@@ -112,7 +112,7 @@ class Hub:
 
     def status(self) -> dict[str, Any]:
         """The live fronts' process ids and how many fronts were replaced (for ``/health``)."""
-        return {"pids": [pid for ch, pid in zip(self.fronts, self.front_pids) if ch.alive], "replaced": self.replaced}
+        return {"pids": [pid for ch, pid in zip(self.fronts, self.pids) if ch.alive], "replaced": self.replaced}
 
     def reload(self, path: str) -> int:
         """Have every front route by a fresh customer store (the decide workers just took it):
@@ -154,7 +154,9 @@ class Hub:
         mine, theirs = pair()
         try:
             socket.send_fds(self.zygote, [index.to_bytes(4, "big")], [theirs.fileno()])
-            pid = int.from_bytes(self.zygote.recv(4), "big")
+            reply = self.zygote.recv(4)
+            if len(reply) != 4:
+                raise ConnectionResetError("no answer")
         except OSError as e:
             _log.error("front %d died and cannot be replaced (the zygote is gone: %s)", index, e)
             self.zygote = None
@@ -163,18 +165,12 @@ class Hub:
             return
         finally:
             theirs.close()
-        if not pid:
-            mine.close()
-            self.zygote = None
-            self._lost(index)
-            return
         ch = self._channel(index, mine)
         self.fronts[index] = ch
-        self.front_pids[index] = pid
-        self.pids.append(pid)
+        self.pids[index] = int.from_bytes(reply, "big")
         ch.attach(self.loop)
         self.replaced += 1
-        _log.warning("front %d died; replaced by process %d", index, pid)
+        _log.warning("front %d died; replaced by process %d", index, self.pids[index])
 
     def _frame(self, ch: Channel, rid: int, kind: int, payload: bytes) -> None:
         if kind == APPEND:
@@ -383,41 +379,33 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     workers = app.state.workers
     ws.keys.load()                                    # the fronts check keys from this copy
     zygote, theirs = socket.socketpair()
-    zpid = os.fork()
-    if zpid == 0:                                     # the zygote: forks replacement fronts
-        code = 0
-        try:
-            zygote.close()
-            for listener in listeners:                # held here, a socket would outlive its front
-                listener.close()
-            if workers is not None:
-                workers.close_fronts()
-            _zygote(ws, app, theirs, host, port, log_level)
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
+
+    def as_zygote() -> None:                          # forks replacement fronts
+        zygote.close()
+        for listener in listeners:                    # held here, a socket would outlive its front
+            listener.close()
+        if workers is not None:
+            workers.close_fronts()
+        _zygote(ws, app, theirs, host, port, log_level)
+
+    zpid = _fork(as_zygote)
     theirs.close()
     ends: list[socket.socket] = []
     pids: list[int] = []
     for f in range(fronts):
         mine, theirs = pair()
-        pid = os.fork()
-        if pid == 0:                                  # the front: never returns into the writer's code
-            code = 0
-            try:
-                mine.close()
-                zygote.close()                        # the writer's end: it must see the writer go
-                for s in ends:
-                    s.close()
-                for g, listener in enumerate(listeners):  # a socket no one accepts on would strand connections
-                    if g != f:
-                        listener.close()
-                _front(ws, app, f, theirs, listeners[f], workers.front_socks[f] if workers is not None else [], log_level)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                os._exit(code)                        # no finalisers: the engine belongs to the writer
+
+        def as_front(f: int = f, mine: socket.socket = mine, theirs: socket.socket = theirs) -> None:
+            mine.close()
+            zygote.close()                            # the writer's end: it must see the writer go
+            for s in ends:
+                s.close()
+            for g, listener in enumerate(listeners):  # a socket no one accepts on would strand connections
+                if g != f:
+                    listener.close()
+            _front(ws, app, f, theirs, listeners[f], workers.front_socks[f] if workers is not None else [], log_level)
+
+        pid = _fork(as_front)
         theirs.close()
         ends.append(mine)
         pids.append(pid)
@@ -429,11 +417,25 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
 
     with asyncio.Runner(loop_factory=uvicorn.Config(app).get_loop_factory()) as runner:
         runner.run(_writer(app, ends, pids, zygote))
-    for pid in [zpid, *pids[:fronts]]:                # (replacements are the zygote's children)
+    for pid in [zpid, *pids]:                          # (replacements are the zygote's children)
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+def _fork(body: Callable[[], None]) -> int:
+    """Run ``body`` in a child process, which never returns into the caller's code; its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            body()
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)                            # no finalisers: the engine belongs to the writer
+    return pid
 
 
 def _signal(pids: list[int], sig: int) -> None:
@@ -453,18 +455,14 @@ def _zygote(ws: "Workspace", app: "FastAPI", ctl: socket.socket, host: str, port
         if not msg or not fds:
             return
         ch = socket.socket(fileno=fds[0])
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                ctl.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                listener = socket.create_server((host, port), backlog=2048, reuse_port=True)
-                _front(ws, app, int.from_bytes(msg, "big"), ch, listener, [], log_level)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                os._exit(code)
+
+        def as_front(index: int = int.from_bytes(msg, "big"), ch: socket.socket = ch) -> None:
+            ctl.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            listener = socket.create_server((host, port), backlog=2048, reuse_port=True)
+            _front(ws, app, index, ch, listener, [], log_level)
+
+        pid = _fork(as_front)
         ch.close()
         ctl.sendall(pid.to_bytes(4, "big"))
 
