@@ -131,3 +131,15 @@ def test_crlf_files_use_the_parser(ws, tmp_path):
     r = ws.importer.jsonl(f)
     assert (r.inserted, r.rejected, r.engine_rows) == (1, 1, 0)
     assert ws.log.rejected()[0]["position"] == 3
+
+
+def test_blank_and_padded_lines_agree_with_the_parser(tmp_path):
+    f = tmp_path / "e.jsonl"
+    ev = json.dumps({"type": "track", "event": "x", "userId": "u", "messageId": "m1"})
+    ev2 = json.dumps({"type": "track", "event": "x", "userId": "u", "messageId": "m2"})
+    f.write_bytes(b"\t\n   \n \x0b\x0c \n" + ev.encode() + b"\n  " + ev2.encode() + b" \t\n\n\x01\n")
+    with plait.connect(tmp_path / "engine") as a, plait.connect(tmp_path / "python") as b:
+        ra, rb = a.importer.jsonl(f), b.importer.jsonl(f, engine=False)
+        # whitespace-only lines are skipped by both paths; the control character is one rejected line
+        assert (ra.rows, ra.inserted, ra.rejected) == (rb.rows, rb.inserted, rb.rejected) == (3, 2, 1)
+        assert [r["position"] for r in a.log.rejected()] == [r["position"] for r in b.log.rejected()] == [7]

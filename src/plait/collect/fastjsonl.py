@@ -37,6 +37,10 @@ FIELDS = ("type", "messageId", "anonymousId", "userId", "event", "name", "catego
           "integrations", "writeKey")
 _T = {f: i + 1 for i, f in enumerate(FIELDS)}
 TS_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
+# What Python's bytes.strip() removes from a line, less the line breaks the reader splits on (a line
+# of these alone is blank and skipped, as by the parser's path). Most lines start with `{`, which
+# settles it without trimming (trimming every line cost 0.3 s of CPU per 500 k lines).
+_BLANK = "' ' || chr(9) || chr(11) || chr(12)"
 # Printable ASCII with no space at either end: text Python's str.strip() leaves as it is.
 PLAIN_RE = r"^[!-~]([ -~]*[!-~])?$"
 _LIBS = (("analytics.js", "web"), ("analytics-next", "web"), ("analytics-ios", "app"), ("analytics-swift", "app"),
@@ -111,7 +115,7 @@ def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us
     cur = "__ps[4]"
     return f"""
 WITH r AS (SELECT __row, line FROM {lines} WHERE __row > {int(done)}{"" if upto is None else f" AND __row <= {int(upto)}"}
-           AND line IS NOT NULL AND trim(line) <> ''),
+           AND line IS NOT NULL AND (starts_with(line, '{{') OR trim(line, {_BLANK}) <> '')),
 v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
 -- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
 w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),

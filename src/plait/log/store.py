@@ -208,7 +208,9 @@ class EventLog:
                 return [by_row[int(r)] for r in good_rows[idx]]
 
             keep = self.seen.new_rows(id_at, hashes)
-            skip = np.setdiff1d(rows, good_rows[keep], assume_unique=True)
+            dropped = np.ones(good_rows.size, bool)
+            dropped[keep] = False
+            skip = np.concatenate([rows[bad_mask], good_rows[dropped]])
             cols = ", ".join(f"q.{c}" for c in EVENT_COLUMNS)
             if skip.size:
                 b.temp_table("__plait_skip", pa.table({"__row": pa.array(skip, pa.int64())}))
