@@ -196,6 +196,20 @@ def bulk(quick: bool) -> dict:
     return res
 
 
+def machine() -> dict:
+    """Which CPU ran this, and a fixed Python workload's time on it (median of 5): the
+    machine behind these sessions has changed under us (AMD EPYC, later an Intel Xeon about
+    twice as fast), so figures from different runs compare only with this beside them."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        json.dumps([{"i": i, "s": str(i)} for i in range(200_000)])
+        times.append(time.perf_counter() - t0)
+    return {"cpu": model, "cpus": os.cpu_count(), "python_ref_ms": round(statistics.median(times) * 1000, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small run, under a minute")
@@ -205,7 +219,7 @@ def main() -> None:
     ap.add_argument("--fronts", type=int, default=2,
                     help="front processes answering HTTP before the writer (0: one process does everything)")
     a = ap.parse_args()
-    out: dict = {"benchmark": "ingest", "quick": a.quick, "cpus": os.cpu_count()}
+    out: dict = {"benchmark": "ingest", "quick": a.quick, "cpus": os.cpu_count(), "machine": machine()}
     if a.only in (None, "bulk"):
         out["bulk"] = bulk(a.quick)
         print("bulk:", out["bulk"], file=sys.stderr)
