@@ -198,3 +198,25 @@ def test_table_in_engine_rejects_dedupes_and_resumes(ws, tmp_path, monkeypatch):
     r2 = imp.file(tmp_path / "b.parquet", mapping=m, only_mapped=True)
     assert (r2.inserted, r2.duplicates, r2.rejected) == (500, 500, 0)
     assert ws.log.count() == n - 2 + 500
+
+
+def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch):
+    """Mapped personal fields pass through Python to be sealed, in steps of the engine's
+    ``bulk_rows``: a resumed import adds nothing twice and every email stays sealed."""
+    n = 2500
+    t = pa.table({"receipt": [f"r{i}" for i in range(n)], "card": [f"c{i % 40}" for i in range(n)],
+                  "ts": ["2025-01-02 10:00:00"] * n, "total": [1.5] * n,
+                  "email": [None if i % 7 == 0 else f"p{i % 40}@x.io" for i in range(n)]})
+    pq.write_table(t, tmp_path / "crm.parquet", row_group_size=300)
+    m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total",
+                       "traits.email=email"], ["event=Order Completed"])
+    monkeypatch.setattr(ws.backend, "bulk_rows", 1000)
+    imp = ws.importer
+    _crash_after(imp, monkeypatch, 2, lambda: imp.file(tmp_path / "crm.parquet", mapping=m, only_mapped=True))
+    assert 0 < ws.log.count() < n
+    r = imp.file(tmp_path / "crm.parquet", mapping=m, only_mapped=True)
+    assert ws.log.count() == n and r.duplicates > 0
+    rows = ws.log.events(limit=None).to_pylist()
+    assert not any(b"@x.io" in (row["pii"] or b"") for row in rows)
+    emails = {row["order_id"]: (ws.log.reveal(row).get("traits") or {}).get("email") for row in rows}
+    assert emails["r8"] == "p8@x.io" and emails["r7"] is None and emails["r0"] is None

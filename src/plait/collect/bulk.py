@@ -337,7 +337,7 @@ class Importer:
             whole = _table_sql(*args, done)
             if whole.has_pii:
                 # Personal fields are sealed per subject in Python: rows come out as Arrow.
-                for t in self.backend.stream(whole.sql, batch_size=self.chunk_rows * 2):
+                for t in self.backend.stream(whole.sql, batch_size=self.backend.bulk_rows):
                     self._table_chunk(t, report, path)
                     rows_done = max(rows_done, int(pc.max(t["__row"]).as_py()))
                     self._mark(fp, path, fmt, rows_done, False)

@@ -24,6 +24,9 @@ class Backend(ABC):
     """What the rest of Plait may ask of an engine."""
 
     dialect: Dialect
+    #: Rows per append that suit the engine's storage when a bulk import passes rows
+    #: through Python (see the DuckDB backend for why it matters there).
+    bulk_rows: int = 500_000
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...

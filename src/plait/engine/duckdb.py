@@ -26,6 +26,11 @@ class DuckDBBackend(Backend):
     """:class:`Backend` on a DuckDB database file (``":memory:"`` for tests)."""
 
     dialect = Dialect()
+    # Four of DuckDB's row groups (122,880 rows). An insert that fills whole row groups is
+    # written straight into the file; a smaller one goes through the write-ahead log and is
+    # written again at the checkpoint. Measured: 400 k log rows appended as 4 × 100 k took
+    # 1.03 s, as one append 0.51 s.
+    bulk_rows = 4 * 122_880
 
     def __init__(self, path: str | Path = ":memory:", *, threads: int | None = None, memory_limit: str | None = None,
                  read_only: bool = False, checkpoint_threshold: str | None = None) -> None:
