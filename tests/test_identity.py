@@ -309,3 +309,25 @@ def test_stitcher_keeps_customers_apart_at_scale():
     for i in range(1000):
         st_.observe([f"user_id:u{i}", f"anonymous_id:c{i}"], i)
     assert st_.profile_of("anonymous_id:c5") == st_.profile_of("user_id:u5") != st_.profile_of("user_id:u6")
+
+
+def test_a_version_is_current_until_its_inputs_change(ws):
+    send(ws, {"type": "identify", "userId": "u1", "anonymousId": "kiosk-7", "traits": {"email": "u1@example.com"}},
+         {"type": "identify", "userId": "u1", "anonymousId": "ck-1"})
+    assert not ws.identity.current()                         # never resolved
+    ws.resolve()
+    assert ws.identity.current()
+    send(ws, {"type": "track", "event": "x", "anonymousId": "ck-2"})
+    assert not ws.identity.current()                         # a new event
+    ws.resolve()
+    assert ws.identity.current()
+    ws.identity.split(ws.identity.profile_of("user_id:u1"), ["anonymous_id:kiosk-7"], reason="kiosk")
+    assert ws.identity.current()                             # the split resolved again itself
+    ws.backend.execute("DELETE FROM identity_splits")
+    assert not ws.identity.current()                         # splits are an input
+    ws.resolve()
+    ws.settings.identity.match.threshold = 0.5
+    assert not ws.identity.current()                         # so are the identity settings
+    ws.resolve()
+    ws.vault.destroy(["user_id:u1"])
+    assert not ws.identity.current()                         # and which keys exist

@@ -111,3 +111,26 @@ def test_privacy_cli(tmp_path):
     assert r.exit_code == 0, r.output
     assert _scan(w) == []
     assert runner.invoke(app, ["-w", str(w), "ledger", "verify"]).exit_code == 0
+
+
+def test_erasure_reaches_identifiers_linked_after_the_last_resolve(ws):
+    _world(ws)
+    # After the last resolve a new device sends his email: only a fresh resolve ties it to him.
+    send(ws, {"type": "identify", "anonymousId": "ck-late", "traits": {"email": EMAIL, "lastName": "Quartermaine"}},
+         day=5, source="app")
+    assert not ws.identity.current()
+    report = ws.rights.erase(f"email:{EMAIL}")
+    assert report.subjects == 4 and report.keys_destroyed == 4
+    ws.backend.checkpoint()
+    assert _scan(ws.path) == []
+
+
+def test_erasure_of_a_current_version_skips_the_first_resolve(ws, monkeypatch):
+    _world(ws)
+    assert ws.identity.current()
+    calls = []
+    real = ws.identity.resolve
+    monkeypatch.setattr(ws.identity, "resolve", lambda: calls.append(1) or real())
+    report = ws.rights.erase(f"email:{EMAIL}")
+    assert calls == [1]                                          # only the one after the keys are gone
+    assert report.subjects == 3 and report.keys_destroyed == 3

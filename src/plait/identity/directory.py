@@ -30,7 +30,7 @@ from plait.errors import IdentityError
 from plait.identity import tables
 from plait.identity.graph import Stitcher, SuperNodes, profile_id
 from plait.identity.identifiers import Registry
-from plait.identity.resolver import ResolveReport, resolve
+from plait.identity.resolver import ResolveReport, inputs, resolve
 
 if TYPE_CHECKING:
     from plait.log.store import Appended
@@ -59,6 +59,13 @@ class Identity:
         if self._live is not None:
             self._restore()
         return report
+
+    def current(self) -> bool:
+        """Whether the current version was derived from the log, splits, settings and keys
+        as they are now (:func:`plait.identity.resolver.inputs`): resolving again would
+        give the same customers."""
+        report = self.report()
+        return report is not None and report.get("inputs") == inputs(self.ws)
 
     @property
     def version(self) -> int | None:

@@ -18,6 +18,7 @@ The log is only read. Splits recorded in ``identity_splits`` are honoured on eve
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -58,6 +59,7 @@ class ResolveReport:
     candidate_pairs: int
     seconds: float
     stages: dict[str, float]
+    inputs: str = ""   # digest of what it was derived from (:func:`inputs`)
 
     def summary(self) -> str:
         return (f"identity v{self.version}: {self.identifiers:,} identifiers from {self.events:,} events became "
@@ -159,13 +161,30 @@ def person_record(traits: list[tuple[str, Any, str]], registry: Registry, extra:
     return rec
 
 
+def inputs(ws: "Workspace") -> str:
+    """A digest of everything a version is derived from: the log (append-only and idempotent,
+    so its row count says which events it holds), the recorded splits, the identity settings
+    and how many personal-field keys exist (destroyed keys hide traits from matching). Two
+    resolves over equal inputs give the same customers, so a version whose digest equals the
+    present one is current. Taken before the log is read: events arriving during a resolve
+    make the next digest differ, never the reverse."""
+    b = ws.backend
+    tables.create(b)
+    h = hashlib.sha256()
+    h.update(b"events=%d;keys=%d;" % (int(b.scalar("SELECT count(*) FROM events")), ws.vault.count()))
+    for split_id, side_a, side_b in tables.separations(b):
+        h.update(msgspec.json.encode([split_id, side_a, side_b]))
+    h.update(ws.settings.identity.model_dump_json().encode())
+    return h.hexdigest()
+
+
 def resolve(ws: "Workspace") -> ResolveReport:
     """Derive a new identity version from the whole log."""
     started = time.perf_counter()
+    digest = inputs(ws)
     settings = ws.settings.identity
     registry = ws.identity.registry
     b = ws.backend
-    tables.create(b)
     stages: dict[str, float] = {}
     mark = time.perf_counter()
 
@@ -259,10 +278,10 @@ def resolve(ws: "Workspace") -> ResolveReport:
         version=version, events=n_events, identifiers=len(stitcher.keys),
         profiles=len({stitcher.find(i) for i in range(len(stitcher.keys))}), event_links=event_links,
         match_links=match_links, conflicts=len(stitcher.conflicts), supernodes=len(hubs.found), records=len(recs),
-        candidate_pairs=pairs, seconds=time.perf_counter() - started, stages=stages)
+        candidate_pairs=pairs, seconds=time.perf_counter() - started, stages=stages, inputs=digest)
     lap("write")
     tables.finish(b, version, report.as_dict())
     return report
 
 
-__all__ = ["Observation", "ResolveReport", "observations", "person_record", "resolve"]
+__all__ = ["Observation", "ResolveReport", "inputs", "observations", "person_record", "resolve"]
