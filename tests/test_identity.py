@@ -331,3 +331,27 @@ def test_a_version_is_current_until_its_inputs_change(ws):
     ws.resolve()
     ws.vault.destroy(["user_id:u1"])
     assert not ws.identity.current()                         # and which keys exist
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(ID_POOL, min_size=1, max_size=4, unique=True).map(_one_per_field), min_size=1, max_size=25),
+       st.lists(st.tuples(st.sampled_from(["u1", "u2", "u3", None]), st.sampled_from(["c1", "c2", "c3", None])),
+                min_size=1, max_size=25))
+def test_one_append_assigns_as_event_by_event(tmp_path_factory, linking, plain):
+    """Within one append, events with only a user and anonymous id reuse an earlier answer for
+    the same pair; merges in between must not leave them with a stale profile."""
+    from plait.log.store import Appended
+
+    bodies = []
+    for i, keys in enumerate(linking):
+        bodies.append(_body(keys))
+        u, a = plain[i % len(plain)]
+        if u or a:
+            bodies.append({k: v for k, v in (("userId", u), ("anonymousId", a)) if v})
+            bodies.append({k: v for k, v in (("userId", u), ("anonymousId", a)) if v})
+    d = tmp_path_factory.mktemp("pairs")
+    with plait.connect(d / "one") as one, plait.connect(d / "each") as each:
+        recs = [call(one, b, day=i * 1e-3) for i, b in enumerate(bodies)]
+        together = one.identity.observe(Appended(records=recs))
+        apart = [each.identity.observe(Appended(records=[r]))[0] for r in recs]
+        assert together == apart

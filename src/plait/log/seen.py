@@ -114,7 +114,9 @@ class SeenIds:
         """Remember newly appended ids (never already present, so tiers stay disjoint)."""
         with self._lock:
             if hashes.size > _PY_HASH_MAX:
-                self._mid = np.sort(np.concatenate([self._mid, hashes.astype(np.uint64, copy=False)]))
+                # Merged in, not re-sorted: one pass over the tier instead of a sort of it all.
+                new = np.sort(hashes.astype(np.uint64, copy=False))
+                self._mid = np.insert(self._mid, np.searchsorted(self._mid, new), new)
             else:
                 self._new.update(hashes.tolist())
             if len(self._new) > _SMALL:
