@@ -220,3 +220,25 @@ def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch)
     assert not any(b"@x.io" in (row["pii"] or b"") for row in rows)
     emails = {row["order_id"]: (ws.log.reveal(row).get("traits") or {}).get("email") for row in rows}
     assert emails["r8"] == "p8@x.io" and emails["r7"] is None and emails["r0"] is None
+
+
+def test_jsonl_line_numbers_hold_in_a_file_read_in_parallel(ws, tmp_path):
+    """A file larger than the engine's read buffer is read by both cores at once; rejections
+    must still name their true line, and of two lines with one message id the first wins."""
+    p = tmp_path / "big.jsonl"
+    pad = "x" * 400
+    bad = {1, 50_001, 99_998}
+    with p.open("w") as f:
+        for i in range(1, 100_001):
+            if i in bad:
+                f.write('{"type": "track", "userId": "u"}\n')          # a track call without an event
+                continue
+            mid = "dup" if i in (10, 90_000) else f"m{i}"
+            f.write(json.dumps({"type": "track", "event": "Product Viewed", "userId": f"u{i % 13}", "messageId": mid,
+                                "properties": {"line": i, "pad": pad}}) + "\n")
+    assert p.stat().st_size > 40_000_000
+    r = ws.importer.jsonl(p)
+    assert (r.inserted, r.rejected, r.duplicates) == (100_000 - 3 - 1, 3, 1)
+    assert sorted(d["position"] for d in ws.log.rejected(10)) == sorted(bad)
+    [dup] = ws.backend.rows("SELECT properties FROM events WHERE message_id = 'dup'")
+    assert json.loads(dup["properties"])["line"] == 10

@@ -246,7 +246,7 @@ class Importer:
         return report
 
     def _jsonl_engine(self, path: Path, fp: str, source: str, progress: bool, t0: float) -> ImportReport:
-        from plait.collect.fastjsonl import lines_sql, select_sql
+        from plait.collect.fastjsonl import lines_sql, numbered, select_sql
 
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
@@ -263,7 +263,7 @@ class Importer:
             while rows_done < total:
                 upto = min(rows_done + self.engine_chunk_rows, total)
                 b.execute("CREATE OR REPLACE TEMP TABLE __plait_chunk AS " + select_sql(
-                    "__plait_lines", done=rows_done, upto=upto, source=source,
+                    numbered("__plait_lines"), done=rows_done, upto=upto, source=source,
                     base_currency=self.ws.settings.base_currency, now_us=now, pii_fields=list(self.parser.pii_fields)))
                 counts = b.rows("SELECT count(*) AS n, count(*) FILTER (WHERE __fast) AS fast FROM __plait_chunk")[0]
                 report.rows += int(counts["n"])
