@@ -206,10 +206,11 @@ def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch)
     n = 2500
     t = pa.table({"receipt": [f"r{i}" for i in range(n)], "card": [f"c{i % 40}" for i in range(n)],
                   "ts": ["2025-01-02 10:00:00"] * n, "total": [1.5] * n,
-                  "email": [None if i % 7 == 0 else f"p{i % 40}@x.io" for i in range(n)]})
+                  "email": [None if i % 7 == 0 else f"p{i % 40}@x.io" for i in range(n)],
+                  "phone": [f"+4477009{i % 40:05d}" if i % 3 == 0 else None for i in range(n)]})
     pq.write_table(t, tmp_path / "crm.parquet", row_group_size=300)
     m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total",
-                       "traits.email=email"], ["event=Order Completed"])
+                       "traits.email=email", "traits.phone=phone"], ["event=Order Completed"])
     monkeypatch.setattr(ws.backend, "bulk_rows", 1000)
     imp = ws.importer
     _crash_after(imp, monkeypatch, 2, lambda: imp.file(tmp_path / "crm.parquet", mapping=m, only_mapped=True))
@@ -218,8 +219,11 @@ def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch)
     assert ws.log.count() == n and r.duplicates > 0
     rows = ws.log.events(limit=None).to_pylist()
     assert not any(b"@x.io" in (row["pii"] or b"") for row in rows)
-    emails = {row["order_id"]: (ws.log.reveal(row).get("traits") or {}).get("email") for row in rows}
-    assert emails["r8"] == "p8@x.io" and emails["r7"] is None and emails["r0"] is None
+    traits = {row["order_id"]: ws.log.reveal(row).get("traits") for row in rows}
+    # Only the fields a row has are sealed: no nulls, and no personal part at all when none.
+    assert traits["r8"] == {"email": "p8@x.io"} and traits["r7"] is None
+    assert traits["r3"] == {"email": "p3@x.io", "phone": "+447700900003"} and traits["r0"] == {"phone": "+447700900000"}
+    assert sum(row["pii"] is None for row in rows) == sum(i % 7 == 0 and i % 3 != 0 for i in range(n))
 
 
 def test_jsonl_line_numbers_hold_in_a_file_read_in_parallel(ws, tmp_path):

@@ -384,10 +384,9 @@ class Importer:
             return
         pii_json = good["__pii"]
         if pii_json.null_count < good.num_rows:
-            dec = msgspec.json.Decoder()
-            payloads = [None if p is None else {k: v for k, v in dec.decode(p).items() if v is not None} or None
-                        for p in pii_json.to_pylist()]
-            blobs = self.ws.vault.seal_many(good["subject"].to_pylist(), good["message_id"].to_pylist(), payloads)
+            # The engine wrote each row's personal fields as a JSON object without nulls (or NULL).
+            payloads = pii_json.cast(pa.binary()).to_pylist()
+            blobs = self.ws.vault.seal_json(good["subject"].to_pylist(), good["message_id"].to_pylist(), payloads)
             pii = pa.array(blobs, pa.binary())
         else:
             pii = pa.nulls(good.num_rows, pa.binary())
@@ -451,6 +450,14 @@ def _table_sql(reader: str, fmt: str, columns: list[str], m: Mapping, only_mappe
         args = ", ".join(f"{quote_literal(k)}, {v}" for k, v in pairs)
         return f"CAST(json_object({args}) AS VARCHAR)"
 
+    def sealed_obj(pairs: list[tuple[str, str]]) -> str:
+        """Personal fields as the vault seals them: a JSON object of the non-null ones, NULL if none."""
+        if not pairs:
+            return "CAST(NULL AS VARCHAR)"
+        entries = ", ".join(f"{{'k': {quote_literal(k)}, 'v': to_json({v})}}" for k, v in pairs)
+        return (f"nullif(CAST(to_json(map_from_entries(list_filter([{entries}], lambda x: x.v IS NOT NULL))) "
+                "AS VARCHAR), '{}')")
+
     row = "file_row_number + 1" if fmt == "parquet" else "row_number() OVER ()"
     ts = f"TRY_CAST({ts_src} AS TIMESTAMPTZ)" if ts_src else "NULL"
     amount = f"TRY_CAST({amount_src} AS DOUBLE)" if amount_src else "CAST(NULL AS DOUBLE)"
@@ -513,7 +520,7 @@ SELECT
   {obj(trait_pairs)} AS traits,
   {obj(ctx_pairs)} AS context,
   CASE WHEN __user_id IS NOT NULL THEN 'user_id:' || __user_id ELSE 'anonymous_id:' || __anonymous_id END AS subject,
-  {obj(pii_pairs)} AS __pii,
+  {sealed_obj(pii_pairs)} AS __pii,
   __row,
   split_part(__check, '|', 1) AS __error_field,
   nullif(split_part(__check, '|', 2), '') AS __error,

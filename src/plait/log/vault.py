@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 SEALED = 1
 PLAIN = 0
 _SEALED_BYTE = bytes([SEALED])
+_PLAIN_BYTE = bytes([PLAIN])
 _json = msgspec.json.Encoder()
 _jdec = msgspec.json.Decoder()
 
@@ -83,10 +84,16 @@ class Vault:
 
     def seal_many(self, subjects: list[str], message_ids: list[str], payloads: list[dict | None]) -> list[bytes | None]:
         """Seal each payload under its subject's key (keys created durably first)."""
+        encode = self._enc.encode
+        return self.seal_json(subjects, message_ids, [None if p is None else encode(p) for p in payloads])
+
+    def seal_json(self, subjects: list[str], message_ids: list[str], payloads: list[bytes | None]) -> list[bytes | None]:
+        """:meth:`seal_many` for payloads already encoded as JSON objects (the engine's bulk
+        path writes them so, and no decoding and re-encoding in Python is needed)."""
         if not self.encrypt:
-            return [plain(p) for p in payloads]
+            return [None if p is None else _PLAIN_BYTE + p for p in payloads]
         self._load(s for s, p in zip(subjects, payloads) if p is not None)
-        keys, encode = self._cache, self._enc.encode
+        keys = self._cache
         # Random 96-bit nonces, drawn from the OS in one call rather than one call per field set.
         nonces = os.urandom(12 * len(payloads))
         out: list[bytes | None] = []
@@ -96,7 +103,7 @@ class Vault:
                 add(None)
                 continue
             nonce = nonces[12 * i: 12 * i + 12]
-            add(_SEALED_BYTE + nonce + keys[subject].encrypt(nonce, encode(payload), mid.encode()))
+            add(_SEALED_BYTE + nonce + keys[subject].encrypt(nonce, payload, mid.encode()))
         return out
 
     def open(self, subject: str, message_id: str, blob: bytes | None) -> dict | None:
