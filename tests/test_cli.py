@@ -29,6 +29,8 @@ def test_ingest_and_stats_json_with_env_workspace(tmp_path):
     env = {"PLAIT_WORKSPACE": str(tmp_path / "ws")}
     r = run("ingest", str(f), env=env)
     assert r.exit_code == 0 and "1 rejected" in r.stdout.replace("\n", " ")
+    r = run("ingest", str(f), env=env)                    # the same file again: nothing to do, and said so
+    assert r.exit_code == 0 and "already imported (2 rows" in " ".join(r.stdout.split())
     r = run("stats", "--json", env=env)
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["events"] == 1 and s["rejected"] == 1

@@ -66,6 +66,7 @@ def test_jsonl_resume_after_crash_adds_no_duplicates(ws, tmp_path, monkeypatch):
     r = imp.jsonl(p)
     assert ws.log.count() == 5000
     assert r.duplicates <= 1000  # only the chunk whose progress mark was lost is redone
+    assert r.skipped == 2000     # the two chunks whose marks were saved are not read again
 
 
 def test_csv_and_parquet_with_mapping(ws, tmp_path):

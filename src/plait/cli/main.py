@@ -198,8 +198,12 @@ def ingest(
 
 
 def _print_report(r) -> None:  # noqa: ANN001
+    if r.skipped and not r.rows:
+        out.print(f"{r.path}: already imported ({r.skipped:,} rows, same content) — nothing to do")
+        return
+    resumed = f", resumed after row {r.skipped:,}" if r.skipped else ""
     out.print(f"{r.path}: [bold]{r.inserted:,}[/] new events, {r.duplicates:,} already in the log, "
-              f"{r.rejected:,} rejected ({r.rate:,.0f} rows/s)")
+              f"{r.rejected:,} rejected ({r.rate:,.0f} rows/s{resumed})")
 
 
 @app.command("import")

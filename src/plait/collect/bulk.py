@@ -215,7 +215,7 @@ class Importer:
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
             return finished
-        report = ImportReport(str(path))
+        report = ImportReport(str(path), skipped=done)
         source = source or f"import:{path.name}"
         bar = _Progress(progress, path.stat().st_size, path.name)
         now = now_us()
@@ -251,7 +251,7 @@ class Importer:
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
             return finished
-        report = ImportReport(str(path))
+        report = ImportReport(str(path), skipped=done)
         now = now_us()
         b = self.backend
         b.execute(f"CREATE OR REPLACE TEMP TABLE __plait_lines AS {lines_sql(str(path))}")
@@ -318,7 +318,7 @@ class Importer:
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
             return finished
-        report = ImportReport(str(path))
+        report = ImportReport(str(path), skipped=done)
         source = source or f"import:{path.name}"
         reader = (f"read_parquet({quote_literal(str(path))}, file_row_number = true)" if fmt == "parquet"
                   else f"read_csv({quote_literal(str(path))}, header = true, auto_detect = true)")
