@@ -142,3 +142,20 @@ def test_collected_events_update_the_snapshot_once():
                      "properties": {"purpose": "marketing", "granted": False, "consent_channel": "push"}})
     assert store.lookup("p1")["consent"]["marketing:push"] is False
     assert d.decide(ev("Birthday")).actions == []               # no marketing on push any more
+
+
+def test_abandonment_holds_one_timer_per_customer_however_busy():
+    ab = Abandonment(cart_minutes=30, browse_minutes=120)
+    for i in range(10_000):                                        # a busy browser, a view a second
+        ab.see("u1", {"event": "Product Viewed", "userId": "u1", "properties": {"product_id": f"P{i}"}}, NOON + i)
+    ab.see("u2", {"event": "Product Viewed", "userId": "u2"}, NOON)
+    assert len(ab) == 2
+    assert [e["userId"] for e in ab.due(NOON + 7200)] == ["u2"]    # u1 is still browsing
+    assert len(ab) == 1
+    [fired] = ab.due(NOON + 9_999 + 7200)
+    assert fired["properties"]["product_id"] == "P9999" and fired["timestamp"] == NOON + 9_999 + 7200
+    ab.see("u3", {"event": "Product Viewed", "userId": "u3"}, NOON + 100)
+    ab.see("u3", {"event": "Product Viewed", "userId": "u3", "properties": {"late": True}}, NOON)   # arrives late
+    [late] = ab.due(NOON + 100 + 7200)
+    assert "late" not in late["properties"]
+    assert len(ab) == 0

@@ -68,14 +68,22 @@ def observe(store: Any, profile_id: str | None, event: Mapping[str, Any] | None,
 
 
 class Abandonment:
-    """Timers that turn carts and browses without an order into events."""
+    """Timers that turn carts and browses without an order into events.
+
+    One timer per customer and kind, however busy they are: later activity only moves the
+    armed time, and a timer that comes due early is put back for the armed time (a timer per
+    product view kept every view, with a copy of the event, for two hours — millions of entries
+    on a busy site)."""
 
     def __init__(self, *, cart_minutes: float = 30, browse_minutes: float = 120) -> None:
         self.cart_s, self.browse_s = cart_minutes * 60, browse_minutes * 60
-        self._heap: list[tuple[float, int, str, str, dict[str, Any]]] = []
+        self._heap: list[tuple[float, int, str, str]] = []
         self._seq = 0
         self._last_order: dict[str, float] = {}
-        self._armed: dict[tuple[str, str], float] = {}
+        self._armed: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}   # latest activity and its event
+
+    def _delay(self, kind: str) -> float:
+        return self.cart_s if kind == "Cart Abandoned" else self.browse_s
 
     def see(self, key: str, event: Mapping[str, Any], t: float) -> None:
         """``key`` is the customer (profile or identifier); ``t`` the event time (epoch seconds)."""
@@ -86,26 +94,41 @@ class Abandonment:
         kind = "Cart Abandoned" if name in CART_EVENTS else "Browse Abandoned" if name == "Product Viewed" else None
         if kind is None:
             return
-        due = t + (self.cart_s if kind == "Cart Abandoned" else self.browse_s)
-        self._armed[(key, kind)] = t               # the latest activity re-arms the timer
+        armed = self._armed.get((key, kind))
+        if armed is not None and armed[0] > t:
+            return                                 # an older event arriving late re-arms nothing
+        self._armed[(key, kind)] = (t, dict(event))  # the latest activity re-arms the timer
+        if armed is None:
+            self._push(t + self._delay(kind), key, kind)
+
+    def _push(self, due: float, key: str, kind: str) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, key, kind, dict(event)))
+        heapq.heappush(self._heap, (due, self._seq, key, kind))
 
     def due(self, now: float) -> list[dict[str, Any]]:
         """The abandonment events whose time has come (each cart or browse once)."""
         out = []
         while self._heap and self._heap[0][0] <= now:
-            due, _, key, kind, ev = heapq.heappop(self._heap)
-            started = due - (self.cart_s if kind == "Cart Abandoned" else self.browse_s)
-            if self._armed.get((key, kind)) != started:
-                continue                           # superseded by later activity
+            due, _, key, kind = heapq.heappop(self._heap)
+            armed = self._armed.get((key, kind))
+            if armed is None:
+                continue
+            started, ev = armed
+            if started + self._delay(kind) > due:
+                self._push(started + self._delay(kind), key, kind)   # re-armed since: wait for that
+                continue
             del self._armed[(key, kind)]
             if self._last_order.get(key, float("-inf")) >= started:
                 continue                           # they bought
+            due = started + self._delay(kind)
             out.append({"type": "track", "event": kind, "userId": ev.get("userId"),
                         "anonymousId": ev.get("anonymousId"), "channel": ev.get("channel"),
                         "properties": {**(ev.get("properties") or {}), "since": started}, "timestamp": due})
         return out
+
+    def __len__(self) -> int:
+        """Timers held (at most one per customer and kind)."""
+        return len(self._heap)
 
 
 def daily_events(store: Any, day: date) -> list[dict[str, Any]]:
