@@ -139,3 +139,19 @@ def test_python_and_engine_id_hashes_agree(ws):
     small = seen.id_hashes(ws.backend, ids.slice(0, 100))
     big = seen.id_hashes(ws.backend, ids)
     assert (small == big[:100]).all()
+
+
+def test_every_subject_gets_its_own_fresh_key(tmp_path):
+    """Keys made together (one draw from the OS for a whole import) are still one per subject:
+    destroying one subject's key must leave nobody else's fields unreadable, or readable."""
+    from plait.log.vault import Vault
+
+    v = Vault(tmp_path / "keys.sqlite")
+    subjects = [f"user_id:u{i}" for i in range(200)]
+    blobs = v.seal_many(subjects, [f"m{i}" for i in range(200)], [{"email": f"u{i}@x.io"} for i in range(200)])
+    keys = [k for (k,) in v._db.execute("SELECT key FROM subject_keys").fetchall()]
+    assert len(keys) == 200 and len(set(keys)) == 200 and {len(k) for k in keys} == {32}
+    assert v.destroy(["user_id:u7"]) == 1
+    again = Vault(tmp_path / "keys.sqlite")          # a fresh process: only the store counts
+    assert again.open("user_id:u7", "m7", blobs[7]) is None
+    assert again.open("user_id:u8", "m8", blobs[8]) == {"email": "u8@x.io"}

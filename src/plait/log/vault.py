@@ -74,7 +74,9 @@ class Vault:
                 chunk = missing[i : i + 500]
                 q = f"SELECT subject, key FROM subject_keys WHERE subject IN ({','.join('?' * len(chunk))})"
                 found.update(self._db.execute(q, chunk).fetchall())
-            new = [(s, os.urandom(32), time.time()) for s in missing if s not in found]
+            fresh = [s for s in missing if s not in found]
+            material, now = os.urandom(32 * len(fresh)), time.time()   # one call for all the new keys
+            new = [(s, material[32 * i: 32 * i + 32], now) for i, s in enumerate(fresh)]
             if new:
                 self._db.executemany("INSERT INTO subject_keys VALUES (?, ?, ?)", new)
                 self._db.commit()
