@@ -201,7 +201,8 @@ def test_table_in_engine_rejects_dedupes_and_resumes(ws, tmp_path, monkeypatch):
     assert ws.log.count() == n - 2 + 500
 
 
-def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch, fmt):
     """Mapped personal fields pass through Python to be sealed, in steps of the engine's
     ``bulk_rows``: a resumed import adds nothing twice and every email stays sealed."""
     n = 2500
@@ -209,14 +210,18 @@ def test_table_with_personal_fields_seals_and_resumes(ws, tmp_path, monkeypatch)
                   "ts": ["2025-01-02 10:00:00"] * n, "total": [1.5] * n,
                   "email": [None if i % 7 == 0 else f"p{i % 40}@x.io" for i in range(n)],
                   "phone": [f"+4477009{i % 40:05d}" if i % 3 == 0 else None for i in range(n)]})
-    pq.write_table(t, tmp_path / "crm.parquet", row_group_size=300)
+    f = tmp_path / f"crm.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(t, f, row_group_size=300)
+    else:
+        t.to_pandas().to_csv(f, index=False)
     m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total",
                        "traits.email=email", "traits.phone=phone"], ["event=Order Completed"])
     monkeypatch.setattr(ws.backend, "bulk_rows", 1000)
     imp = ws.importer
-    _crash_after(imp, monkeypatch, 2, lambda: imp.file(tmp_path / "crm.parquet", mapping=m, only_mapped=True))
+    _crash_after(imp, monkeypatch, 2, lambda: imp.file(f, mapping=m, only_mapped=True))
     assert 0 < ws.log.count() < n
-    r = imp.file(tmp_path / "crm.parquet", mapping=m, only_mapped=True)
+    r = imp.file(f, mapping=m, only_mapped=True)
     assert ws.log.count() == n and r.duplicates > 0
     rows = ws.log.events(limit=None).to_pylist()
     assert not any(b"@x.io" in (row["pii"] or b"") for row in rows)
@@ -247,3 +252,24 @@ def test_jsonl_line_numbers_hold_in_a_file_read_in_parallel(ws, tmp_path):
     assert sorted(d["position"] for d in ws.log.rejected(10)) == sorted(bad)
     [dup] = ws.backend.rows("SELECT properties FROM events WHERE message_id = 'dup'")
     assert json.loads(dup["properties"])["line"] == 10
+
+
+def test_csv_row_numbers_hold_in_a_file_read_in_parallel(ws, tmp_path):
+    """A CSV larger than the engine's read buffer is read by both cores; rejected rows must name
+    their true row and of two rows with one id the first wins (the rows are numbered by the
+    stored table's rowid, which keeps the file's order)."""
+    n = 250_000
+    bad = {1, 123_457, n}
+    ts = ["2025-03-01 10:00:00" if i not in bad else "never" for i in range(1, n + 1)]
+    mids = [f"o{i}" if i not in (10, 200_000) else "dup" for i in range(1, n + 1)]
+    t = pa.table({"mid": mids, "card": [f"c{i % 97}" for i in range(n)], "ts": ts,
+                  "total": [float(i) for i in range(1, n + 1)], "pad": ["x" * 120] * n})
+    f = tmp_path / "big.csv"
+    t.to_pandas().to_csv(f, index=False)
+    assert f.stat().st_size > 35_000_000
+    m = parse_mapping(["message_id=mid", "anonymous_id=card", "timestamp=ts", "amount=total"], ["event=Store Visit",
+                                                                                               "store_id=s1"])
+    r = ws.importer.file(f, mapping=m, only_mapped=True)
+    assert (r.inserted, r.duplicates, r.rejected) == (n - 3 - 1, 1, 3)
+    assert sorted(d["position"] for d in ws.log.rejected(10)) == sorted(bad)
+    assert ws.backend.scalar("SELECT amount FROM events WHERE message_id = 'dup'") == 10.0
