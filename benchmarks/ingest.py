@@ -1,4 +1,4 @@
-"""Ingestion benchmark: HTTP batches, HTTP single events, bulk Parquet and JSONL import.
+"""Ingestion benchmark: HTTP batches, HTTP single events, bulk Parquet, CSV and JSONL import.
 
     python benchmarks/ingest.py [--quick]
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 import plait
@@ -176,6 +177,11 @@ def bulk(quick: bool) -> dict:
         r = ws.importer.file(tmp / "pos.parquet", mapping=m, only_mapped=True)
         res["parquet_mapped_events_per_s"] = r.inserted / (time.perf_counter() - t0)
         ws.log.export_parquet(tmp / "export")
+    pcsv.write_csv(_pos_table(n), tmp / "pos.csv")
+    with plait.connect(tmp / "ws_csv") as wsc:
+        t0 = time.perf_counter()
+        rc = wsc.importer.file(tmp / "pos.csv", mapping=m, only_mapped=True)
+        res["csv_mapped_events_per_s"] = rc.inserted / (time.perf_counter() - t0)
     with plait.connect(tmp / "ws2") as ws2:
         t0 = time.perf_counter()
         r2 = ws2.log.import_parquet(tmp / "export")
