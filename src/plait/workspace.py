@@ -39,6 +39,7 @@ ENV_VAR = "PLAIT_WORKSPACE"
 VAULT_FILE = "keys.sqlite"
 TRUTH_DIR = "truth"
 JOURNAL_DIR = "journal"
+PARTS_DIR = "log"
 
 
 def default_workspace() -> Path:
@@ -64,7 +65,8 @@ class Workspace:
         self.backend.execute("SET TimeZone = 'UTC'")
         self.vault = Vault(self.path / VAULT_FILE, encrypt=self.settings.pii.encrypt)
         self.parser = Parser(base_currency=self.settings.base_currency, pii_fields=self.settings.pii.fields)
-        self.log = EventLog(self.backend, self.vault)
+        self.log = EventLog(self.backend, self.vault, parts_dir=None if e.path == ":memory:" else self.path / PARTS_DIR,
+                            part_rows=e.part_rows)
         # Events a served collector acknowledged from its journal but had not loaded when it stopped.
         replay(self.path / JOURNAL_DIR, self.log)
         self.fx = ExchangeRates(self.backend, self.settings.base_currency)

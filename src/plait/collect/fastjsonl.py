@@ -27,6 +27,8 @@ from plait.events.sql import (
     catalogue_channel,
     explicit_channel,
     surely_valid,
+    utc_day,
+    utc_time,
 )
 
 # Paths read from properties and context on every row, each object parsed once for all of them.
@@ -217,11 +219,11 @@ SELECT
   __channel AS channel, {quote_literal(source)} AS source,
   __anonymous_id AS anonymous_id, __user_id AS user_id,
   {_top_id('groupId')} AS group_id, {_top_id('previousId')} AS previous_id,
-  CAST(make_timestamp(__event_us) AS TIMESTAMPTZ) AS event_time,
-  CAST(make_timestamp(__orig) AS TIMESTAMPTZ) AS original_time,
-  CAST(make_timestamp(__sent) AS TIMESTAMPTZ) AS sent_at,
-  CAST(make_timestamp(__received) AS TIMESTAMPTZ) AS received_at,
-  CAST(CAST(make_timestamp(__event_us) AS TIMESTAMPTZ) AS DATE) AS day,
+  {utc_time('__event_us')} AS event_time,
+  {utc_time('__orig')} AS original_time,
+  {utc_time('__sent')} AS sent_at,
+  {utc_time('__received')} AS received_at,
+  {utc_day('__event_us')} AS day,
   CASE WHEN __spec IS NULL OR __spec IN ({_lit(n for n, s in CATALOGUE.items() if "order_id" in s.schema.__struct_fields__)})
        THEN CASE WHEN __pt[2] IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps[2], '') END END AS order_id,
   CASE WHEN __pt[3] IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps[3], '') END AS store_id,

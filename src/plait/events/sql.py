@@ -147,3 +147,15 @@ def catalogue_channel(event_expr: str) -> str:
     """The channel a catalogued event implies (``EventSpec.channel``), else NULL."""
     whens = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}" for n, s in CATALOGUE.items() if s.channel)
     return f"CASE {event_expr} {whens} END"
+
+
+def utc_time(micros: str) -> str:
+    """TIMESTAMPTZ from microseconds since the epoch (a cast from TIMESTAMP goes through
+    the ICU calendar: 35 ns a row against 1)."""
+    return f"make_timestamptz({micros})"
+
+
+def utc_day(micros: str) -> str:
+    """The UTC calendar day of microseconds since the epoch, as ``records_to_arrow`` has it
+    (floor division); casting a TIMESTAMPTZ to DATE costs 60 ns a row through ICU."""
+    return f"(DATE '1970-01-01' + CAST(floor(({micros}) / 86400000000.0) AS INTEGER))"

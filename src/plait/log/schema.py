@@ -1,7 +1,8 @@
 """The log's tables and the Arrow layout that feeds them.
 
-``events`` is append-only: rows are inserted, never updated (returns and
-cancellations are new facts). Hot fields (ids, times, channel, amounts) are typed
+``events`` is append-only: rows are added, never updated (returns and
+cancellations are new facts). It is a view over the table ``event_rows`` and the
+Parquet part files that large bulk appends write (see :mod:`.parts`). Hot fields (ids, times, channel, amounts) are typed
 columns so analyses never parse JSON for them; the rest is JSON. Personal fields
 live only in ``pii``, encrypted with the key of ``subject`` (see :mod:`.vault`).
 
@@ -55,7 +56,7 @@ EVENT_SCHEMA = pa.schema(
 EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 
 DDL = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS event_rows (
     message_id     VARCHAR NOT NULL,
     type           VARCHAR NOT NULL,
     event          VARCHAR,
@@ -80,6 +81,13 @@ CREATE TABLE IF NOT EXISTS events (
     context        VARCHAR,
     subject        VARCHAR NOT NULL,
     pii            BLOB
+);
+CREATE SEQUENCE IF NOT EXISTS event_parts_seq;
+CREATE TABLE IF NOT EXISTS event_parts (
+    seq        BIGINT DEFAULT nextval('event_parts_seq'),
+    name       VARCHAR PRIMARY KEY,
+    rows       BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
 );
 CREATE SEQUENCE IF NOT EXISTS rejected_seq;
 CREATE TABLE IF NOT EXISTS rejected (
