@@ -64,20 +64,30 @@ def _list_ok(types_list: str, allowed: tuple[str, ...]) -> str:
     return f"len(list_filter({types_list}, lambda t: NOT ({_in('t', allowed)}))) = 0"
 
 
-def _struct_checks(col: str, prefix: str, schema: type[msgspec.Struct]) -> list[str]:
+def spec_paths(spec: EventSpec) -> list[str]:
+    """The JSON paths of the spec's properties, in the order :func:`surely_valid` reads their
+    types (``types``)."""
+    return [f"$.{f.encode_name}" for f in msgspec.structs.fields(spec.schema)]
+
+
+def _struct_checks(col: str, prefix: str, schema: type[msgspec.Struct], types: Callable[[int], str] | None = None) -> list[str]:
     fields = msgspec.structs.fields(schema)
-    # One parse of the object for every field's type: `__ty[i]` is the type at field i's path.
+    # One parse of the object for every field's type: `__ty[i]` is the type at field i's path
+    # (or `types(i)`, where the caller has read them in a parse of its own).
     paths = [f"{prefix}.{f.encode_name}" for f in fields]
     flat = []
     for i, f in enumerate(fields, start=1):
         allowed, _ = _allowed(f.type)
-        jt = f"__ty[{i}]"
+        jt = types(i) if types else f"__ty[{i}]"
         if f.required:
             flat.append(f"coalesce({_in(jt, tuple(a for a in allowed if a != 'NULL'))}, false)")
         else:
             flat.append(f"({jt} IS NULL OR {_in(jt, allowed)})")
-    checks = [f"list_transform([json_type({col}, [{', '.join(quote_literal(p) for p in paths)}])], "
-              f"lambda __ty: {' AND '.join(flat)})[1]"]
+    if types:
+        checks = [" AND ".join(flat)] if flat else []
+    else:
+        checks = [f"list_transform([json_type({col}, [{', '.join(quote_literal(p) for p in paths)}])], "
+                  f"lambda __ty: {' AND '.join(flat)})[1]"]
     for f, path in zip(fields, paths):
         allowed, item = _allowed(f.type)
         if item is None:
@@ -103,9 +113,10 @@ def _item_checks(col: str, path: str, schema: type[msgspec.Struct]) -> list[str]
     return out
 
 
-def surely_valid(spec: EventSpec, col: str = "properties") -> str:
-    """True only where ``spec.validate`` would accept the JSON object in ``col``."""
-    return "(" + " AND ".join(_struct_checks(col, "$", spec.schema)) + ")"
+def surely_valid(spec: EventSpec, col: str = "properties", types: Callable[[int], str] | None = None) -> str:
+    """True only where ``spec.validate`` would accept the JSON object in ``col``. ``types(i)``
+    gives the JSON type at the i-th of :func:`spec_paths`, where the caller has read them."""
+    return "(" + (" AND ".join(_struct_checks(col, "$", spec.schema, types)) or "true") + ")"
 
 
 def number(col: str, path: str) -> str:
