@@ -76,7 +76,7 @@ def _top_id(field: str) -> str:
     return f"CASE WHEN {_t(field)} IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif({_s(field)}, '') END"
 
 
-def _lit(values) -> str:  # noqa: ANN001
+def _lit(values) -> str:
     return ", ".join(quote_literal(v) for v in values)
 
 
@@ -142,9 +142,9 @@ def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us
     p_paths = ['$.' + k for k in _PP] + pk
     spec_ok = " ".join(
         f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p', lambda i: f'__pt[{len(p_paths) + i}]')}" for n, s in CATALOGUE.items())
-    read_p = (f"CASE WHEN __type = 'track' THEN CASE __event_in "
+    read_p = ("CASE WHEN __type = 'track' THEN CASE __event_in "
               + " ".join(f"WHEN {quote_literal(n)} THEN json_type(p, [{_lit(p_paths + spec_paths(s))}])" for n, s in CATALOGUE.items())
-              + f" END END")
+              + " END END")
     read_p = f"coalesce({read_p}, json_type(p, [{_lit(p_paths)}]))"
     def num(name: str) -> str:   # a money property, from the one read of them all (`__pt`, `__ps`)
         i = _PP.index(name) + 1
