@@ -157,18 +157,19 @@ def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us
     return f"""
 WITH r AS (SELECT __row, line FROM {lines} WHERE __row > {int(done)}{"" if upto is None else f" AND __row <= {int(upto)}"}
            AND line IS NOT NULL AND (starts_with(line, '{{') OR trim(line, {_BLANK}) <> '')),
-v AS (SELECT __row, line, coalesce(json_valid(line), false) AS __valid FROM r),
--- JSON functions raise on malformed text: they only ever see `doc`, which is valid JSON.
-w AS (SELECT __row, line, CASE WHEN __valid THEN line ELSE '{{}}' END AS doc, __valid FROM v),
-j AS (SELECT __row, line, doc, __valid AND json_type(doc) = 'OBJECT' AS __obj FROM w),
--- Past the validity and object checks, a line is parsed three more times, each for all fields at once:
--- their JSON types, their text values, and the properties/context/traits objects.
+-- One parse reads every field's JSON type and, by failing (TRY), says the line is not JSON (a
+-- separate json_valid and object check parsed every line twice more). Valid JSON whose first
+-- character past JSON whitespace is `{{` is an object; only objects are read further.
+j AS (
+  SELECT __row, line, TRY(json_type(line, [{_lit('$.' + f for f in FIELDS)}])) AS __t
+  FROM r
+),
 j2 AS (
-  SELECT __row, line, __obj,
-    CASE WHEN __obj THEN json_type(doc, [{_lit('$.' + f for f in FIELDS)}]) END AS __t,
-    CASE WHEN __obj THEN json_extract_string(doc, [{_lit('$.' + f for f in TEXT_FIELDS)}]) END AS __s,
-    CASE WHEN __obj THEN json_extract(doc, ['$.properties', '$.context', '$.traits']) END AS __o
-  FROM j
+  SELECT __row, line, __t, __obj,
+    CASE WHEN __obj THEN json_extract_string(line, [{_lit('$.' + f for f in TEXT_FIELDS)}]) END AS __s,
+    CASE WHEN __obj THEN json_extract(line, ['$.properties', '$.context', '$.traits']) END AS __o
+  FROM (SELECT *, __t IS NOT NULL AND (starts_with(line, '{{') OR starts_with(ltrim(line, ' ' || chr(9)), '{{'))
+                  AS __obj FROM j)
 ),
 j3 AS (SELECT *, {_unpack({"__t": len(FIELDS), "__s": len(TEXT_FIELDS)})} FROM j2),
 k AS (
