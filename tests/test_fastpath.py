@@ -143,3 +143,20 @@ def test_blank_and_padded_lines_agree_with_the_parser(tmp_path):
         # whitespace-only lines are skipped by both paths; the control character is one rejected line
         assert (ra.rows, ra.inserted, ra.rejected) == (rb.rows, rb.inserted, rb.rejected) == (3, 2, 1)
         assert [r["position"] for r in a.log.rejected()] == [r["position"] for r in b.log.rejected()] == [7]
+
+
+def test_lenient_json_is_left_to_the_parser(tmp_path):
+    """DuckDB reads trailing commas and NaN/Infinity that the parser rejects as malformed: such
+    lines must be rejected exactly as the parser rejects them, and nothing else lost with them."""
+    base = '{"type":"track","event":"Product Viewed","userId":"u","messageId":"%s","properties":%s}'
+    lines = [base % ("m1", '{"product_id":"p1",}'), base % ("m2", '{"product_id":"p1","price":NaN}'),
+             base % ("m3", '{"product_id":"p1","price":-Infinity}'), base % ("m4", '{"product_id":"p1","tags":[1,2 ,]}'),
+             base % ("m5", '{"product_id":"banana","info":1}'), base % ("m6", '{"product_id":"p6","price":1.5}')]
+    f = tmp_path / "e.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    with plait.connect(tmp_path / "engine") as a, plait.connect(tmp_path / "python") as b:
+        ra, rb = a.importer.jsonl(f), b.importer.jsonl(f, engine=False)
+        assert (ra.inserted, ra.rejected) == (rb.inserted, rb.rejected) == (2, 4)
+        assert ra.engine_rows == 1                       # m6; m5 mentions "nan"/"inf", so the parser took it
+        dead = lambda ws: sorted((r["position"], r["reason"]) for r in ws.log.rejected())  # noqa: E731
+        assert dead(a) == dead(b) and [p for p, _ in dead(a)] == [1, 2, 3, 4]

@@ -228,6 +228,10 @@ f AS (
     AND (__pt_3 IS DISTINCT FROM 'VARCHAR' OR __ps_3 = '' OR {_plain("__ps_3")})
     AND (__pt_4 IS DISTINCT FROM 'VARCHAR' OR regexp_full_match({cur}, '^[A-Za-z]{{3}}$'))
     AND (__type <> 'track' OR CASE __event {spec_ok} ELSE true END)
+    -- DuckDB's JSON reader also takes trailing commas and NaN/Infinity, which the parser
+    -- rejects as malformed: lines that may hold them are left to it ("banana" too).
+    AND NOT regexp_matches(line, ',\\s*[\\]}}]')
+    AND NOT contains(lower(line), 'nan') AND NOT contains(lower(line), 'inf')
     AS __fast,
     CASE WHEN __type = 'track' THEN CASE __event {spec_amount} ELSE {amount(None, 'p', num)} END
          ELSE {amount(None, 'p', num)} END AS __amount,
