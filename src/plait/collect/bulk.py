@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from plait.engine.dialects import quote_ident, quote_literal
-from plait.errors import EventError, ImportFormatError
+from plait.errors import EngineError, EventError, ImportFormatError
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import Record, _micros
 from plait.events.sql import catalogue_channel, explicit_channel, utc_day, utc_time
@@ -213,7 +214,7 @@ class Importer:
         """
         path = Path(path)
         t0 = time.perf_counter()
-        fp, plain = _scan(path)
+        fp, plain = self._read_lines(path) if engine else _scan(path)
         if engine and plain:
             return self._jsonl_engine(path, fp, source or f"import:{path.name}", progress, t0)
         done, finished = self._resume(fp, path, t0)
@@ -249,16 +250,37 @@ class Importer:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _jsonl_engine(self, path: Path, fp: str, source: str, progress: bool, t0: float) -> ImportReport:
-        from plait.collect.fastjsonl import lines_sql, numbered, select_sql
+    def _read_lines(self, path: Path) -> tuple[str, bool]:
+        """Store the file's lines in ``__plait_lines`` for the engine while another thread hashes
+        it (:func:`_scan`; both release the GIL). The lines are dropped again if the file is not
+        for the engine's line reader."""
+        from plait.collect.fastjsonl import lines_sql
 
+        err: EngineError | None = None
+        with ThreadPoolExecutor(1) as pool:
+            scan = pool.submit(_scan, path)
+            try:
+                self.backend.execute(f"CREATE OR REPLACE TEMP TABLE __plait_lines AS {lines_sql(str(path))}")
+            except EngineError as e:
+                err = e
+            fp, plain = scan.result()
+        if err is not None or not plain:
+            self.backend.execute("DROP TABLE IF EXISTS __plait_lines")
+            if err is not None and plain:
+                raise err
+        return fp, plain
+
+    def _jsonl_engine(self, path: Path, fp: str, source: str, progress: bool, t0: float) -> ImportReport:
+        """Import the lines :meth:`_read_lines` stored."""
+        from plait.collect.fastjsonl import numbered, select_sql
+
+        b = self.backend
         done, finished = self._resume(fp, path, t0)
         if finished is not None:
+            b.execute("DROP TABLE IF EXISTS __plait_lines")
             return finished
         report = ImportReport(str(path), skipped=done)
         now = now_us()
-        b = self.backend
-        b.execute(f"CREATE OR REPLACE TEMP TABLE __plait_lines AS {lines_sql(str(path))}")
         total = int(b.scalar("SELECT count(*) FROM __plait_lines"))
         bar = _Progress(progress, total, path.name)
         cols = ", ".join(EVENT_COLUMNS)
