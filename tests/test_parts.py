@@ -86,10 +86,12 @@ def test_a_part_never_listed_is_never_seen(tmp_path, monkeypatch):
     assert ws.log.count() == 1000 and len(_parts(ws)) == 1
     # A file a real crash would leave behind (written, never listed).
     stray = ws.path / "log" / "part-00000000000000000000000000000000.parquet"
+    staged = ws.path / "log" / ".part-00000000000000000000000000000001.parquet"   # a crash while writing
     shutil.copy(_parts(ws)[0], stray)
+    shutil.copy(_parts(ws)[0], staged)
     ws.close()
     with plait.connect(tmp_path / "ws") as ws:
-        assert not stray.exists() and ws.log.count() == 1000
+        assert not stray.exists() and not staged.exists() and ws.log.count() == 1000
         r = _import(ws, f, part_rows=500)
         assert ws.log.count() == 3000 and r.duplicates == 0
         assert ws.backend.scalar("SELECT count(DISTINCT message_id) FROM events") == 3000

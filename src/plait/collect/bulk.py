@@ -382,7 +382,8 @@ class Importer:
                     upto = min(rows_done + self.engine_chunk_rows, total)
                     chunk = (f"SELECT *, CAST(NULL AS BLOB) AS pii FROM "
                              f"({_table_sql(*args, rows_done, upto=upto, ordered=False).sql})")
-                    r, bad = self.log.append_select(chunk, bad="__error IS NOT NULL")
+                    # The chunk holds rows done+1 … upto, in that order (a file's or a stored table's scan).
+                    r, bad = self.log.append_select(chunk, bad="__error IS NOT NULL", rows=upto - rows_done)
                     report.add(r)
                     report.rows += r.inserted + r.duplicates + bad.size
                     if bad.size:

@@ -64,8 +64,8 @@ class Parts:
             if self.directory.is_dir():
                 listed = set(names)
                 for f in self.directory.iterdir():
-                    # Written but never listed (a crash before the commit): never acknowledged.
-                    if f.name.startswith(_PREFIX) and f.name not in listed:
+                    # Staged or written but never listed (a crash before the commit): never acknowledged.
+                    if f.name.startswith("." + _PREFIX) or (f.name.startswith(_PREFIX) and f.name not in listed):
                         f.unlink()
         self._define(names)
 
@@ -77,18 +77,23 @@ class Parts:
             sql += f" UNION ALL SELECT {cols} FROM read_parquet({files})"
         self.backend.execute(f"CREATE OR REPLACE VIEW events AS {sql}")
 
-    def write(self, query: str, rows: int) -> str:
-        """Write the rows of ``query`` (the log's columns) as a new part and list it."""
+    def stage(self, query: str) -> Path:
+        """Write the rows of ``query`` (the log's columns) to a file that is not yet in the log."""
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}"
-        path = self.directory / name
-        tmp = self.directory / f".{name}.tmp"
+        staged = self.directory / f".{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}"
+        self.backend.execute(self.backend.dialect.copy_parquet(query, str(staged), level=1))
+        return staged
+
+    def commit(self, staged: Path, rows: int) -> str:
+        """Make a staged file a part of the log: flushed, renamed, then listed and the view
+        redefined in one transaction."""
+        name = staged.name[1:]
+        path = staged.with_name(name)
+        _fsync(staged)
+        os.replace(staged, path)
+        _fsync(staged.parent)
         b = self.backend
-        b.execute(b.dialect.copy_parquet(query, str(tmp), level=1))
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(self.directory)
         names = self.names() + [name]
         b.execute("BEGIN TRANSACTION")
         try:
@@ -100,6 +105,14 @@ class Parts:
             path.unlink(missing_ok=True)
             raise
         return name
+
+    @staticmethod
+    def discard(staged: Path) -> None:
+        staged.unlink(missing_ok=True)
+
+    def write(self, query: str, rows: int) -> str:
+        """Write the rows of ``query`` (the log's columns) as a new part and list it."""
+        return self.commit(self.stage(query), rows)
 
 
 def _fsync(path: Path) -> None:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from plait.engine.backend import Backend
+from plait.engine.dialects import quote_literal
 from plait.errors import ImportFormatError
 from plait.events.contract import Record
 from plait.log.parts import Parts
@@ -196,7 +197,7 @@ class EventLog:
             self.seen.add(hashes)
         return AppendResult(inserted, len(ids) - inserted)
 
-    def append_select(self, sql: str, *, bad: str | None = None) -> tuple[AppendResult, np.ndarray]:
+    def append_select(self, sql: str, *, bad: str | None = None, rows: int | None = None) -> tuple[AppendResult, np.ndarray]:
         """Append the rows of a query without them leaving the engine (bulk imports).
 
         ``sql`` yields the log's columns plus ``__row``, a unique BIGINT giving the rows'
@@ -204,9 +205,14 @@ class EventLog:
         SQL ``bad``; rows already in the log, or at a smaller ``__row`` with the same
         message id, are skipped as in :meth:`append_table`; the second inserts the rest.
         Rows where ``bad`` holds are not appended: their ``__row`` numbers are returned,
-        for the caller to reject with its reasons. Measured on 2 M mapped POS rows (one
-        chunk): pass 1 1.45 s, pass 2 3.3 s — the insert itself, DuckDB's floor here.
+        for the caller to reject with its reasons.
+
+        ``rows`` says ``sql`` yields that many rows already in ``__row`` order (a scan of a
+        file or a stored table): a large append is then written as a part first and checked
+        from it (:meth:`_append_part_first`), which reads the query once instead of twice.
         """
+        if rows is not None and self.parts.takes(rows):
+            return self._append_part_first(sql, bad, rows)
         b = self.backend
         flag = f"coalesce({bad}, false)" if bad else "false"
         with self._write_lock:
@@ -238,6 +244,48 @@ class EventLog:
                 b.execute(f"INSERT INTO event_rows {rows_in}")
             self.seen.add(hashes[keep])
         return AppendResult(int(keep.size), int(good_rows.size - keep.size)), rows[bad_mask]
+
+    def _append_part_first(self, sql: str, bad: str | None, rows: int) -> tuple[AppendResult, np.ndarray]:
+        """:meth:`append_select` for a large query in ``__row`` order: its good rows are staged
+        as a part file, their ids hashed from that file (the part's row order is the query's),
+        and the part listed — rewritten first without the rows already in the log or earlier
+        in it, which a first import never has. Measured on 2 M mapped POS rows: the first pass
+        over the source (0.4 s) gives way to reading one column of the part (0.15–0.2 s)."""
+        b = self.backend
+        cols = ", ".join(f"q.{c}" for c in EVENT_COLUMNS)
+        with self._write_lock:
+            staged = self.parts.stage(f"SELECT {cols} FROM ({sql}) q" + (f" WHERE NOT coalesce({bad}, false)" if bad else ""))
+            try:
+                part = f"read_parquet({quote_literal(str(staged))}, file_row_number = true)"
+                hashes = numbers(b.query(f"SELECT {b.dialect.id_hash('message_id')} AS h FROM {part}").column(0), np.uint64)
+                bad_rows = np.empty(0, np.int64)
+                if bad and hashes.size < rows:
+                    bad_rows = numbers(b.query(f"SELECT __row FROM ({sql}) q WHERE {bad} ORDER BY __row").column(0), np.int64)
+
+                def id_at(idx: np.ndarray) -> list[str]:
+                    b.temp_table("__plait_rows", pa.table({"file_row_number": pa.array(idx, pa.int64())}))
+                    got = b.query(f"SELECT file_row_number, message_id FROM {part} SEMI JOIN __plait_rows USING (file_row_number)")
+                    by_pos = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
+                    return [by_pos[int(i)] for i in idx]
+
+                keep = self.seen.new_rows(id_at, hashes)
+                if keep.size < hashes.size:
+                    dropped = np.ones(hashes.size, bool)
+                    dropped[keep] = False
+                    b.temp_table("__plait_skip", pa.table({"file_row_number": pa.array(np.flatnonzero(dropped), pa.int64())}))
+                    first = staged
+                    staged = self.parts.stage(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {part} "
+                                              "ANTI JOIN __plait_skip USING (file_row_number) ORDER BY file_row_number")
+                    self.parts.discard(first)
+                if keep.size:
+                    self.parts.commit(staged, int(keep.size))
+                else:
+                    self.parts.discard(staged)
+            except BaseException:
+                self.parts.discard(staged)
+                raise
+            self.seen.add(hashes[keep])
+        return AppendResult(int(keep.size), int(hashes.size - keep.size)), bad_rows
 
     def reject(self, rejections: Sequence[Rejection], *, received_at: int | None = None) -> int:
         """Store rejected input with its reason in the dead-letter table."""
@@ -370,7 +418,8 @@ class EventLog:
             group.append(f)
             size += pq.ParquetFile(f).metadata.num_rows
             if size >= chunk_rows or i == len(files) - 1:
-                r, _ = self.append_select(f"SELECT {cols}, __row FROM {d.read_parquet(group, hive=True, numbered=True)}")
+                r, _ = self.append_select(f"SELECT {cols}, __row FROM {d.read_parquet(group, hive=True, numbered=True)}",
+                                          rows=size)
                 inserted += r.inserted
                 duplicates += r.duplicates
                 group, size = [], 0
