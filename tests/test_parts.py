@@ -49,6 +49,8 @@ def test_parts_hold_the_same_log_as_the_table(tmp_path):
         assert _parts(a) == [] and len(_parts(b)) == 3
         assert a.backend.scalar("SELECT count(*) FROM event_rows") == 3000
         assert b.backend.scalar("SELECT count(*) FROM event_rows") == 0
+        assert (b.log.stats()["parts"], b.log.stats()["part_events"]) == (3, 3000)
+        assert (a.log.stats()["parts"], a.log.stats()["part_events"]) == (0, 0)
         types = "SELECT column_name, column_type FROM (DESCRIBE events)"
         assert a.backend.rows(types) == b.backend.rows(types)
         assert _log(a) == _log(b)

@@ -127,6 +127,8 @@ def stats(
 def _print_stats(s: dict) -> None:
     out.print(f"[bold]{s['events']:,}[/] events from {s['senders']:,} senders over {s['days']} days "
               f"({s['first_event'] or '-'} → {s['last_event'] or '-'}); [bold]{s['rejected']:,}[/] rejected")
+    if s.get("parts"):
+        out.print(f"{s['part_events']:,} of them in {s['parts']} Parquet part file(s) of bulk imports (WORKSPACE/log/)")
     for title, key in (("channel", "by_channel"), ("type", "by_type"), ("event", "top_events"), ("source", "by_source")):
         t = Table(title=f"by {title}", show_edge=False)
         t.add_column(title)

@@ -375,10 +375,12 @@ class EventLog:
             "SELECT count(*) AS events, count(DISTINCT coalesce(user_id, anonymous_id)) AS senders, "
             "min(event_time) AS first_event, max(event_time) AS last_event, count(DISTINCT day) AS days FROM events"
         )[0]
+        parts = b.rows("SELECT count(*) AS n, sum(rows) AS events FROM event_parts")[0]
         by = lambda col: {r["k"]: r["n"] for r in b.rows(f"SELECT {col} AS k, count(*) AS n FROM events GROUP BY 1 ORDER BY 2 DESC")}
         return {
             "events": int(summary["events"]),
             "rejected": self.rejected_count(),
+            "parts": parts["n"], "part_events": int(parts["events"] or 0),
             "senders": int(summary["senders"]),
             "days": int(summary["days"]),
             "first_event": summary["first_event"].isoformat() if summary["first_event"] else None,
