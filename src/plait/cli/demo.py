@@ -101,10 +101,12 @@ def _round_trip(out: Console, ws) -> None:  # noqa: ANN001
             t0 = time.perf_counter()
             first = other.log.import_parquet(Path(tmp) / "log")
             secs = time.perf_counter() - t0
+            parts = len(other.log.parts.names())
             again = other.log.import_parquet(Path(tmp) / "log")
             same = other.log.count() == n
+    how = f"written as {parts} immutable Parquet part file(s)" if parts else "inside the engine"
     out.print(f"   exported {n:,} events to Parquet in {days} day folders; re-imported {first.inserted:,} in {secs:.1f} s "
-              f"({first.inserted / secs:,.0f}/s, inside the engine), replayed: +{again.inserted} "
+              f"({first.inserted / secs:,.0f}/s, {how}), replayed: +{again.inserted} "
               f"— {'the same log' if same else '[red]a different log[/]'}")
 
 
