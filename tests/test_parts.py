@@ -59,6 +59,11 @@ def test_parts_hold_the_same_log_as_the_table(tmp_path):
         for w in (a, b):
             r = _import(w, g, part_rows=w.log.parts.min_rows)
             assert (r.inserted, r.duplicates) == (500, 500)
+        # The same ids again in another file: nothing added, no part listed, no file left behind.
+        pq.write_table(pq.read_table(g), tmp_path / "again.parquet", row_group_size=300)
+        files = sorted((b.path / "log").iterdir())
+        r = _import(b, tmp_path / "again.parquet", part_rows=500)
+        assert (r.inserted, r.duplicates) == (0, 1000) and sorted((b.path / "log").iterdir()) == files
         # Small appends (the collector's) go into the table beside the parts.
         b.log.append([b.parser.parse({"type": "track", "event": "e", "userId": "u", "messageId": "o1"},
                                      received_at=0, source="t")])
