@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from plait.engine.backend import Backend
-from plait.engine.dialects import quote_literal
 from plait.errors import ImportFormatError
 from plait.events.contract import Record
 from plait.log.parts import Parts
@@ -256,26 +255,27 @@ class EventLog:
         with self._write_lock:
             staged = self.parts.stage(f"SELECT {cols} FROM ({sql}) q" + (f" WHERE NOT coalesce({bad}, false)" if bad else ""))
             try:
-                part = f"read_parquet({quote_literal(str(staged))}, file_row_number = true)"
+                # The staged file's rows with their place in it (`__row` is 2^32 + its row number).
+                part, first_row = b.dialect.read_parquet([str(staged)], numbered=True), 1 << 32
                 hashes = numbers(b.query(f"SELECT {b.dialect.id_hash('message_id')} AS h FROM {part}").column(0), np.uint64)
                 bad_rows = np.empty(0, np.int64)
                 if bad and hashes.size < rows:
                     bad_rows = numbers(b.query(f"SELECT __row FROM ({sql}) q WHERE {bad} ORDER BY __row").column(0), np.int64)
 
                 def id_at(idx: np.ndarray) -> list[str]:
-                    b.temp_table("__plait_rows", pa.table({"file_row_number": pa.array(idx, pa.int64())}))
-                    got = b.query(f"SELECT file_row_number, message_id FROM {part} SEMI JOIN __plait_rows USING (file_row_number)")
-                    by_pos = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
-                    return [by_pos[int(i)] for i in idx]
+                    b.temp_table("__plait_rows", pa.table({"__row": pa.array(idx + first_row, pa.int64())}))
+                    got = b.query(f"SELECT __row, message_id FROM {part} SEMI JOIN __plait_rows USING (__row)")
+                    by_row = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
+                    return [by_row[int(i) + first_row] for i in idx]
 
                 keep = self.seen.new_rows(id_at, hashes)
                 if keep.size < hashes.size:
                     dropped = np.ones(hashes.size, bool)
                     dropped[keep] = False
-                    b.temp_table("__plait_skip", pa.table({"file_row_number": pa.array(np.flatnonzero(dropped), pa.int64())}))
+                    b.temp_table("__plait_skip", pa.table({"__row": pa.array(np.flatnonzero(dropped) + first_row, pa.int64())}))
                     first = staged
                     staged = self.parts.stage(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {part} "
-                                              "ANTI JOIN __plait_skip USING (file_row_number) ORDER BY file_row_number")
+                                              "ANTI JOIN __plait_skip USING (__row) ORDER BY __row")
                     self.parts.discard(first)
                 if keep.size:
                     self.parts.commit(staged, int(keep.size))
