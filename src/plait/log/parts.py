@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 
 from plait.engine.backend import Backend
-from plait.engine.dialects import quote_literal
 from plait.errors import WorkspaceError
 from plait.log.schema import EVENT_COLUMNS
 
@@ -73,8 +72,8 @@ class Parts:
         cols = ", ".join(EVENT_COLUMNS)
         sql = f"SELECT {cols} FROM event_rows"
         if names:
-            files = "[" + ", ".join(quote_literal(str(self.directory / n)) for n in names) + "]"  # type: ignore[operator]
-            sql += f" UNION ALL SELECT {cols} FROM read_parquet({files})"
+            files = [str(self.directory / n) for n in names]  # type: ignore[operator]
+            sql += f" UNION ALL SELECT {cols} FROM {self.backend.dialect.read_parquet(files)}"
         self.backend.execute(f"CREATE OR REPLACE VIEW events AS {sql}")
 
     def stage(self, query: str) -> Path:
