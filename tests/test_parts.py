@@ -154,3 +154,20 @@ def test_personal_fields_in_parts_are_sealed_and_erasable(tmp_path):
         row = ws.backend.rows("SELECT * FROM events WHERE message_id = 'i7'")[0]
         assert ws.log.reveal(row)["traits"] == {"plan": "gold"}
         assert ws.log.count() == 1200
+
+
+def test_the_first_of_two_rows_with_one_id_wins_whatever_order_the_engine_writes(tmp_path, monkeypatch):
+    """The engine writes a part's rows in the order its threads finish (seen in CI: the later of
+    two rows with one id was kept); the import must still keep the earlier row of the file."""
+    n = 3000
+    mids = [f"o{i}" if i not in (10, 2500) else "dup" for i in range(1, n + 1)]
+    t = pa.table({"mid": mids, "card": ["c1"] * n, "ts": ["2025-03-01 10:00:00"] * n,
+                  "total": [float(i) for i in range(1, n + 1)], "shop": ["s1"] * n})
+    pq.write_table(t, tmp_path / "pos.parquet", row_group_size=700)
+    with plait.connect(tmp_path / "ws") as ws:
+        real = ws.log.parts.stage
+        monkeypatch.setattr(ws.log.parts, "stage", lambda query: real(f"SELECT * FROM ({query}) ORDER BY amount DESC"))
+        r = _import(ws, tmp_path / "pos.parquet", part_rows=500, chunk=n)
+        assert (r.inserted, r.duplicates) == (n - 1, 1)
+        assert ws.backend.scalar("SELECT amount FROM events WHERE message_id = 'dup'") == 10.0
+        assert ws.log.count() == n - 1 and len(_parts(ws)) == 1

@@ -382,7 +382,7 @@ class Importer:
                     upto = min(rows_done + self.engine_chunk_rows, total)
                     chunk = (f"SELECT *, CAST(NULL AS BLOB) AS pii FROM "
                              f"({_table_sql(*args, rows_done, upto=upto, ordered=False).sql})")
-                    # The chunk holds rows done+1 … upto, in that order (a file's or a stored table's scan).
+                    # The chunk yields rows done+1 … upto (a file's or a stored table's numbered rows).
                     r, bad = self.log.append_select(chunk, bad="__error IS NOT NULL", rows=upto - rows_done)
                     report.add(r)
                     report.rows += r.inserted + r.duplicates + bad.size
