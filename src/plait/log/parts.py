@@ -9,10 +9,6 @@ mapped rows to Parquet in about 1.5 s against 2.0 s to compress them into its ow
 never changed once listed, so the log stays append-only; Spark and any Parquet reader
 read the parts as they are.
 
-A part written by a bulk import also holds ``__row``, the row's number in its source, which the
-view does not read (the engine writes rows in the order its threads finish; the import tells
-which of two rows with one message id came first by it).
-
 A part becomes part of the log in one transaction that lists it and redefines the view,
 after the file is complete and flushed to disk. A crash before that commit leaves a file
 nobody acknowledged: it is removed the next time the log opens. A listed part that is
