@@ -155,3 +155,17 @@ def test_every_subject_gets_its_own_fresh_key(tmp_path):
     again = Vault(tmp_path / "keys.sqlite")          # a fresh process: only the store counts
     assert again.open("user_id:u7", "m7", blobs[7]) is None
     assert again.open("user_id:u8", "m8", blobs[8]) == {"email": "u8@x.io"}
+
+
+def test_numbers_reads_arrow_columns_as_numpy():
+    import numpy as np
+    import pyarrow as pa
+
+    from plait.engine.backend import numbers
+
+    col = pa.chunked_array([pa.array([1, 2, 3], pa.uint64()), pa.array([4, 5], pa.uint64())])
+    assert numbers(col, np.uint64).tolist() == [1, 2, 3, 4, 5]
+    assert numbers(pa.array(range(10), pa.int64()).slice(3, 4), np.int64).tolist() == [3, 4, 5, 6]   # an offset
+    assert numbers(pa.chunked_array([], pa.uint64()), np.uint64).size == 0                          # no chunks at all
+    with pytest.raises(ValueError):
+        numbers(pa.array([1, None], pa.int64()), np.int64)

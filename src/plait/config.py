@@ -48,8 +48,8 @@ class EngineSettings(_Strict):
     # on decision records: 33–85 µs per row at 16 MB, 17 µs at 1 GB). A crash replays the WAL.
     checkpoint_threshold: str = "256MB"
     # A bulk append of at least this many rows is written as an immutable Parquet part file
-    # beside the database, not compressed into it (2 M rows: ~1.5 s against ~2.0 s, half the
-    # bytes); smaller ones, and the collector's, go into the table. 0: never.
+    # beside the database, not compressed into it (2 M rows: 1.27 s against 1.9–2.2 s, half
+    # the bytes); smaller ones, and the collector's, go into the table. 0: never.
     part_rows: int = Field(default=100_000, ge=0)
 
 

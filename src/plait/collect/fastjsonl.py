@@ -160,7 +160,7 @@ def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us
     p_ok = no_pii(f"list_slice(__pt, {len(_PP) + 1}, {len(_PP) + len(pk)})")
     ctx_ok = no_pii(f"list_slice(__ct, {len(_CP) + 1}, {len(_CP) + len(ctx_pk)})")
     tr_ok = no_pii("__trk")
-    tr_paths = _lit(pk) or "'$.x'"
+    read_tr = f"json_type(tr, [{_lit(pk)}])" if pk else "NULL"
     cat_names = _lit(CATALOGUE)
     spec_ok, read_p, spec_amount = _catalogue_sql(tuple(pk))
     libs = " ".join(f"WHEN starts_with(lower(__cs_2), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
@@ -205,7 +205,7 @@ c AS (
     json_extract_string(ctx, [{_lit('$.' + k for k in _CS)}]) AS __cs,
     {_us('receivedAt')} AS __us_receivedAt, {_us('sentAt')} AS __us_sentAt,
     {_us('timestamp')} AS __us_timestamp, {_us('originalTimestamp')} AS __us_originalTimestamp,
-    json_type(tr, [{tr_paths}]) AS __trk
+    {read_tr} AS __trk
   FROM k
 ),
 c2 AS (SELECT *, coalesce(__us_timestamp, __us_originalTimestamp) AS __orig, __us_receivedAt AS __recv,

@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from plait.engine.backend import Backend
+from plait.engine.backend import Backend, numbers
 from plait.engine.dialects import Dialect, quote_ident, quote_literal
 from plait.errors import EngineError, WorkspaceError
 
@@ -130,7 +130,7 @@ class DuckDBBackend(Backend):
     def id_hashes(self, values: pa.Array) -> np.ndarray:
         plait_ids = pa.table({"v": values})  # noqa: F841 - read by DuckDB (replacement scan)
         out = self._cursor().sql(f"SELECT {self.dialect.id_hash('v')} AS h FROM plait_ids").to_arrow_table()
-        return out.column(0).to_numpy()
+        return numbers(out.column(0), np.uint64)
 
     def checkpoint(self) -> None:
         self.execute("CHECKPOINT")

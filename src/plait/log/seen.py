@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from plait.engine.backend import Backend
+from plait.engine.backend import Backend, numbers
 
 _SMALL = 65_536        # newest tier (a set) merges into the sorted middle tier past this
 _MEDIUM = 2_000_000    # middle tier merges into the base past this
@@ -39,7 +39,7 @@ def id_hashes(backend: Backend, ids: pa.Array) -> np.ndarray:
         md5 = hashlib.md5
         return np.fromiter((int.from_bytes(md5(s.encode()).digest()[:8], "big") for s in ids.to_pylist()),
                            np.uint64, len(ids))
-    return backend.id_hashes(ids).astype(np.uint64, copy=False)
+    return backend.id_hashes(ids)
 
 
 class SeenIds:
@@ -56,7 +56,7 @@ class SeenIds:
     def _load(self) -> None:
         if self._base is None:
             t = self.backend.query(f"SELECT {self.backend.dialect.id_hash('message_id')} AS h FROM {self.table}")
-            self._base = np.sort(t.column(0).to_numpy().astype(np.uint64, copy=False)) if t.num_rows else np.empty(0, np.uint64)
+            self._base = np.sort(numbers(t.column(0), np.uint64))
 
     @staticmethod
     def _isin(sorted_arr: np.ndarray, h: np.ndarray) -> np.ndarray:

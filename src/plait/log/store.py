@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from plait.engine.backend import Backend
+from plait.engine.backend import Backend, numbers
 from plait.errors import ImportFormatError
 from plait.events.contract import Record
 from plait.log.parts import Parts
@@ -56,16 +56,6 @@ class Rejection:
     position: int | None = None
     payload: str | None = None
     source: str | None = None
-
-
-def numbers(col: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:
-    """A null-free numeric Arrow column as a NumPy array, read from its buffer (pyarrow's own
-    ``to_numpy`` imports pandas, 0.16 s the first time in a process)."""
-    a = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if a.null_count:
-        raise ValueError("a column with nulls")
-    size = np.dtype(dtype).itemsize
-    return np.frombuffer(a.buffers()[1], dtype, count=len(a), offset=a.offset * size) if len(a) else np.empty(0, dtype)
 
 
 def now_us() -> int:
@@ -226,13 +216,7 @@ class EventLog:
         good_rows = rows[~bad_mask]
         hashes = numbers(t.column("__h"), np.uint64)[~bad_mask]
 
-        def id_at(idx: np.ndarray) -> list[str]:
-            b.temp_table("__plait_rows", pa.table({"__row": pa.array(good_rows[idx], pa.int64())}))
-            got = b.query(f"SELECT q.__row, q.message_id FROM ({sql}) q SEMI JOIN __plait_rows USING (__row)")
-            by_row = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
-            return [by_row[int(r)] for r in good_rows[idx]]
-
-        keep = self.seen.new_rows(id_at, hashes)
+        keep = self.seen.new_rows(lambda idx: self._ids_at(f"({sql})", good_rows[idx]), hashes)
         dropped = np.ones(good_rows.size, bool)
         dropped[keep] = False
         skip = np.concatenate([rows[bad_mask], good_rows[dropped]])
@@ -247,6 +231,15 @@ class EventLog:
             b.execute(f"INSERT INTO event_rows {rows_in}")
         self.seen.add(hashes[keep])
         return AppendResult(int(keep.size), int(good_rows.size - keep.size)), rows[bad_mask]
+
+    def _ids_at(self, relation: str, rows: np.ndarray) -> list[str]:
+        """The message ids of ``relation`` (with ``__row``) at the given ``__row`` values, in
+        their order: the few a hash cannot settle, fetched by exact id."""
+        b = self.backend
+        b.temp_table("__plait_rows", pa.table({"__row": pa.array(rows, pa.int64())}))
+        got = b.query(f"SELECT q.__row, q.message_id FROM {relation} q SEMI JOIN __plait_rows USING (__row)")
+        by_row = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
+        return [by_row[int(r)] for r in rows]
 
     def _append_part_first(self, sql: str, bad: str | None, rows: int) -> tuple[AppendResult, np.ndarray]:
         """:meth:`append_select` for a large query whose row count is known (the caller holds the
@@ -274,13 +267,7 @@ class EventLog:
             if bad and hashes.size < rows:
                 bad_rows = numbers(b.query(f"SELECT __row FROM ({sql}) q WHERE {bad} ORDER BY __row").column(0), np.int64)
 
-            def id_at(idx: np.ndarray) -> list[str]:
-                b.temp_table("__plait_rows", pa.table({"__row": pa.array(idx + first_row, pa.int64())}))
-                got = b.query(f"SELECT __row, message_id FROM {part} SEMI JOIN __plait_rows USING (__row)")
-                by_row = dict(zip(got.column(0).to_pylist(), got.column(1).to_pylist()))
-                return [by_row[int(i) + first_row] for i in idx]
-
-            keep = self.seen.new_rows(id_at, hashes)
+            keep = self.seen.new_rows(lambda idx: self._ids_at(part, idx + first_row), hashes)
             if keep.size < hashes.size:
                 dropped = np.ones(hashes.size, bool)
                 dropped[keep] = False
