@@ -66,11 +66,14 @@ class SeenIds:
         i[i == sorted_arr.size] = 0
         return sorted_arr[i] == h
 
-    def new_rows(self, ids: pa.Array | Callable[[np.ndarray], list[str]], hashes: np.ndarray) -> np.ndarray:
+    def new_rows(self, ids: pa.Array | Callable[[np.ndarray], list[str]], hashes: np.ndarray, *,
+                 ordered: bool = True) -> np.ndarray | None:
         """Indices of the rows whose ids are neither earlier in this batch nor in the log.
 
         ``ids`` is the batch's message ids, or a function giving the ids at some row
         indices (the engine's bulk path fetches only the few a hash cannot settle).
+        Without ``ordered`` (the batch is not in its rows' order, so "earlier" means
+        nothing) a hash that repeats within the batch gives None: the caller decides in order.
         """
         id_at = ids if callable(ids) else (lambda idx: ids.take(pa.array(idx)).to_pylist())
         with self._lock:
@@ -81,6 +84,8 @@ class SeenIds:
             # A plain sort finds whether any hash repeats at half an argsort's cost; most batches have none.
             hs = np.sort(hashes)
             if n > 1 and (hs[1:] == hs[:-1]).any():
+                if not ordered:
+                    return None
                 order = np.argsort(hashes, kind="stable")
                 hs = hashes[order]
                 idx = np.flatnonzero(hs[1:] == hs[:-1]) + 1

@@ -259,15 +259,13 @@ class EventLog:
             # The staged file's rows with their place in it (`__row` is 2^32 + its row number).
             part, first_row = b.dialect.read_parquet([str(staged)], numbered=True), 1 << 32
             hashes = numbers(b.query(f"SELECT {b.dialect.id_hash('message_id')} AS h FROM {part}").column(0), np.uint64)
-            hs = np.sort(hashes)
-            if hs.size > 1 and (hs[1:] == hs[:-1]).any():
+            keep = self.seen.new_rows(lambda idx: self._ids_at(part, idx + first_row), hashes, ordered=False)
+            if keep is None:
                 self.parts.discard(staged)
                 return self._append_two_pass(sql, bad)
             bad_rows = np.empty(0, np.int64)
             if bad and hashes.size < rows:
                 bad_rows = numbers(b.query(f"SELECT __row FROM ({sql}) q WHERE {bad} ORDER BY __row").column(0), np.int64)
-
-            keep = self.seen.new_rows(lambda idx: self._ids_at(part, idx + first_row), hashes)
             if keep.size < hashes.size:
                 dropped = np.ones(hashes.size, bool)
                 dropped[keep] = False
