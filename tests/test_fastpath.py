@@ -160,3 +160,24 @@ def test_lenient_json_is_left_to_the_parser(tmp_path):
         assert ra.engine_rows == 1                       # m6; m5 mentions "nan"/"inf", so the parser took it
         dead = lambda ws: sorted((r["position"], r["reason"]) for r in ws.log.rejected())  # noqa: E731
         assert dead(a) == dead(b) and [p for p, _ in dead(a)] == [1, 2, 3, 4]
+
+
+def test_personal_keys_behind_escapes_are_sealed(tmp_path, monkeypatch):
+    """A personal key written with escapes (``em\\u0061il``) is still a personal key: the engine's
+    screen for personal keys reads the objects as it writes them, keys unescaped."""
+    monkeypatch.setattr(bulk, "now_us", lambda: NOW)
+    base = '{"type":"track","event":"Product Viewed","userId":"u","messageId":"%s",%s}'
+    lines = [base % ("m1", '"properties":{"em\\u0061il":"a@b.c","product_id":"p"}'),
+             base % ("m2", '"context":{"traits":{"ph\\u006fne":"+15550100"}}'),
+             base % ("m3", '"traits":{"email":null}'),
+             base % ("m4", '"properties":{"note":"email\\":","product_id":"p"}'),
+             base % ("m5", '"properties":{"product_id":"p"}')]
+    f = tmp_path / "e.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    with plait.connect(tmp_path / "engine") as a, plait.connect(tmp_path / "python") as b:
+        ra, rb = a.importer.jsonl(f), b.importer.jsonl(f, engine=False)
+        assert ra.inserted == rb.inserted == 5
+        assert ra.engine_rows == 2                       # m4 and m5; m1-m3 hold personal keys
+        assert _rows(a) == _rows(b)
+        row = a.log.events(limit=None).sort_by("message_id").to_pylist()[0]
+        assert "a@b.c" not in (row["properties"] or "") and a.vault.open(row["subject"], "m1", row["pii"])

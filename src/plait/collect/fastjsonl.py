@@ -18,8 +18,9 @@ the parser's.
 from __future__ import annotations
 
 import functools
+import json
 
-from plait.engine.dialects import quote_literal
+from plait.engine.dialects import quote_ident, quote_literal
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import CALL_TYPES
 from plait.events.sql import (
@@ -56,6 +57,32 @@ PLAIN_RE = r"^[!-~]([ -~]*[!-~])?$"
 _LIBS = (("analytics.js", "web"), ("analytics-next", "web"), ("analytics-ios", "app"), ("analytics-swift", "app"),
          ("analytics-android", "app"), ("analytics-kotlin", "app"), ("analytics-react-native", "app"),
          ("analytics_flutter", "app"), ("analytics-flutter", "app"))
+
+
+# Every top-level field read in one parse of the line, each as its JSON text (three parses —
+# json_type, json_extract_string and json_extract — cost 1.15 s per 500 k lines against 0.41).
+_STRUCTURE = "{" + ", ".join(f'"{f}": "JSON"' for f in FIELDS) + "}"
+
+
+def _type_of(raw: str) -> str:
+    """The JSON type a top-level field's text has, as ``json_type`` names the ones the checks
+    accept (JSON ``null`` reads as absent, as ``_absent`` takes it; integers of up to 18 digits
+    are surely BIGINT; anything else the checks refuse is ``OTHER``)."""
+    return (f"CASE WHEN {raw} IS NULL THEN NULL WHEN starts_with({raw}, '\"') THEN 'VARCHAR' "
+            f"WHEN starts_with({raw}, '{{') THEN 'OBJECT' "
+            f"WHEN regexp_full_match({raw}, '-?[0-9]{{1,18}}') THEN 'BIGINT' ELSE 'OTHER' END")
+
+
+def _text_of(raw: str) -> str:
+    """A field's value as ``json_extract_string`` gives it: a string's text (unescaped by the
+    engine only where the writer escaped something), else the JSON text."""
+    return (f"CASE WHEN starts_with({raw}, '\"') THEN CASE WHEN contains({raw}, '\\') "
+            f"THEN json_extract_string({raw}, '$') ELSE {raw}[2:-2] END ELSE {raw} END")
+
+
+def _raw(field: str) -> str:
+    """A top-level field's JSON text, as the engine writes it."""
+    return f"__r_{_T[field]}"
 
 
 def _t(field: str) -> str:
@@ -108,11 +135,10 @@ def _us(field: str) -> str:
             "AS TIMESTAMPTZ)) END")
 
 
-def _no_keys(types: str) -> str:
-    """None of the paths asked of ``json_type`` exists (a present key has a type, JSON ``null``
-    included): personal fields are found by the parse each object gets anyway, where
-    ``json_keys`` parsed it again (0.1 s per 500 k objects)."""
-    return f"coalesce(list_aggregate({types}, 'count'), 0) = 0"
+def _some_key(types: str) -> str:
+    """One of the paths asked of ``json_type`` exists (a present key has a type, JSON ``null``
+    included)."""
+    return f"coalesce(list_aggregate({types}, 'count'), 0) > 0"
 
 
 def _key_paths(keys: list[str], prefix: str = "$") -> list[str]:
@@ -130,13 +156,13 @@ def _num(name: str) -> str:
     return f"CASE WHEN __pt_{i} IN ({_lit(NUM)}) THEN CAST(__ps_{i} AS DOUBLE) END"
 
 
-@functools.lru_cache(maxsize=8)
-def _catalogue_sql(pk: tuple[str, ...]) -> tuple[str, str, str]:
+@functools.lru_cache(maxsize=1)
+def _catalogue_sql() -> tuple[str, str, str]:
     """Per catalogued event: its properties' checks, the one parse that reads their types, and
-    its amount (built once per set of personal keys: 20 ms of msgspec introspection)."""
-    # The properties' paths read in one parse of them: the money and place fields, personal
-    # keys, then the catalogued event's own (its types checked at `__pt[n + i]`).
-    p_paths = ['$.' + k for k in _PP] + list(pk)
+    its amount (built once: 20 ms of msgspec introspection)."""
+    # The properties' paths read in one parse of them: the money and place fields, then the
+    # catalogued event's own (its types checked at `__pt[n + i]`).
+    p_paths = ['$.' + k for k in _PP]
     spec_ok = " ".join(
         f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p', lambda i: f'__pt[{len(p_paths) + i}]')}" for n, s in CATALOGUE.items())
     read_p = ("CASE WHEN __type = 'track' THEN CASE __event_in "
@@ -147,49 +173,54 @@ def _catalogue_sql(pk: tuple[str, ...]) -> tuple[str, str, str]:
     return spec_ok, read_p, spec_amount
 
 
+def _no_personal_keys(pii_fields: list[str]) -> str:
+    """No personal field is a key of ``properties``, ``traits``, ``context`` or
+    ``context.traits``. The engine writes each object's text compactly with its keys unescaped,
+    so an object whose text holds no ``<field>":`` surely has none; only other objects have
+    their keys read (reading them in every object cost 0.1 s per 500 k lines)."""
+    if not pii_fields:
+        return "true"
+    pk = _key_paths(pii_fields)
+    raws = {"p": _raw("properties"), "tr": _raw("traits"), "ctx": _raw("context")}
+    out = []
+    for obj, paths in (("p", pk), ("tr", pk), ("ctx", pk + _key_paths(pii_fields, "$.traits"))):
+        maybe = " OR ".join(f"contains({raws[obj]}, {quote_literal(json.dumps(k, ensure_ascii=False)[1:] + ':')})"
+                            for k in pii_fields)
+        out.append(f"(NOT coalesce({maybe}, false) OR NOT {_some_key(f'json_type({obj}, [{_lit(paths)}])')})")
+    return " AND ".join(out)
+
+
 def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us: int, pii_fields: list[str],
                upto: int | None = None) -> str:
     """One row per non-blank line of ``lines`` (a relation of ``__row``, the line number, and
     ``line``; see :func:`lines_sql`) after ``done`` and up to ``upto``: the log layout,
     ``__fast`` and the raw ``line``."""
     base = quote_literal(base_currency.upper())
-    # Personal keys are looked for in the same parse that reads the other paths of each object.
-    pk = _key_paths(pii_fields)
-    ctx_pk = pk + _key_paths(pii_fields, "$.traits")
-    no_pii = _no_keys if pii_fields else (lambda types: "true")
-    p_ok = no_pii(f"list_slice(__pt, {len(_PP) + 1}, {len(_PP) + len(pk)})")
-    ctx_ok = no_pii(f"list_slice(__ct, {len(_CP) + 1}, {len(_CP) + len(ctx_pk)})")
-    tr_ok = no_pii("__trk")
-    read_tr = f"json_type(tr, [{_lit(pk)}])" if pk else "NULL"
     cat_names = _lit(CATALOGUE)
-    spec_ok, read_p, spec_amount = _catalogue_sql(tuple(pk))
+    spec_ok, read_p, spec_amount = _catalogue_sql()
     libs = " ".join(f"WHEN starts_with(lower(__cs_2), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
     typ = f"lower({_s('type')})"
     cur = "__ps_4"
     return f"""
 WITH r AS (SELECT __row, line FROM {lines} WHERE __row > {int(done)}{"" if upto is None else f" AND __row <= {int(upto)}"}
            AND line IS NOT NULL AND (starts_with(line, '{{') OR trim(line, {_BLANK}) <> '')),
--- One parse reads every field's JSON type and, by failing (TRY), says the line is not JSON (a
--- separate json_valid and object check parsed every line twice more). Valid JSON whose first
--- character past JSON whitespace is `{{` is an object; only objects are read further.
-j AS (
-  SELECT __row, line, TRY(json_type(line, [{_lit('$.' + f for f in FIELDS)}])) AS __t
-  FROM r
-),
+-- One parse reads every top-level field as its JSON text and, by failing (TRY), says the line is
+-- not JSON. Valid JSON whose first character past JSON whitespace is `{{` is an object (an array
+-- reads as all fields absent); each field's type and text come from its JSON text (j3).
+j AS (SELECT __row, line, TRY(json_transform(line, {quote_literal(_STRUCTURE)})) AS __v FROM r),
 j2 AS (
-  SELECT __row, line, __t, __obj,
-    CASE WHEN __obj THEN json_extract_string(line, [{_lit('$.' + f for f in TEXT_FIELDS)}]) END AS __s,
-    CASE WHEN __obj THEN json_extract(line, ['$.properties', '$.context', '$.traits']) END AS __o
-  FROM (SELECT *, __t IS NOT NULL AND (starts_with(line, '{{') OR starts_with(ltrim(line, ' ' || chr(9)), '{{'))
-                  AS __obj FROM j)
+  SELECT __row, line, __v IS NOT NULL AND (starts_with(line, '{{') OR starts_with(ltrim(line, ' ' || chr(9)), '{{'))
+         AS __obj, {", ".join(f"CAST(__v.{quote_ident(f)} AS VARCHAR) AS __r_{i}" for f, i in _T.items())}
+  FROM j
 ),
-j3 AS (SELECT *, {_unpack({"__t": len(FIELDS), "__s": len(TEXT_FIELDS)})} FROM j2),
+j3 AS (SELECT *, {", ".join(f"{_type_of(_raw(f))} AS __t_{i}" for f, i in _T.items())},
+                 {", ".join(f"{_text_of(_raw(f))} AS __s_{i}" for f, i in _S.items())} FROM j2),
 k AS (
   SELECT *,
     {typ} AS __type,
-    CASE WHEN {_t('properties')} = 'OBJECT' THEN __o[1] ELSE CAST('{{}}' AS JSON) END AS p,
-    CASE WHEN {_t('context')} = 'OBJECT' THEN __o[2] END AS ctx,
-    CASE WHEN {_t('traits')} = 'OBJECT' THEN __o[3] END AS tr,
+    CASE WHEN {_t('properties')} = 'OBJECT' THEN CAST({_raw('properties')} AS JSON) ELSE CAST('{{}}' AS JSON) END AS p,
+    CASE WHEN {_t('context')} = 'OBJECT' THEN CAST({_raw('context')} AS JSON) END AS ctx,
+    CASE WHEN {_t('traits')} = 'OBJECT' THEN CAST({_raw('traits')} AS JSON) END AS tr,
     {_top_id('userId')} AS __user_id,
     {_top_id('anonymousId')} AS __anonymous_id,
     {_s('event')} AS __event_in,
@@ -201,11 +232,10 @@ c AS (
     CASE WHEN __type = 'track' THEN __event_in WHEN __type IN ('page', 'screen') THEN nullif(__name_in, '') END AS __event,
     {read_p} AS __pt,
     json_extract_string(p, [{_lit('$.' + k for k in _PP)}]) AS __ps,
-    json_type(ctx, [{_lit(['$.' + k for k in _CP] + ctx_pk)}]) AS __ct,
+    json_type(ctx, [{_lit(['$.' + k for k in _CP])}]) AS __ct,
     json_extract_string(ctx, [{_lit('$.' + k for k in _CS)}]) AS __cs,
     {_us('receivedAt')} AS __us_receivedAt, {_us('sentAt')} AS __us_sentAt,
-    {_us('timestamp')} AS __us_timestamp, {_us('originalTimestamp')} AS __us_originalTimestamp,
-    {read_tr} AS __trk
+    {_us('timestamp')} AS __us_timestamp, {_us('originalTimestamp')} AS __us_originalTimestamp
   FROM k
 ),
 c2 AS (SELECT *, coalesce(__us_timestamp, __us_originalTimestamp) AS __orig, __us_receivedAt AS __recv,
@@ -231,7 +261,7 @@ f AS (
     AND (__type NOT IN ('page', 'screen') OR __name_in IS NULL OR __name_in = '' OR {_plain('__name_in')})
     AND (__type <> 'alias' OR ({_s('previousId')} <> '' AND __user_id IS NOT NULL))
     AND (__type <> 'group' OR {_s('groupId')} <> '')
-    AND {p_ok} AND {tr_ok} AND {ctx_ok}
+    AND {_no_personal_keys(pii_fields)}
     AND {_text_ok("__ct_1", "__cs_1")}
     AND {_text_ok("__pt_1", "__ps_1")}
     AND coalesce(__pt_2 IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
