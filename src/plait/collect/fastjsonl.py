@@ -36,8 +36,8 @@ from plait.events.sql import (
 )
 
 # Paths read from properties and context on every row, each object parsed once for all of them.
-_PP = ("channel", "order_id", "store_id", "currency", *MONEY)
-_CP = ("channel", "traits", "library.name")
+_PP = ("channel", "order_id", "store_id", "currency", *MONEY)   # read from properties
+_CP = ("channel", "library.name")   # and from context
 FIELDS = ("type", "messageId", "anonymousId", "userId", "event", "name", "category", "properties", "traits",
           "context", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "channel", "groupId", "previousId",
           "integrations", "writeKey")
@@ -46,7 +46,6 @@ _T = {f: i + 1 for i, f in enumerate(FIELDS)}
 _OBJECTS = ("properties", "traits", "context", "integrations")
 TEXT_FIELDS = tuple(f for f in FIELDS if f not in _OBJECTS)
 _S = {f: i + 1 for i, f in enumerate(TEXT_FIELDS)}
-_CS = ("channel", "library.name")    # context paths read as text
 TS_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
 # What Python's bytes.strip() removes from a line, less the line breaks the reader splits on (a line
 # of these alone is blank and skipped, as by the parser's path). Most lines start with `{`, which
@@ -65,12 +64,15 @@ _STRUCTURE = "{" + ", ".join(f'"{f}": "JSON"' for f in FIELDS) + "}"
 
 
 def _type_of(raw: str) -> str:
-    """The JSON type a top-level field's text has, as ``json_type`` names the ones the checks
-    accept (JSON ``null`` reads as absent, as ``_absent`` takes it; integers of up to 18 digits
-    are surely BIGINT; anything else the checks refuse is ``OTHER``)."""
+    """The JSON type of a value's text (as the engine writes it), named as ``json_type`` names
+    it; JSON ``null`` reads as absent (NULL), which every check of these fields takes alike.
+    Integers of up to 18 digits are surely BIGINT; longer ones are called DOUBLE, which checks
+    that accept only integers refuse, leaving them to the parser."""
     return (f"CASE WHEN {raw} IS NULL THEN NULL WHEN starts_with({raw}, '\"') THEN 'VARCHAR' "
-            f"WHEN starts_with({raw}, '{{') THEN 'OBJECT' "
-            f"WHEN regexp_full_match({raw}, '-?[0-9]{{1,18}}') THEN 'BIGINT' ELSE 'OTHER' END")
+            f"WHEN starts_with({raw}, '{{') THEN 'OBJECT' WHEN starts_with({raw}, '[') THEN 'ARRAY' "
+            f"WHEN {raw} IN ('true', 'false') THEN 'BOOLEAN' "
+            f"WHEN regexp_full_match({raw}, '-?[0-9]{{1,18}}') THEN 'BIGINT' "
+            f"WHEN regexp_full_match({raw}, '-?[0-9][0-9.eE+-]*') THEN 'DOUBLE' ELSE 'OTHER' END")
 
 
 def _text_of(raw: str) -> str:
@@ -153,24 +155,33 @@ def _text_ok(expr_type: str, expr: str) -> str:
 def _num(name: str) -> str:
     """A money property, from the one read of them all (``__pt``, ``__ps``)."""
     i = _PP.index(name) + 1
-    return f"CASE WHEN __pt_{i} IN ({_lit(NUM)}) THEN CAST(__ps_{i} AS DOUBLE) END"
+    return f"CASE WHEN __pt_{i} IN ({_lit(NUM)}) THEN TRY_CAST(__ps_{i} AS DOUBLE) END"
 
 
 @functools.lru_cache(maxsize=1)
 def _catalogue_sql() -> tuple[str, str, str]:
     """Per catalogued event: its properties' checks, the one parse that reads their types, and
     its amount (built once: 20 ms of msgspec introspection)."""
-    # The properties' paths read in one parse of them: the money and place fields, then the
-    # catalogued event's own (its types checked at `__pt[n + i]`).
-    p_paths = ['$.' + k for k in _PP]
-    spec_ok = " ".join(
-        f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p', lambda i: f'__pt[{len(p_paths) + i}]')}" for n, s in CATALOGUE.items())
+    spec_ok = " ".join(f"WHEN {quote_literal(n)} THEN {surely_valid(s, 'p', lambda i: f'__st[{i}]')}"
+                       for n, s in CATALOGUE.items())
+    # The catalogued event's properties' types (`__st`), in one parse of them.
     read_p = ("CASE WHEN __type = 'track' THEN CASE __event_in "
-              + " ".join(f"WHEN {quote_literal(n)} THEN json_type(p, [{_lit(p_paths + spec_paths(s))}])" for n, s in CATALOGUE.items())
+              + " ".join(f"WHEN {quote_literal(n)} THEN json_type(p, [{_lit(spec_paths(s))}])" for n, s in CATALOGUE.items())
               + " END END")
-    read_p = f"coalesce({read_p}, json_type(p, [{_lit(p_paths)}]))"
     spec_amount = " ".join(f"WHEN {quote_literal(n)} THEN {amount(s, 'p', _num)}" for n, s in CATALOGUE.items())
     return spec_ok, read_p, spec_amount
+
+
+def _structure(paths) -> str:
+    """A ``json_transform`` structure reading each dotted path as its JSON text."""
+    tree: dict = {}
+    for path in paths:
+        node = tree
+        *parents, leaf = path.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = "JSON"
+    return json.dumps(tree)
 
 
 def _no_personal_keys(pii_fields: list[str]) -> str:
@@ -230,16 +241,24 @@ k AS (
 c AS (
   SELECT *,
     CASE WHEN __type = 'track' THEN __event_in WHEN __type IN ('page', 'screen') THEN nullif(__name_in, '') END AS __event,
-    {read_p} AS __pt,
-    json_extract_string(p, [{_lit('$.' + k for k in _PP)}]) AS __ps,
-    json_type(ctx, [{_lit(['$.' + k for k in _CP])}]) AS __ct,
-    json_extract_string(ctx, [{_lit('$.' + k for k in _CS)}]) AS __cs,
+    {read_p} AS __st,
+    json_transform(p, {quote_literal(_structure(_PP))}) AS __pv,
+    json_transform(ctx, {quote_literal(_structure(_CP))}) AS __cv,
     {_us('receivedAt')} AS __us_receivedAt, {_us('sentAt')} AS __us_sentAt,
     {_us('timestamp')} AS __us_timestamp, {_us('originalTimestamp')} AS __us_originalTimestamp
   FROM k
 ),
 c2 AS (SELECT *, coalesce(__us_timestamp, __us_originalTimestamp) AS __orig, __us_receivedAt AS __recv,
-           __us_sentAt AS __sent, {_unpack({"__pt": len(_PP), "__ps": len(_PP), "__ct": len(_CP), "__cs": len(_CS)})} FROM c),
+           __us_sentAt AS __sent,
+           {", ".join(f"CAST(__pv.{quote_ident(k)} AS VARCHAR) AS __pr_{i}" for i, k in enumerate(_PP, 1))},
+           {", ".join(f"CAST(__cv.{'.'.join(map(quote_ident, k.split('.')))} AS VARCHAR) AS __cr_{i}"
+                      for i, k in enumerate(_CP, 1))} FROM c),
+-- Each property and context field's type and text, from its JSON text (one parse of each
+-- object read them all, where json_type and json_extract_string parsed it twice).
+c3 AS (SELECT *,
+           {", ".join(f"{_type_of(f'__pr_{i}')} AS __pt_{i}, {_text_of(f'__pr_{i}')} AS __ps_{i}" for i in range(1, len(_PP) + 1))},
+           {", ".join(f"{_type_of(f'__cr_{i}')} AS __ct_{i}, {_text_of(f'__cr_{i}')} AS __cs_{i}" for i in range(1, len(_CP) + 1))}
+       FROM c2),
 f AS (
   SELECT *,
     __obj
@@ -280,7 +299,7 @@ f AS (
     CASE WHEN __pt_4 = 'VARCHAR' THEN {cur} END AS __currency,
     coalesce(__recv, {int(now_us)}) AS __received,
     CASE WHEN __type = 'track' AND __event IN ({cat_names}) THEN __event END AS __spec
-  FROM c2
+  FROM c3
 ),
 g AS (
   SELECT *,
@@ -294,7 +313,7 @@ g AS (
       {catalogue_channel("__spec")},
       CASE WHEN __pt_3 IS NOT NULL AND __pt_3 <> 'NULL'
                 AND NOT (__pt_3 = 'VARCHAR' AND __ps_3 = '') THEN 'store' END,
-      CASE WHEN __ct_3 = 'VARCHAR' THEN CASE {libs} END END,
+      CASE WHEN __ct_2 = 'VARCHAR' THEN CASE {libs} END END,
       CASE __type WHEN 'page' THEN 'web' WHEN 'screen' THEN 'app' END,
       'other') AS __channel
   FROM f
