@@ -197,7 +197,8 @@ def _no_personal_keys(pii_fields: list[str]) -> str:
     for obj, paths in (("p", pk), ("tr", pk), ("ctx", pk + _key_paths(pii_fields, "$.traits"))):
         maybe = " OR ".join(f"contains({raws[obj]}, {quote_literal(json.dumps(k, ensure_ascii=False)[1:] + ':')})"
                             for k in pii_fields)
-        out.append(f"(NOT coalesce({maybe}, false) OR NOT {_some_key(f'json_type({obj}, [{_lit(paths)}])')})")
+        # A CASE, so that only those objects are parsed (an OR evaluates both sides on every row).
+        out.append(f"CASE WHEN {maybe} THEN NOT {_some_key(f'json_type({obj}, [{_lit(paths)}])')} ELSE true END")
     return " AND ".join(out)
 
 
