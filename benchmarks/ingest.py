@@ -107,7 +107,7 @@ def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Pat
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.MULTILINE))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"requests_per_s": rps, "events_per_s": rps * max(batch, 1), "p50_ms": _ms(lat["50"]),
@@ -141,7 +141,7 @@ def http(quick: bool, realtime_identity: bool = True, fronts: int = 2) -> dict:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)
-    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
     return {
         "batch100_events_per_s": med(batch, "events_per_s"), "batch100_p99_ms": med(batch, "p99_ms"),
         "batch100_non_2xx": sum(r["non_2xx"] for r in batch), "batch_events_logged": mid - before,
@@ -163,6 +163,17 @@ def _pos_table(n: int, seed: int = 1) -> pa.Table:
     })
 
 
+def _write_jsonl(path: Path, n: int) -> Path:
+    """``n`` Segment track events from analytics.js, one per line."""
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"type": "track", "event": "Product Viewed", "userId": f"u{i % 9973}",
+                                "messageId": f"m{i}", "timestamp": "2025-03-01T10:00:00Z",
+                                "context": {"library": {"name": "analytics.js", "version": "2.1"}},
+                                "properties": {"product_id": f"P{i % 400}", "price": 9.99, "currency": "USD"}}) + "\n")
+    return path
+
+
 def bulk(quick: bool) -> dict:
     """Each import into a fresh workspace, ``reps`` times in turn; the median of each (the machine
     is shared, and one run of a 2-second import moved by ±20 % here)."""
@@ -176,12 +187,7 @@ def bulk(quick: bool) -> dict:
     m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=store"],
                       ["event=Order Completed", "currency=USD"])
     nj = n // 4
-    with (tmp / "e.jsonl").open("w") as f:
-        for i in range(nj):
-            f.write(json.dumps({"type": "track", "event": "Product Viewed", "userId": f"u{i % 9973}",
-                                "messageId": f"m{i}", "timestamp": "2025-03-01T10:00:00Z",
-                                "context": {"library": {"name": "analytics.js", "version": "2.1"}},
-                                "properties": {"product_id": f"P{i % 400}", "price": 9.99, "currency": "USD"}}) + "\n")
+    _write_jsonl(tmp / "e.jsonl", nj)
     with plait.connect(tmp / "exported") as ws:
         ws.importer.file(tmp / "pos.parquet", mapping=m, only_mapped=True)
         ws.log.export_parquet(tmp / "export")
