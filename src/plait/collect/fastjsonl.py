@@ -11,6 +11,12 @@ in one parallel pass. This module compiles the parser's rules into one SQL query
 - every other line — malformed, invalid, unusual or personal — goes to the parser,
   which stays the only authority on rejections and their reasons.
 
+Each line is parsed once (``json_transform`` reads every top-level field as its JSON text,
+and types and values come from that text), and ``properties`` and ``context`` once more
+each. Known difference, left to the parser's side of the ledger: with a key repeated in one
+object, DuckDB reads the first and the parser the last (checking every object for repeats cost
+a third of the query; see docs/benchmarks.md, session 19).
+
 ``tests/test_fastpath.py`` checks, over random events, that the engine's rows equal
 the parser's.
 """
@@ -88,19 +94,13 @@ def _raw(field: str) -> str:
 
 
 def _t(field: str) -> str:
-    """A top-level field's JSON type (read once for all fields, into ``__t``, and unpacked)."""
+    """A top-level field's JSON type (from its JSON text, :func:`_type_of`)."""
     return f"__t_{_T[field]}"
 
 
 def _s(field: str) -> str:
-    """A top-level field's value as text (read once for all fields, into ``__s``, and unpacked)."""
+    """A top-level field's value as text (from its JSON text, :func:`_text_of`)."""
     return f"__s_{_S[field]}"
-
-
-def _unpack(lists: dict[str, int]) -> str:
-    """Each list's items as columns of their own (``__t[3]`` → ``__t_3``): an item named in
-    forty checks is taken out of its list once (measured 7 % of the normalising query)."""
-    return ", ".join(f"{name}[{i}] AS {name}_{i}" for name, n in lists.items() for i in range(1, n + 1))
 
 
 def _top_id(field: str) -> str:
