@@ -13,9 +13,9 @@ in one parallel pass. This module compiles the parser's rules into one SQL query
 
 Each line is parsed once (``json_transform`` reads every top-level field as its JSON text,
 and types and values come from that text), and ``properties`` and ``context`` once more
-each. Known difference, left to the parser's side of the ledger: with a key repeated in one
-object, DuckDB reads the first and the parser the last (checking every object for repeats cost
-a third of the query; see docs/benchmarks.md, session 19).
+each. One known difference: with a key repeated in one object, DuckDB reads the first value
+and the parser the last (checking every object for repeats cost a third of the query; see
+docs/benchmarks.md, session 19).
 
 ``tests/test_fastpath.py`` checks, over random events, that the engine's rows equal
 the parser's.
