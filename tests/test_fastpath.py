@@ -181,3 +181,18 @@ def test_personal_keys_behind_escapes_are_sealed(tmp_path, monkeypatch):
         assert _rows(a) == _rows(b)
         row = a.log.events(limit=None).sort_by("message_id").to_pylist()[0]
         assert "a@b.c" not in (row["properties"] or "") and a.vault.open(row["subject"], "m1", row["pii"])
+
+
+def test_lines_read_in_pieces_are_each_line_once(ws):
+    """A chunk's lines are read as ranges side by side (one table scan stays on one thread below
+    two row groups); together the ranges hold each line of the chunk once, with its number."""
+    from plait.collect.fastjsonl import numbered
+
+    b = ws.backend
+    b.execute("CREATE OR REPLACE TEMP TABLE __t_lines AS SELECT 'line ' || i AS line FROM range(1000) r(i)")
+    whole = b.rows(f"SELECT __row, line FROM {numbered('__t_lines')} WHERE __row > 100 AND __row <= 997 ORDER BY 1")
+    for pieces in (2, 3, 7):
+        with b.unordered():
+            got = b.rows(f"SELECT __row, line FROM {numbered('__t_lines', 100, 997, pieces)} ORDER BY 1")
+        assert got == whole and got[0] == {"__row": 101, "line": "line 100"}
+    assert b.scalar("SELECT current_setting('preserve_insertion_order')") is True   # restored after

@@ -282,15 +282,17 @@ class Importer:
         report = ImportReport(str(path), skipped=done)
         now = now_us()
         total = int(b.scalar("SELECT count(*) FROM __plait_lines"))
+        pieces = min(b.threads(), 8)
         bar = _Progress(progress, total, path.name)
         cols = ", ".join(EVENT_COLUMNS)
         rows_done = done
         try:
             while rows_done < total:
                 upto = min(rows_done + self.engine_chunk_rows, total)
-                b.execute("CREATE OR REPLACE TEMP TABLE __plait_chunk AS " + select_sql(
-                    numbered("__plait_lines"), done=rows_done, upto=upto, source=source,
-                    base_currency=self.ws.settings.base_currency, now_us=now, pii_fields=list(self.parser.pii_fields)))
+                with b.unordered():    # the chunk's rows are ordered by `__row` where order matters
+                    b.execute("CREATE OR REPLACE TEMP TABLE __plait_chunk AS " + select_sql(
+                        numbered("__plait_lines", rows_done, upto, pieces), done=rows_done, upto=upto, source=source,
+                        base_currency=self.ws.settings.base_currency, now_us=now, pii_fields=list(self.parser.pii_fields)))
                 counts = b.rows("SELECT count(*) AS n, count(*) FILTER (WHERE __fast) AS fast FROM __plait_chunk")[0]
                 report.rows += int(counts["n"])
                 report.engine_rows += int(counts["fast"])

@@ -7,6 +7,7 @@ backend is the embedded default; a Spark backend plugs in behind the same method
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,16 @@ class Backend(ABC):
     def set_threads(self, n: int) -> None:
         """Use at most ``n`` threads for this process's queries from now on (no-op where the
         engine's parallelism is not this process's to set)."""
+
+    def threads(self) -> int:
+        """How many threads this process's queries may use."""
+        return 1
+
+    @contextlib.contextmanager
+    def unordered(self) -> Iterator[None]:
+        """Queries run inside need not store their rows in their input's order, so the engine may
+        split one input over its threads (nothing to change where it does so anyway)."""
+        yield
 
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         t = self.query(sql, params)

@@ -7,6 +7,7 @@ process, threads share one connection through cursors, writes serialised by a lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -137,6 +138,24 @@ class DuckDBBackend(Backend):
 
     def set_threads(self, n: int) -> None:
         self.execute(f"SET threads = {int(n)}")
+
+    def threads(self) -> int:
+        return int(self.scalar("SELECT current_setting('threads')"))
+
+    @contextlib.contextmanager
+    def unordered(self) -> Iterator[None]:
+        """DuckDB keeps insertion order by default, and then runs the branches of a ``UNION ALL``
+        one after the other; without it they run side by side (a 120 k-line JSONL file read as
+        two halves: 0.83 → 0.53 s, where one table scan stays on one thread below two row
+        groups). The setting is the database's, so other threads wait on the lock meanwhile."""
+        with self._lock:
+            cur = self._cursor()
+            before = cur.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+            cur.execute("SET preserve_insertion_order = false")
+            try:
+                yield
+            finally:
+                cur.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
 
     def compact(self) -> None:
         """Rewrite the database into a fresh file, so deleted rows leave no bytes behind in
