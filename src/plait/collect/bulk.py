@@ -291,7 +291,7 @@ class Importer:
                 upto = min(rows_done + self.engine_chunk_rows, total)
                 with b.unordered():    # the chunk's rows are ordered by `__row` where order matters
                     b.execute("CREATE OR REPLACE TEMP TABLE __plait_chunk AS " + select_sql(
-                        numbered("__plait_lines", rows_done, upto, pieces), done=rows_done, upto=upto, source=source,
+                        numbered("__plait_lines", rows_done, upto, pieces), source=source,
                         base_currency=self.ws.settings.base_currency, now_us=now, pii_fields=list(self.parser.pii_fields)))
                 counts = b.rows("SELECT count(*) AS n, count(*) FILTER (WHERE __fast) AS fast FROM __plait_chunk")[0]
                 report.rows += int(counts["n"])

@@ -82,6 +82,11 @@ def _type_of(raw: str) -> str:
             f"WHEN regexp_full_match({raw}, '-?[0-9][0-9.eE+-]*') THEN 'DOUBLE' ELSE 'OTHER' END")
 
 
+# The types an id may have (text, or an integer): JSON null reads as absent, and integers too long
+# to be surely BIGINT are left to the parser (see _type_of).
+_ID_TYPES = "('VARCHAR', 'BIGINT')"
+
+
 def _text_of(raw: str) -> str:
     """A field's value as ``json_extract_string`` gives it: a string's text (unescaped by the
     engine only where the writer escaped something), else the JSON text."""
@@ -105,7 +110,7 @@ def _s(field: str) -> str:
 
 
 def _top_id(field: str) -> str:
-    return f"CASE WHEN {_t(field)} IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif({_s(field)}, '') END"
+    return f"CASE WHEN {_t(field)} IN {_ID_TYPES} THEN nullif({_s(field)}, '') END"
 
 
 def _lit(values) -> str:
@@ -113,7 +118,7 @@ def _lit(values) -> str:
 
 
 def _absent(field: str) -> str:
-    return f"({_t(field)} IS NULL OR {_t(field)} = 'NULL')"
+    return f"({_raw(field)} IS NULL)"
 
 
 def _plain(expr: str) -> str:
@@ -123,7 +128,7 @@ def _plain(expr: str) -> str:
 def _id_ok(field: str) -> str:
     """Absent, an integer, or plain text."""
     s = _s(field)
-    return f"({_absent(field)} OR {_t(field)} IN ('BIGINT', 'UBIGINT') OR ({_t(field)} = 'VARCHAR' AND ({s} = '' OR {_plain(s)})))"
+    return f"({_absent(field)} OR {_t(field)} = 'BIGINT' OR ({_t(field)} = 'VARCHAR' AND ({s} = '' OR {_plain(s)})))"
 
 
 def _ts_ok(field: str) -> str:
@@ -154,7 +159,7 @@ def _text_ok(expr_type: str, expr: str) -> str:
 
 
 def _num(name: str) -> str:
-    """A money property, from the one read of them all (``__pt``, ``__ps``)."""
+    """A money property's number, from its type and text (``__pt_i``, ``__ps_i``)."""
     i = _PP.index(name) + 1
     return f"CASE WHEN __pt_{i} IN ({_lit(NUM)}) THEN TRY_CAST(__ps_{i} AS DOUBLE) END"
 
@@ -203,11 +208,9 @@ def _no_personal_keys(pii_fields: list[str]) -> str:
     return " AND ".join(out)
 
 
-def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us: int, pii_fields: list[str],
-               upto: int | None = None) -> str:
+def select_sql(lines: str, *, source: str, base_currency: str, now_us: int, pii_fields: list[str]) -> str:
     """One row per non-blank line of ``lines`` (a relation of ``__row``, the line number, and
-    ``line``; see :func:`lines_sql`) after ``done`` and up to ``upto``: the log layout,
-    ``__fast`` and the raw ``line``."""
+    ``line``; see :func:`numbered`): the log layout, ``__fast`` and the raw ``line``."""
     base = quote_literal(base_currency.upper())
     cat_names = _lit(CATALOGUE)
     spec_ok, read_p, spec_amount = _catalogue_sql()
@@ -215,8 +218,7 @@ def select_sql(lines: str, *, done: int, source: str, base_currency: str, now_us
     typ = f"lower({_s('type')})"
     cur = "__ps_4"
     return f"""
-WITH r AS (SELECT __row, line FROM {lines} WHERE __row > {int(done)}{"" if upto is None else f" AND __row <= {int(upto)}"}
-           AND line IS NOT NULL AND (starts_with(line, '{{') OR trim(line, {_BLANK}) <> '')),
+WITH r AS (SELECT __row, line FROM {lines} WHERE line IS NOT NULL AND (starts_with(line, '{{') OR trim(line, {_BLANK}) <> '')),
 -- One parse reads every top-level field as its JSON text and, by failing (TRY), says the line is
 -- not JSON. Valid JSON whose first character past JSON whitespace is `{{` is an object (an array
 -- reads as all fields absent); each field's type and text come from its JSON text (j3).
@@ -265,7 +267,7 @@ f AS (
   SELECT *,
     __obj
     AND {_t('type')} = 'VARCHAR' AND __type IN ({_lit(CALL_TYPES)})
-    AND {_t('messageId')} IN ('VARCHAR', 'BIGINT', 'UBIGINT') AND {_top_id('messageId')} IS NOT NULL
+    AND {_top_id('messageId')} IS NOT NULL
     AND {_id_ok('messageId')} AND {_id_ok('userId')} AND {_id_ok('anonymousId')}
     AND {_id_ok('groupId')} AND {_id_ok('previousId')}
     AND (__user_id IS NOT NULL OR __anonymous_id IS NOT NULL)
@@ -285,8 +287,8 @@ f AS (
     AND {_no_personal_keys(pii_fields)}
     AND {_text_ok("__ct_1", "__cs_1")}
     AND {_text_ok("__pt_1", "__ps_1")}
-    AND coalesce(__pt_2 IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
-    AND coalesce(__pt_3 IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'NULL'), true)
+    AND coalesce(__pt_2 IN {_ID_TYPES}, true)
+    AND coalesce(__pt_3 IN {_ID_TYPES}, true)
     AND (__pt_2 IS DISTINCT FROM 'VARCHAR' OR __ps_2 = '' OR {_plain("__ps_2")})
     AND (__pt_3 IS DISTINCT FROM 'VARCHAR' OR __ps_3 = '' OR {_plain("__ps_3")})
     AND (__pt_4 IS DISTINCT FROM 'VARCHAR' OR regexp_full_match({cur}, '^[A-Za-z]{{3}}$'))
@@ -313,7 +315,7 @@ g AS (
       CASE WHEN __ct_1 = 'VARCHAR' THEN {explicit_channel("__cs_1")} END,
       CASE WHEN __pt_1 = 'VARCHAR' THEN {explicit_channel("__ps_1")} END,
       {catalogue_channel("__spec")},
-      CASE WHEN __pt_3 IS NOT NULL AND __pt_3 <> 'NULL'
+      CASE WHEN __pt_3 IS NOT NULL
                 AND NOT (__pt_3 = 'VARCHAR' AND __ps_3 = '') THEN 'store' END,
       CASE WHEN __ct_2 = 'VARCHAR' THEN CASE {libs} END END,
       CASE __type WHEN 'page' THEN 'web' WHEN 'screen' THEN 'app' END,
@@ -333,8 +335,8 @@ SELECT
   {utc_time('__received')} AS received_at,
   {utc_day('__event_us')} AS day,
   CASE WHEN __spec IS NULL OR __spec IN ({_lit(n for n, s in CATALOGUE.items() if "order_id" in s.schema.__struct_fields__)})
-       THEN CASE WHEN __pt_2 IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps_2, '') END END AS order_id,
-  CASE WHEN __pt_3 IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN nullif(__ps_3, '') END AS store_id,
+       THEN CASE WHEN __pt_2 IN {_ID_TYPES} THEN nullif(__ps_2, '') END END AS order_id,
+  CASE WHEN __pt_3 IN {_ID_TYPES} THEN nullif(__ps_3, '') END AS store_id,
   __amount AS amount,
   CASE WHEN __amount IS NOT NULL THEN upper(coalesce(__currency, {base})) ELSE __currency END AS currency,
   nullif(CAST(p AS VARCHAR), '{{}}') AS properties,
@@ -356,14 +358,13 @@ def lines_sql(path: str) -> str:
     return f"SELECT line FROM {reader_sql(path)}"
 
 
-def numbered(table: str, start: int = 0, stop: int | None = None, pieces: int = 1) -> str:
+def numbered(table: str, start: int, stop: int, pieces: int = 1) -> str:
     """``__row`` (the line number, from 1) and ``line`` of a table made from :func:`lines_sql`,
     for the lines after ``start`` up to ``stop``, read as ``pieces`` ranges joined by ``UNION
     ALL``. DuckDB scans a table on one thread per row group (122,880 rows), so a file of fewer
     than two was normalised on one core; ranges read side by side (under
     :meth:`~plait.engine.backend.Backend.unordered`) use them all."""
-    if stop is None or pieces <= 1 or stop - start < 2 * pieces:
-        return f"(SELECT rowid + 1 AS __row, line FROM {table})"
+    pieces = max(1, min(pieces, (stop - start) // 2))
     cuts = [start + (stop - start) * i // pieces for i in range(pieces + 1)]
     return "(" + " UNION ALL ".join(f"SELECT rowid + 1 AS __row, line FROM {table} WHERE rowid >= {a} AND rowid < {b}"
                                     for a, b in itertools.pairwise(cuts)) + ")"
