@@ -163,6 +163,14 @@ def _pos_table(n: int, seed: int = 1) -> pa.Table:
     })
 
 
+def pos_mapping():
+    """The column mapping of :func:`_pos_table`'s till receipts."""
+    from plait.collect.bulk import parse_mapping
+
+    return parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=store"],
+                         ["event=Order Completed", "currency=USD"])
+
+
 def _write_jsonl(path: Path, n: int) -> Path:
     """``n`` Segment track events from analytics.js, one per line."""
     with path.open("w") as f:
@@ -182,10 +190,7 @@ def bulk(quick: bool) -> dict:
     tmp = Path(tempfile.mkdtemp())
     pq.write_table(_pos_table(n), tmp / "pos.parquet")
     pcsv.write_csv(_pos_table(n), tmp / "pos.csv")
-    from plait.collect.bulk import parse_mapping
-
-    m = parse_mapping(["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=store"],
-                      ["event=Order Completed", "currency=USD"])
+    m = pos_mapping()
     nj = n // 4
     _write_jsonl(tmp / "e.jsonl", nj)
     with plait.connect(tmp / "exported") as ws:
