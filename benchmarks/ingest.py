@@ -7,6 +7,12 @@ parse and answer HTTP, one writer process owns the log; 0: one process) in its o
 comes from wrk (Debian package `wrk`) in another process, with unique message ids per
 request so every event is really written. Every 200 means the events are durably in the
 log (group commit). Bulk imports run in this process. Prints one JSON line at the end.
+
+References measured in the same run, since the shared machine's speed drifts between sessions:
+a trivial FastAPI app under the same single-event load (``ref_plain_fastapi_*``; the issue
+set its targets beside "~4,400 trivial POSTs/s per worker"), and DuckDB alone copying the same
+files into a table (``ref_duckdb_read_*``) and appending the log's rows 100 k at a time
+(``ref_arrow_appends_100k``; the issue's "~660,000 rows/s").
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -105,7 +113,7 @@ def _ms(s: str) -> float:
 def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Path) -> dict:
     env = {**os.environ, "PLAIT_BATCH": str(batch), "PLAIT_AUTH": auth}
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env).stdout
+                          f"http://127.0.0.1:{port}"], check=True, capture_output=True, text=True, env=env).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.MULTILINE))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -113,6 +121,40 @@ def _wrk(port: int, auth: str, batch: int, conns: int, seconds: int, script: Pat
     return {"requests_per_s": rps, "events_per_s": rps * max(batch, 1), "p50_ms": _ms(lat["50"]),
             "p99_ms": _ms(lat["99"]), "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(1) if errors else ""}
+
+
+# The issue's orientation reference: "plain FastAPI on uvicorn answers ~4,400 trivial POSTs/s per worker".
+_PLAIN_FASTAPI = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.post("/v1/track")
+async def track(body: dict) -> dict:
+    return {"success": True}
+"""
+
+
+def _plain_fastapi(tmp: Path, port: int, auth: str, secs: int, runs: int, script: Path) -> dict:
+    """The single-event load of :func:`http` against a trivial FastAPI app on uvicorn (one worker,
+    the same uvloop and httptools), in the same minutes: the reference the targets were set by."""
+    (tmp / "plain_app.py").write_text(_PLAIN_FASTAPI)
+    p = subprocess.Popen([sys.executable, "-m", "uvicorn", "plain_app:app", "--app-dir", str(tmp), "--port", str(port),
+                          "--log-level", "warning", "--no-access-log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        single = [_wrk(port, auth, 0, 50, secs, script) for _ in range(runs)]
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(30)
+    return {"requests_per_s": statistics.median(r["requests_per_s"] for r in single),
+            "p99_ms": statistics.median(r["p99_ms"] for r in single), "non_2xx": sum(r["non_2xx"] for r in single)}
 
 
 def http(quick: bool, realtime_identity: bool = True, fronts: int = 2) -> dict:
@@ -127,9 +169,10 @@ def http(quick: bool, realtime_identity: bool = True, fronts: int = 2) -> dict:
         ws.settings.save(ws.path)
     auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
     port = 18080
-    server = _serve(tmp / "ws", port, fronts)
     secs = 5 if quick else 20
     runs = 1 if quick else 3
+    plain = _plain_fastapi(tmp, port + 1, auth, secs, runs, script)
+    server = _serve(tmp / "ws", port, fronts)
     try:
         before = _health(port)["events"]
         batch = [_wrk(port, auth, 100, 8, secs, script) for _ in range(runs)]
@@ -150,6 +193,9 @@ def http(quick: bool, realtime_identity: bool = True, fronts: int = 2) -> dict:
         "single_events_logged": after - mid, "runs": runs, "seconds_each": secs,
         "realtime_identity": realtime_identity, "fronts": fronts,
         "batch_catch_up_s": round(batch_catch_up, 1), "single_catch_up_s": round(single_catch_up, 1),
+        "ref_plain_fastapi_requests_per_s": plain["requests_per_s"], "ref_plain_fastapi_p99_ms": plain["p99_ms"],
+        "ref_plain_fastapi_non_2xx": plain["non_2xx"],
+        "single_over_plain_fastapi": round(med(single, "requests_per_s") / plain["requests_per_s"], 3),
     }
 
 
@@ -182,9 +228,50 @@ def _write_jsonl(path: Path, n: int) -> Path:
     return path
 
 
+def _duckdb_ctas(source: str) -> Callable[[Path], int]:
+    """A reference: DuckDB alone copying a file into a table of a new database file, unchecked
+    (``read_json`` guesses the columns), as a data engineer might without Plait."""
+    def run(db: Path) -> int:
+        con = duckdb.connect(str(db))
+        try:
+            con.execute(f"CREATE TABLE t AS SELECT * FROM {source}")
+            con.execute("CHECKPOINT")
+            return int(con.execute("SELECT count(*) FROM t").fetchone()[0])
+        finally:
+            con.close()
+    return run
+
+
+def _arrow_appends(rows: pa.Table, ddl: str) -> Callable[[Path], int]:
+    """The issue's orientation figure ("DuckDB appends Arrow batches of 100k at ~660,000
+    rows/s"): the log's rows appended to a table of the log's layout, 100 k at a time."""
+    batches = [rows.slice(i, 100_000) for i in range(0, rows.num_rows, 100_000)]
+
+    def run(db: Path) -> int:
+        con = duckdb.connect(str(db))
+        try:
+            con.execute(ddl)
+            for batch in batches:  # read by DuckDB by name (replacement scan)
+                con.execute("INSERT INTO event_rows SELECT * FROM batch")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        return rows.num_rows
+    return run
+
+
+def _plait(run: Callable[[plait.Workspace], object]) -> Callable[[Path], int]:
+    def go(path: Path) -> int:
+        with plait.connect(path) as ws:
+            return run(ws).inserted
+    return go
+
+
 def bulk(quick: bool) -> dict:
     """Each import into a fresh workspace, ``reps`` times in turn; the median of each (the machine
-    is shared, and one run of a 2-second import moved by ±20 % here)."""
+    is shared, and one run of a 2-second import moved by ±20 % here). DuckDB alone does the same
+    copies in the same turns (``ref_*``), so each import can be given as a ratio to the engine's
+    own speed in the same minutes (the machine's speed has drifted 2× between sessions)."""
     n = 200_000 if quick else 2_000_000
     reps = 1 if quick else 3
     tmp = Path(tempfile.mkdtemp())
@@ -196,24 +283,32 @@ def bulk(quick: bool) -> dict:
     with plait.connect(tmp / "exported") as ws:
         ws.importer.file(tmp / "pos.parquet", mapping=m, only_mapped=True)
         ws.log.export_parquet(tmp / "export")
-    runs = {
-        "parquet_mapped": lambda ws: ws.importer.file(tmp / "pos.parquet", mapping=m, only_mapped=True),
-        "csv_mapped": lambda ws: ws.importer.file(tmp / "pos.csv", mapping=m, only_mapped=True),
-        "parquet_log_reimport": lambda ws: ws.log.import_parquet(tmp / "export"),
-        "jsonl": lambda ws: ws.importer.file(tmp / "e.jsonl"),
+        log_rows = ws.log.backend.query("SELECT * FROM events")
+        ddl = ws.log.backend.scalar("SELECT sql FROM duckdb_tables() WHERE table_name = 'event_rows'")
+    runs: dict[str, Callable[[Path], int]] = {
+        "parquet_mapped": _plait(lambda ws: ws.importer.file(tmp / "pos.parquet", mapping=m, only_mapped=True)),
+        "ref_duckdb_read_parquet": _duckdb_ctas(f"read_parquet('{tmp / 'pos.parquet'}')"),
+        "csv_mapped": _plait(lambda ws: ws.importer.file(tmp / "pos.csv", mapping=m, only_mapped=True)),
+        "parquet_log_reimport": _plait(lambda ws: ws.log.import_parquet(tmp / "export")),
+        "jsonl": _plait(lambda ws: ws.importer.file(tmp / "e.jsonl")),
+        "ref_duckdb_read_json": _duckdb_ctas(f"read_json('{tmp / 'e.jsonl'}', format = 'newline_delimited')"),
+        "ref_arrow_appends_100k": _arrow_appends(log_rows, ddl),
     }
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for rep in range(reps):
         for name, run in runs.items():
-            with plait.connect(tmp / f"{name}-{rep}") as ws:
-                t0 = time.perf_counter()
-                r = run(ws)
-                rates[name].append(r.inserted / (time.perf_counter() - t0))
-            shutil.rmtree(tmp / f"{name}-{rep}", ignore_errors=True)
+            out = tmp / f"{name}-{rep}"
+            t0 = time.perf_counter()
+            rows = run(out)
+            rates[name].append(rows / (time.perf_counter() - t0))
+            shutil.rmtree(out, ignore_errors=True)
+            out.unlink(missing_ok=True)
     res: dict = {"rows": n, "jsonl_rows": nj, "reps": reps}
     for name, v in rates.items():
         res[f"{name}_events_per_s"] = statistics.median(v)
         res[f"{name}_runs"] = [round(x) for x in v]
+    for mine, ref in (("parquet_mapped", "ref_duckdb_read_parquet"), ("jsonl", "ref_duckdb_read_json")):
+        res[f"{mine}_over_{ref[4:]}"] = round(res[f"{mine}_events_per_s"] / res[f"{ref}_events_per_s"], 3)
     shutil.rmtree(tmp, ignore_errors=True)
     return res
 
