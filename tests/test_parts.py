@@ -54,6 +54,8 @@ def test_parts_hold_the_same_log_as_the_table(tmp_path):
         types = "SELECT column_name, column_type FROM (DESCRIBE events)"
         assert a.backend.rows(types) == b.backend.rows(types)
         assert _log(a) == _log(b)
+        # Parts are written in any order, and the session's setting is restored afterwards.
+        assert b.backend.scalar("SELECT current_setting('preserve_insertion_order')") is True
         # Idempotent across parts and table alike: a file overlapping the log adds only its new ids.
         g = _pos(tmp_path / "more.parquet", n=1000, start=2500)
         for w in (a, b):
