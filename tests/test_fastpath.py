@@ -162,6 +162,34 @@ def test_lenient_json_is_left_to_the_parser(tmp_path):
         assert dead(a) == dead(b) and [p for p, _ in dead(a)] == [1, 2, 3, 4]
 
 
+def test_numbers_beyond_a_double_are_left_to_the_parser(tmp_path, monkeypatch):
+    """DuckDB keeps a number beyond ±1.8e308 as the text it was sent in (it writes numbers in range
+    in its own shortest form); the parser rejects the event. Every form of such a number in an
+    object the parser reads (properties, traits, context, integrations) goes to the parser, which
+    rejects it as it does over HTTP; unknown top-level fields, which the parser skips unread, and
+    numbers plainly in range keep the engine path."""
+    monkeypatch.setattr(bulk, "now_us", lambda: NOW)
+    base = '{"type":"track","event":"Product Viewed","userId":"u","messageId":"%s",%s}'
+    huge = ['"properties":{"product_id":"p","price":1e309}', '"properties":{"product_id":"p","x":[-1.5E+400]}',
+            '"traits":{"x":{"y":1e0309}}', '"context":{"x":' + "9" * 320 + '.5}',
+            '"integrations":{"x":1' + "0" * 300 + 'e10}']
+    in_range = ['"properties":{"product_id":"p","price":9.99e99}', '"properties":{"product_id":"p","x":1e-300}',
+                '"properties":{"product_id":"p","x":2e-400}', '"properties":{"product_id":"p"},"extra":1e999']
+    # In range, but with a three-digit exponent as the engine writes them: the parser takes them.
+    near = ['"properties":{"product_id":"p","price":1.5e308}', '"properties":{"product_id":"p","x":12e99}',
+            '"properties":{"product_id":"p","x":' + "1" * 120 + 'e99}']
+    lines = [base % (f"m{i}", x) for i, x in enumerate(huge + in_range + near)]
+    f = tmp_path / "e.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    with plait.connect(tmp_path / "engine") as a, plait.connect(tmp_path / "python") as b:
+        ra, rb = a.importer.jsonl(f), b.importer.jsonl(f, engine=False)
+        assert (ra.inserted, ra.rejected) == (rb.inserted, rb.rejected) == (7, 5)
+        assert ra.engine_rows == 4
+        dead = lambda ws: sorted((r["position"], r["reason"]) for r in ws.log.rejected())  # noqa: E731
+        assert dead(a) == dead(b) and [p for p, _ in dead(a)] == [1, 2, 3, 4, 5]
+        assert _rows(a) == _rows(b)
+
+
 def test_personal_keys_behind_escapes_are_sealed(tmp_path, monkeypatch):
     """A personal key written with escapes (``em\\u0061il``) is still a personal key: the engine's
     screen for personal keys reads the objects as it writes them, keys unescaped."""
