@@ -139,17 +139,11 @@ app = FastAPI()
 async def track(body: dict) -> dict:
     return {"success": True}
 """,
+    # Decodes into the collector's own Segment call struct: the same validation, no more.
     "raw_asgi": """
 import msgspec
 
-
-class Call(msgspec.Struct, kw_only=True, rename="camel"):
-    type: str | None = None
-    event: str | None = None
-    user_id: str | None = None
-    message_id: str | None = None
-    properties: dict | None = None
-
+from plait.events.contract import Call
 
 decode = msgspec.json.Decoder(Call).decode
 

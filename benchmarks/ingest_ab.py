@@ -106,11 +106,11 @@ def main() -> None:
     out: dict = {"benchmark": "ingest_ab", "kind": a.kind, "ref": a.ref, "machine": machine()}
     if a.kind != "http":
         out["rows"] = n
+    r = lambda x: round(x) if x >= 1000 else round(x, 3)  # rates whole, ratios and ms to 3 places
     for key in got["A"][0]:
-        name = "" if key == "events_per_s" else key + "_"
-        a_runs, b_runs = [r[key] for r in got["A"]], [r[key] for r in got["B"]]
+        name = "" if key == "events_per_s" else key + "_"    # an import's keys as before: a_runs, b_over_a
+        a_runs, b_runs = [x[key] for x in got["A"]], [x[key] for x in got["B"]]
         a_med, b_med = statistics.median(a_runs), statistics.median(b_runs)
-        r = lambda x: round(x) if x >= 1000 else round(x, 3)
         out |= {f"a_{key}": r(a_med), f"b_{key}": r(b_med), f"{name}b_over_a": round(b_med / a_med, 3),
                 f"a_{name}runs": [r(x) for x in a_runs], f"b_{name}runs": [r(x) for x in b_runs]}
     print(json.dumps(out))
