@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from plait.decide.scoring import _num, value_at
+from plait.decide.scoring import _at, _num
 
 
 class ThompsonSampling:
@@ -68,19 +68,26 @@ class LinearThompson:
         self.l2, self.v = l2, v
         self.rng = np.random.default_rng(seed)
         self.d = len(self.features) + 1
+        # Each dotted path is split once and read once a vector: indicators usually share one
+        # (features.favourite_category=Dairy, =Produce, ...).
+        paths = list(dict.fromkeys(f.partition("=")[0] if "=" in f else f for f in self.features))
+        self._paths = [p.split(".") for p in paths]
+        self._slots = [(paths.index(f.partition("=")[0]), f.partition("=")[2]) if "=" in f else (paths.index(f), None)
+                       for f in self.features]
         self.A: dict[str, np.ndarray] = {}
         self.A_inv: dict[str, np.ndarray] = {}
         self.b: dict[str, np.ndarray] = {}
 
     def vector(self, x: Mapping[str, Any]) -> np.ndarray:
+        values = [_at(x, parts) for parts in self._paths]
         out = [1.0]
-        for f in self.features:
-            if "=" in f:                       # an indicator: features.favourite_category=Dairy
-                path, _, want = f.partition("=")
-                out.append(1.0 if str(value_at(x, path)) == want else 0.0)
+        for j, want in self._slots:
+            v = values[j]
+            if want is not None:               # an indicator
+                out.append(1.0 if str(v) == want else 0.0)
             else:
-                v = _num(value_at(x, f))
-                out.append(0.0 if v is None else v)
+                n = _num(v)
+                out.append(0.0 if n is None else n)
         return np.array(out)
 
     def _arm(self, arm: str) -> None:
@@ -91,8 +98,11 @@ class LinearThompson:
 
     def predict_proba_one(self, x: Mapping[str, Any], *, arm: str) -> float:
         """A posterior draw of the expected reward for ``arm`` given ``x`` (clipped to [0, 1])."""
+        return self.draw(self.vector(x), arm)
+
+    def draw(self, z: np.ndarray, arm: str) -> float:
+        """:meth:`predict_proba_one` on an already built :meth:`vector`."""
         self._arm(arm)
-        z = self.vector(x)
         A_inv = self.A_inv[arm]
         mu = A_inv @ self.b[arm]
         # θ·z is normal: mean μ·z, variance v² zᵀA⁻¹z — one draw instead of a d-dimensional one.
@@ -100,15 +110,22 @@ class LinearThompson:
         return float(min(max(mu @ z + s * self.rng.standard_normal(), 0.0), 1.0))
 
     def mean(self, x: Mapping[str, Any], arm: str) -> float:
+        return self.mean_at(self.vector(x), arm)
+
+    def mean_at(self, z: np.ndarray, arm: str) -> float:
         self._arm(arm)
-        return float((self.A_inv[arm] @ self.b[arm]) @ self.vector(x))
+        return float((self.A_inv[arm] @ self.b[arm]) @ z)
 
     def choose(self, arms: Sequence[str], x: Mapping[str, Any]) -> str:
-        return arms[int(np.argmax([self.predict_proba_one(x, arm=a) for a in arms]))]
+        z = self.vector(x)
+        return arms[int(np.argmax([self.draw(z, a) for a in arms]))]
 
     def learn_one(self, arm: str, reward: float, x: Mapping[str, Any] | None = None) -> "LinearThompson":
+        return self.learn_at(self.vector(x or {}), arm, reward)
+
+    def learn_at(self, z: np.ndarray, arm: str, reward: float) -> "LinearThompson":
+        """:meth:`learn_one` on an already built :meth:`vector`."""
         self._arm(arm)
-        z = self.vector(x or {})
         Ai = self.A_inv[arm]
         Az = Ai @ z
         self.A_inv[arm] = Ai - np.outer(Az, Az) / (1.0 + z @ Az)      # Sherman–Morrison
@@ -140,7 +157,8 @@ class UpliftThompson:
         g = self.groups.get(arm)
         if g is None:
             return 0.0
-        return self.offer.predict_proba_one(x, arm=arm) - self.base.mean(x, g)
+        z = self.offer.vector(x)                 # (both models read the same features)
+        return self.offer.draw(z, arm) - self.base.mean_at(z, g)
 
     def choose(self, arms: Sequence[str], x: Mapping[str, Any]) -> str:
         return arms[int(np.argmax([self.predict_proba_one(x, arm=a) for a in arms]))]
@@ -148,11 +166,12 @@ class UpliftThompson:
     def learn_one(self, arm: str, reward: Mapping[str, float], x: Mapping[str, Any] | None = None) -> "UpliftThompson":
         """``reward`` maps each group to its (normalised) outcome in this decision."""
         g_offered = self.groups.get(arm)
+        z = self.offer.vector(x or {})
         for g, r in reward.items():
             if g == g_offered:
-                self.offer.learn_one(arm, r, x)
+                self.offer.learn_at(z, arm, r)
             else:
-                self.base.learn_one(g, r, x)
+                self.base.learn_at(z, g, r)
         return self
 
 
