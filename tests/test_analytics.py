@@ -116,6 +116,22 @@ def test_cli_and_errors(world, tmp_path):
         ws.analytics.clv()
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda a: a.clv(discount_rate=-5), "discount rate must be 0 or more"),
+    (lambda a: a.clv(horizon_days=0), "horizon must be a positive number of days"),
+    (lambda a: a.rules(within_days=-5), "window must be a positive number of days"),
+    (lambda a: a.segments(k_min=5, k_max=3), r"k_min \(5\) is above k_max \(3\)"),
+    (lambda a: a.segments(k_min=0, k_max=1), "must include 2 or more, got 0–1"),
+    (lambda a: a.segments(seed=-5), "seed must be 0 or more"),
+    (lambda a: a.propensity("churn", horizon_days=0), "at least 1 day, not 0"),
+])
+def test_out_of_range_arguments_say_which_and_why(world, call, match):
+    # Each once ended in a numpy, DuckDB or scikit-learn traceback, or in a misleading message
+    # ("every training label is 1", "too few to segment"); the CLI prints these as one line.
+    with pytest.raises(ModelError, match=match):
+        call(world.analytics)
+
+
 def test_segments_and_rule_segments_on_the_world(world):
     r = world.analytics.segments(k_max=6)
     assert 2 <= r["k"] <= 6 and len(r["segments"]) == r["k"]

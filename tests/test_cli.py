@@ -6,6 +6,8 @@ import sys
 
 from typer.testing import CliRunner
 
+import plait
+
 from plait.cli.main import app
 
 runner = CliRunner()
@@ -56,6 +58,34 @@ def test_errors_are_clear_not_tracebacks(tmp_path):
     p = subprocess.run([sys.executable, "-m", "plait.cli.main", "--workspace", str(tmp_path / "w2"), "ingest",
                         str(tmp_path / "w2x.xml")], capture_output=True, text=True)
     assert p.returncode != 0 and "Traceback" not in p.stderr
+
+
+def test_out_of_range_options_are_errors_not_tracebacks(tmp_path):
+    w = str(tmp_path / "ws")
+    for args, said in [
+        (["simulate", "--people", "-5"], "people of at least 1, not -5"),
+        (["simulate", "--days", "0"], "days of at least 1, not 0"),
+        (["simulate", "--seed", "-1"], "seed of at least 0, not -1"),
+        (["simulate", "--start", "2025-13-01"], "'2025-13-01' is not a date"),
+        (["events", "--limit", "-3"], "limit must be 0 or more"),
+        (["events", "--since", "yesterday"], "since 'yesterday' is not a date or time"),
+    ]:
+        p = subprocess.run([sys.executable, "-m", "plait.cli.main", "--workspace", w, *args],
+                           capture_output=True, text=True)
+        assert p.returncode == 1 and said in " ".join(p.stderr.split()) and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+def test_event_filters_read_iso_dates_and_times_in_utc(tmp_path):
+    with plait.connect(tmp_path / "ws") as ws:
+        for i, t in enumerate(["2025-03-01T23:30:00Z", "2025-03-02T00:30:00Z", "2025-03-02T12:00:00+02:00"]):
+            ws.log.append([ws.parser.parse({"type": "track", "event": "e", "userId": "u", "messageId": str(i),
+                                            "timestamp": t}, received_at=0, source="t", correct_skew=False)])
+        ids = lambda **kw: sorted(ws.log.events(**kw).column("message_id").to_pylist())
+        assert ids(since="2025-03-02") == ["1", "2"]                    # a date is midnight UTC
+        assert ids(until="2025-03-02") == ["0"]
+        assert ids(since="2025-03-02T01:00:00+01:00") == ["1", "2"]     # 00:00 UTC
+        assert ids(since="2025-03-02T10:00:00Z", until="2025-03-02T10:00:01Z") == ["2"]   # 12:00+02:00 is 10:00Z
+        assert ids(limit=0) == []
 
 
 def test_demo_runs(tmp_path):

@@ -50,6 +50,12 @@ class Analytics:
         kinds = {"bgnbd": BetaGeoModel, "pareto": ParetoNBDModel}
         if model not in kinds:
             raise ModelError(f"unknown CLV model {model!r}", hint="use bgnbd or pareto")
+        if not horizon_days > 0:
+            raise ModelError(f"the CLV horizon must be a positive number of days, not {horizon_days:g}",
+                             hint="for example horizon_days=365 (--horizon-days 365)")
+        if not discount_rate >= 0:
+            raise ModelError(f"the discount rate must be 0 or more (a yearly rate such as 0.1), not {discount_rate:g}",
+                             hint="0 leaves future spend undiscounted")
         s = clv_summary(self.ws, calibration_end=calibration_end, as_of=as_of)
         if len(s) < 20 or (s["frequency"] > 0).sum() < 10:
             raise ModelError(f"{len(s)} customers with purchases ({int((s['frequency'] > 0).sum())} repeat buyers) "
@@ -110,6 +116,8 @@ class Analytics:
         description) and ``analytics_segment_profiles`` (size, words, means)."""
         from plait.analytics.segments import Segmentation
 
+        if k_min > k_max:
+            raise ModelError(f"k_min ({k_min}) is above k_max ({k_max})", hint="for example k_min=2, k_max=8")
         t0 = time.perf_counter()
         f = self.features()
         if len(f) < 50:

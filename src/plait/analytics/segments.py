@@ -46,12 +46,19 @@ WORDS = {
 }
 
 
+def _span(ks: Sequence[int]) -> str:
+    ks = list(ks)
+    return "none" if not ks else f"{ks[0]}" if len(ks) == 1 else f"{min(ks)}–{max(ks)}"
+
+
 class Segmentation:
     """k-means (or Gaussian mixture) segments with k chosen by silhouette (or BIC)."""
 
     def __init__(self, k_range: Sequence[int] = range(2, 9), *, method: str = "kmeans", criterion: str | None = None,
                  features: Sequence[str] | None = None, seed: int = 0, sample: int = 4_000,
                  describe_top: int = 3) -> None:
+        if seed < 0:
+            raise ModelError(f"the random seed must be 0 or more, not {seed}")
         self.k_range = k_range
         self.method = method
         self.criterion = criterion
@@ -81,9 +88,13 @@ class Segmentation:
         self.columns_ = cols
         self.medians_ = data[cols].astype(float).median()
         X = self._matrix(data)
+        if not any(k >= 2 for k in self.k_range):
+            raise ModelError(f"segment counts to try must include 2 or more, got {_span(self.k_range)}",
+                             hint="for example k_min=2, k_max=8 (--k-min 2 --k-max 8)")
         ks = [k for k in self.k_range if 2 <= k < len(X)]
         if not ks:
-            raise ModelError(f"{len(X)} customers are too few to segment", hint="lower k_range or add customers")
+            raise ModelError(f"{len(X)} customers are too few to segment into {_span(self.k_range)} groups",
+                             hint="lower k_range or add customers")
         self.scaler_ = StandardScaler().fit(X)
         Z = self.scaler_.transform(X)
         rng = np.random.default_rng(self.seed)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from plait.errors import PlaitError
+from plait.errors import ConfigError, PlaitError
 
 app = typer.Typer(
     name="plait",
@@ -277,8 +277,12 @@ def simulate(
     """
     from datetime import date
 
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        raise ConfigError(f"--start {start!r} is not a date", hint="give an ISO date such as 2025-01-01") from None
     with _ws(workspace) as ws:
-        result = ws.simulate(people=people, days=days, seed=seed, start=date.fromisoformat(start), progress=True)
+        result = ws.simulate(people=people, days=days, seed=seed, start=first, progress=True)
         out.print(result.summary())
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from plait.engine.backend import Backend, numbers
-from plait.errors import ImportFormatError
+from plait.errors import ConfigError, ImportFormatError
 from plait.events.contract import Record
 from plait.log.parts import Parts
 from plait.log.schema import (
@@ -56,6 +57,17 @@ class Rejection:
     position: int | None = None
     payload: str | None = None
     source: str | None = None
+
+
+def _instant(name: str, when: str | datetime) -> datetime:
+    """A filter's ISO 8601 date or time as an aware datetime (UTC unless it says otherwise)."""
+    if not isinstance(when, datetime):
+        try:
+            when = datetime.fromisoformat(str(when).strip())
+        except ValueError:
+            raise ConfigError(f"{name} {when!r} is not a date or time",
+                                    hint="give ISO 8601, such as 2025-06-01 or 2025-06-01T09:30:00Z") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def now_us() -> int:
@@ -329,19 +341,20 @@ class EventLog:
         until: str | None = None,
         newest_first: bool = True,
     ) -> pa.Table:
-        """Events matching all the given filters, newest first by default."""
+        """Events matching all the given filters, newest first by default (``since`` and ``until``:
+        ISO 8601 dates or times, UTC unless they carry an offset)."""
+        if limit is not None and limit < 0:
+            raise ConfigError(f"limit must be 0 or more, not {limit}")
         where, params = [], []
         for col, val in (("event", event), ("type", type), ("channel", channel), ("source", source),
                          ("user_id", user_id), ("anonymous_id", anonymous_id)):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
-        if since is not None:
-            where.append("event_time >= CAST(? AS TIMESTAMPTZ)")
-            params.append(since)
-        if until is not None:
-            where.append("event_time < CAST(? AS TIMESTAMPTZ)")
-            params.append(until)
+        for name, op, when in (("since", ">=", since), ("until", "<", until)):
+            if when is not None:
+                where.append(f"event_time {op} ?")
+                params.append(_instant(name, when))
         sql = "SELECT * FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)

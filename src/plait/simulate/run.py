@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plait.engine.dialects import quote_literal
+from plait.errors import ConfigError
 from plait.simulate.activity import KINDS, TOUCH_CHANNEL, Facts, simulate_block
 from plait.simulate.world import NICK, World, build_world, typo
 
@@ -48,6 +49,10 @@ class SimulationResult:
 def simulate(ws: "Workspace", *, people: int = 2000, days: int = 90, seed: int = 7, start: date = date(2025, 1, 1),
              progress: bool = False) -> SimulationResult:
     """Simulate ``people`` customers of an omnichannel retailer for ``days`` days."""
+    for name, value, least in (("people", people, 1), ("days", days, 1), ("seed", seed, 0)):
+        if value < least:
+            raise ConfigError(f"a simulation needs {name} of at least {least}, not {value}",
+                              hint="for example: plait simulate --people 2000 --days 90 --seed 7")
     t0 = time.perf_counter()
     # The simulated retailer is British: its tills and call center write national phone numbers.
     if ws.settings.identity.default_region != "GB":
