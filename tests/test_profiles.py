@@ -126,6 +126,13 @@ def test_profile_routes_and_real_time_assignment(ws):
         tl = c.get(f"/v1/profiles/{pid}/timeline", headers=h).json()
         # The new event reached the timeline through its known subject (user_id:u1), newest first.
         assert tl["profile_id"] == pid and [e["message_id"] for e in tl["events"]][0] == "x1"
+        # Paging back from a time, and arguments it cannot use (once each a 500): said which and why.
+        older = c.get(f"/v1/profiles/{pid}/timeline", params={"before": "2099-01-01"}, headers=h).json()["events"]
+        assert [e["message_id"] for e in older] == [e["message_id"] for e in tl["events"]]
+        assert c.get(f"/v1/profiles/{pid}/timeline", params={"before": "2000-01-01T00:00:00Z"}, headers=h).json()["events"] == []
+        bad = c.get(f"/v1/profiles/{pid}/timeline", params={"before": "last week"}, headers=h)
+        assert bad.status_code == 400 and "before 'last week' is not a date or time" in bad.json()["detail"]["message"]
+        assert c.get(f"/v1/profiles/{pid}/timeline", params={"limit": -5}, headers=h).status_code == 422
         split = c.post(f"/v1/profiles/{pid}/split", json={"identifiers": ["anonymous_id:ck-1"], "reason": "kiosk"},
                        headers=h).json()
         assert len(split["profiles"]) == 2

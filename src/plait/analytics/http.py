@@ -7,9 +7,9 @@ see: a customer who withdrew analytics consent has no rows in any ``analytics_*`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -78,7 +78,7 @@ def analytics_router(ws: "Workspace") -> APIRouter:
         return ws.backend.rows(f"SELECT * FROM {table} ORDER BY {order} LIMIT ?", [int(limit)])
 
     @router.get("/rules", dependencies=[Depends(read)], summary="Top basket or sequential rules")
-    async def get_rules(kind: str = "baskets", limit: int = 50) -> list[dict[str, Any]]:
+    async def get_rules(kind: str = "baskets", limit: Annotated[int, Query(ge=0)] = 50) -> list[dict[str, Any]]:
         if kind not in ("baskets", "sequences"):
             raise HTTPException(400, {"code": "analytics", "message": "kind is baskets or sequences"})
         return await call(rules, kind, limit)

@@ -114,19 +114,18 @@ class Analytics:
     def segments(self, *, k_min: int = 2, k_max: int = 8, method: str = "kmeans", seed: int = 0) -> dict[str, Any]:
         """Cluster customers on their features; store ``analytics_segments`` (profile_id, segment,
         description) and ``analytics_segment_profiles`` (size, words, means)."""
-        from plait.analytics.segments import Segmentation
+        from plait.analytics.segments import DEFAULT_FEATURES, Segmentation
 
         if k_min > k_max:
             raise ModelError(f"k_min ({k_min}) is above k_max ({k_max})", hint="for example k_min=2, k_max=8")
         t0 = time.perf_counter()
+        # (Made first: its arguments are checked before anything is stored.)
+        seg = Segmentation(range(k_min, k_max + 1), method=method, seed=seed, features=(*DEFAULT_FEATURES, "age"))
         f = self.features()
         if len(f) < 50:
             raise ModelError(f"{len(f)} customers with purchases are too few to segment",
                              hint="collect more orders first")
-        feats = [c for c in ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "share_web",
-                             "share_app", "share_store", "returns_rate", "discount_share", "categories", "age")
-                 if c in f.columns]
-        seg = Segmentation(range(k_min, k_max + 1), method=method, seed=seed, features=feats).fit(f)
+        seg.fit(f)
         words = dict(zip(seg.profiles_["segment"], seg.profiles_["description"]))
         out = f[["profile_id"]].assign(segment=seg.labels_, description=[words[s] for s in seg.labels_])
         _store(self.ws, "analytics_segments", out)
@@ -274,6 +273,7 @@ class Analytics:
         from plait.analytics.summaries import baskets
 
         t0 = time.perf_counter()
+        seq = SequenceRules(within_days)                 # (its arguments checked before anything is stored)
         df = baskets(self.ws, level)
         if df.empty:
             raise ModelError("no order lines to mine", hint="orders need properties.products with product_id/category")
@@ -302,8 +302,8 @@ class Analytics:
             rules = pd.concat(parts, ignore_index=True)
         stored = rules.assign(antecedents=rules["antecedents"].map(list), consequents=rules["consequents"].map(list))
         stored["conviction"] = stored["conviction"].replace(np.inf, np.nan)
+        seq.fit(df.rename(columns={"profile_id": "customer", "event_time": "time"}))
         _store(self.ws, "analytics_rules", stored)
-        seq = SequenceRules(within_days).fit(df.rename(columns={"profile_id": "customer", "event_time": "time"}))
         _store(self.ws, "analytics_sequences", seq.rules_)
         self.ws.models.save(f"rules_{level}", est, kind="rules",
                             params={"min_support": min_support, "min_confidence": min_confidence, "level": level},

@@ -57,8 +57,14 @@ class Segmentation:
     def __init__(self, k_range: Sequence[int] = range(2, 9), *, method: str = "kmeans", criterion: str | None = None,
                  features: Sequence[str] | None = None, seed: int = 0, sample: int = 4_000,
                  describe_top: int = 3) -> None:
+        # Arguments are checked here, before any data is read or anything stored.
+        if method not in ("kmeans", "gmm"):
+            raise ModelError(f"unknown method {method!r}", hint="use kmeans or gmm")
         if seed < 0:
             raise ModelError(f"the random seed must be 0 or more, not {seed}")
+        if not any(k >= 2 for k in k_range):
+            raise ModelError(f"segment counts to try must include 2 or more, got {_span(k_range)}",
+                             hint="for example k_min=2, k_max=8 (--k-min 2 --k-max 8)")
         self.k_range = k_range
         self.method = method
         self.criterion = criterion
@@ -73,8 +79,6 @@ class Segmentation:
         from sklearn.mixture import GaussianMixture
         from sklearn.preprocessing import StandardScaler
 
-        if self.method not in ("kmeans", "gmm"):
-            raise ModelError(f"unknown method {self.method!r}", hint="use kmeans or gmm")
         criterion = self.criterion or ("silhouette" if self.method == "kmeans" else "bic")
         if criterion not in ("silhouette", "bic") or (criterion == "bic" and self.method != "gmm"):
             raise ModelError(f"criterion {criterion!r} does not fit method {self.method!r}",
@@ -88,9 +92,6 @@ class Segmentation:
         self.columns_ = cols
         self.medians_ = data[cols].astype(float).median()
         X = self._matrix(data)
-        if not any(k >= 2 for k in self.k_range):
-            raise ModelError(f"segment counts to try must include 2 or more, got {_span(self.k_range)}",
-                             hint="for example k_min=2, k_max=8 (--k-min 2 --k-max 8)")
         ks = [k for k in self.k_range if 2 <= k < len(X)]
         if not ks:
             raise ModelError(f"{len(X)} customers are too few to segment into {_span(self.k_range)} groups",

@@ -59,7 +59,7 @@ class Rejection:
     source: str | None = None
 
 
-def _instant(name: str, when: str | datetime) -> datetime:
+def instant(name: str, when: str | datetime) -> datetime:
     """A filter's ISO 8601 date or time as an aware datetime (UTC unless it says otherwise)."""
     if not isinstance(when, datetime):
         try:
@@ -354,7 +354,7 @@ class EventLog:
         for name, op, when in (("since", ">=", since), ("until", "<", until)):
             if when is not None:
                 where.append(f"event_time {op} ?")
-                params.append(_instant(name, when))
+                params.append(instant(name, when))
         sql = "SELECT * FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)

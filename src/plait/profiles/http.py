@@ -7,14 +7,14 @@ Blocking work (engine queries, a re-derivation after a split) runs in a worker t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from plait.collect.intake import basic_user
-from plait.errors import AuthError, IdentityError
+from plait.errors import AuthError, ConfigError, IdentityError
 
 if TYPE_CHECKING:
     from plait.workspace import Workspace
@@ -58,6 +58,8 @@ def profiles_router(ws: "Workspace") -> APIRouter:
         except IdentityError as e:
             code = 404 if "no customer" in str(e) or "no profile" in str(e) else 400
             raise HTTPException(code, {"code": "not_found" if code == 404 else "invalid_request", "message": str(e)}) from e
+        except ConfigError as e:
+            raise HTTPException(400, {"code": "invalid_request", "message": str(e)}) from e
 
     @router.get("/lookup", summary="Find a customer by any identifier", dependencies=[Depends(authorised)])
     async def lookup(identifier: str) -> dict[str, Any]:
@@ -72,7 +74,9 @@ def profiles_router(ws: "Workspace") -> APIRouter:
 
     @router.get("/{ref}/timeline", summary="The customer's events across channels, newest first",
                 dependencies=[Depends(authorised)])
-    async def timeline(ref: str, limit: int = 100, before: str | None = None) -> dict[str, Any]:
+    async def timeline(ref: str, limit: Annotated[int, Query(ge=0, description="at most 1,000")] = 100,
+                       before: Annotated[str | None, Query(description="ISO 8601 date or time (UTC unless it says)")] = None,
+                       ) -> dict[str, Any]:
         rows = await run_in_threadpool(call, ws.profiles.timeline, ref, limit=min(limit, 1000), before=before)
         return {"profile_id": await run_in_threadpool(call, ws.profiles._id, ref), "events": rows}
 

@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from plait.errors import IdentityError
+from plait.errors import ConfigError, IdentityError
 from plait.identity.tables import CURRENT
+from plait.log.store import instant
 from plait.profiles.features import features_sql
 from plait.profiles.golden import golden_sql
 
@@ -96,13 +97,14 @@ class Profiles:
 
     def timeline(self, ref: str, *, limit: int | None = None, before: str | None = None) -> list[dict[str, Any]]:
         """The customer's events across every channel, newest first."""
-        pid = self._id(ref)
+        if limit is not None and limit < 0:
+            raise ConfigError(f"limit must be 0 or more, not {limit}")
         n = int(limit or self.ws.settings.profiles.timeline_limit)
-        params: list[Any] = [pid]
+        params: list[Any] = [self._id(ref)]
         cond = ""
         if before is not None:
-            cond = "AND e.event_time < CAST(? AS TIMESTAMPTZ)"
-            params.append(before)
+            cond = "AND e.event_time < ?"
+            params.append(instant("before", before))
         rows = self.ws.backend.rows(f"""
             WITH subj AS MATERIALIZED (SELECT subject FROM identity_subjects WHERE version = {CURRENT} AND profile_id = ?)
             SELECT e.event_time, e.type, coalesce(e.event, e.type) AS event, e.channel, e.source, e.subject,
