@@ -119,11 +119,14 @@ def test_cli_and_errors(world, tmp_path):
 @pytest.mark.parametrize("call, match", [
     (lambda a: a.clv(discount_rate=-5), "discount rate must be 0 or more"),
     (lambda a: a.clv(horizon_days=0), "horizon must be a positive number of days"),
+    (lambda a: a.clv(horizon_days=1e300), "up to 3650, not 1e[+]300"),
     (lambda a: a.rules(within_days=-5), "window must be a positive number of days"),
     (lambda a: a.segments(k_min=5, k_max=3), r"k_min \(5\) is above k_max \(3\)"),
     (lambda a: a.segments(k_min=0, k_max=1), "must include 2 or more, got 0–1"),
     (lambda a: a.segments(seed=-5), "seed must be 0 or more"),
-    (lambda a: a.propensity("churn", horizon_days=0), "at least 1 day, not 0"),
+    (lambda a: a.propensity("churn", horizon_days=0), "1 to 3650 days, not 0"),
+    (lambda a: a.rules(within_days=1e300), "days up to 3650"),
+    (lambda a: a.rules(segment_column="segment; DROP TABLE events"), "is not a column of analytics_segments"),
 ])
 def test_out_of_range_arguments_say_which_and_why(world, call, match):
     # Each once ended in a numpy, DuckDB or scikit-learn traceback, or in a misleading message
@@ -291,6 +294,14 @@ def test_analytics_over_http(world):
         rules = c.get("/v1/analytics/rules?limit=5", headers=h(analyst)).json()
         assert len(rules) == 5 and rules[0]["lift"] >= rules[-1]["lift"]
         assert c.get("/v1/analytics/rules?limit=-5", headers=h(analyst)).status_code == 422     # (once a 500)
+        # A fit's parameters are checked against its signature: each of these was a 500.
+        for params, said in [({"horizon_days": "abc"}, "horizon_days: Input should be a valid number"),
+                             ({"calibration_end": "someday"}, "calibration_end 'someday' is not a date or time"),
+                             ({"horizon_days": 1e300}, "up to 3650")]:
+            r = c.post("/v1/analytics/clv", json={"params": params}, headers=h(admin))
+            assert r.status_code == 400 and said in r.json()["detail"]["message"], r.text
+        r = c.post("/v1/analytics/attribution_error", json={"params": {"models": [1]}}, headers=h(admin))
+        assert r.status_code == 400 and "models.0: Input should be a valid string" in r.json()["detail"]["message"]
         r = c.post("/v1/analytics/rule-segments", json={"name": "big", "condition": {
             "field": "clv.clv", "op": ">", "value": 100}}, headers=h(admin))
         assert r.status_code == 200 and r.json()["customers"] > 0

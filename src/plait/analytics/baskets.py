@@ -215,8 +215,8 @@ class SequenceRules:
     """
 
     def __init__(self, within_days: float = 30, *, min_customers: int = 10, min_probability: float = 0.05) -> None:
-        if not within_days > 0:
-            raise ModelError(f"a sequential rule's window must be a positive number of days, not {within_days:g}",
+        if not 0 < within_days <= 3650:
+            raise ModelError(f"a sequential rule's window must be a positive number of days up to 3650, not {within_days:g}",
                              hint="for example within_days=30 (--within-days 30)")
         self.within_days = within_days
         self.min_customers = min_customers

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, validate_call
 
 from plait.errors import ConfigError, IdentityError, ModelError
 from plait.profiles.http import key_check
@@ -41,6 +41,9 @@ def analytics_router(ws: "Workspace") -> APIRouter:
             raise HTTPException(404 if "no customer" in str(e) else 400, {"code": "identity", "message": str(e)}) from e
         except (ModelError, ConfigError, TypeError) as e:
             raise HTTPException(400, {"code": "analytics", "message": str(e)}) from e
+        except ValidationError as e:
+            problems = [f"{'.'.join(str(x) for x in p['loc'])}: {p['msg']}" for p in e.errors()]
+            raise HTTPException(400, {"code": "analytics", "message": "invalid parameters: " + "; ".join(problems)}) from e
 
     def customer(ref: str) -> dict[str, Any]:
         pid = ws.profiles._id(ref)
@@ -87,9 +90,11 @@ def analytics_router(ws: "Workspace") -> APIRouter:
     async def get_models() -> list[dict[str, Any]]:
         return [r.as_dict() for r in await call(ws.models.list)]
 
-    fits = {"clv": ws.analytics.clv, "segments": ws.analytics.segments, "rules": ws.analytics.rules,
-            "propensity": ws.analytics.propensity, "impute": ws.analytics.impute,
-            "attribution": ws.analytics.attribution, "attribution_error": ws.analytics.attribution_error}
+    # Each fit's parameters are checked against its signature (names and types) before it runs.
+    fits = {name: validate_call(fn) for name, fn in {
+        "clv": ws.analytics.clv, "segments": ws.analytics.segments, "rules": ws.analytics.rules,
+        "propensity": ws.analytics.propensity, "impute": ws.analytics.impute,
+        "attribution": ws.analytics.attribution, "attribution_error": ws.analytics.attribution_error}.items()}
 
     @router.post("/{analysis}", dependencies=[Depends(admin)], summary="Fit an analysis (clv, segments, rules, "
                  "propensity, impute, attribution, attribution_error) with its parameters")

@@ -138,8 +138,8 @@ def train(ws: "Workspace", target: str, *, horizon_days: int = 30, seed: int = 0
     """Out-of-time training and test, then a refit that scores everyone as of the log's end."""
     from plait.analytics.summaries import DATA_END
 
-    if horizon_days < 1:
-        raise ModelError(f"the prediction horizon must be at least 1 day, not {horizon_days}",
+    if not 1 <= horizon_days <= 3650:
+        raise ModelError(f"the prediction horizon must be 1 to 3650 days, not {horizon_days:g}",
                          hint="for example horizon_days=30 (--horizon-days 30)")
     end = ws.backend.scalar(f"SELECT {DATA_END}")
     if end is None:

@@ -9,6 +9,7 @@ results as a workspace table (``analytics_*``), registers the fitted model
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +51,8 @@ class Analytics:
         kinds = {"bgnbd": BetaGeoModel, "pareto": ParetoNBDModel}
         if model not in kinds:
             raise ModelError(f"unknown CLV model {model!r}", hint="use bgnbd or pareto")
-        if not horizon_days > 0:
-            raise ModelError(f"the CLV horizon must be a positive number of days, not {horizon_days:g}",
+        if not 0 < horizon_days <= 3650:       # (one step a month: a horizon of 1e300 days never ended)
+            raise ModelError(f"the CLV horizon must be a positive number of days up to 3650, not {horizon_days:g}",
                              hint="for example horizon_days=365 (--horizon-days 365)")
         if not discount_rate >= 0:
             raise ModelError(f"the discount rate must be 0 or more (a yearly rate such as 0.1), not {discount_rate:g}",
@@ -227,7 +228,7 @@ class Analytics:
                 "untouched_conversions": paths.attrs["untouched"], "table": table.to_dict("records"),
                 "top_paths": paths.head(5).to_dict("records")}
 
-    def attribution_error(self, against: str = "holdouts", *, models: Any = None, lookback_days: float = 30,
+    def attribution_error(self, against: str = "holdouts", *, models: Sequence[str] | None = None, lookback_days: float = 30,
                           window_days: float = 14) -> dict[str, Any]:
         """Each attribution model's credit beside what the channels caused: the incremental
         conversions measured by the log's holdout experiments (``against="holdouts"``) or, in a
@@ -274,6 +275,13 @@ class Analytics:
 
         t0 = time.perf_counter()
         seq = SequenceRules(within_days)                 # (its arguments checked before anything is stored)
+        if segment_column:
+            have = [f.name for f in self.ws.backend.query("SELECT * FROM analytics_segments LIMIT 0").schema] \
+                if self.ws.backend.has_table("analytics_segments") else []
+            if segment_column not in have or segment_column == "profile_id":
+                raise ModelError(f"segment_column {segment_column!r} is not a column of analytics_segments",
+                                 hint=f"use one of: {', '.join(c for c in have if c != 'profile_id')}" if have
+                                 else "fit segments first (plait analyze segments)")
         df = baskets(self.ws, level)
         if df.empty:
             raise ModelError("no order lines to mine", hint="orders need properties.products with product_id/category")
@@ -287,7 +295,7 @@ class Analytics:
         rules = est.rules_.copy()
         rules["segment"] = None
         if segment_column:
-            seg = self.ws.backend.query(f"SELECT profile_id, CAST({segment_column} AS VARCHAR) AS segment "
+            seg = self.ws.backend.query(f'SELECT profile_id, CAST("{segment_column}" AS VARCHAR) AS segment '
                                         "FROM analytics_segments").to_pandas()
             joined = df.merge(seg, on="profile_id")
             parts = [rules]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from plait.engine.dialects import quote_literal
 from plait.errors import ConfigError, IdentityError
 from plait.identity.tables import CURRENT
+from plait.log.store import instant
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,10 +72,10 @@ def purchases_sql(ws: "Workspace", purpose: str = "analytics") -> str:
         WHERE o.order_id IS NULL OR o.order_id NOT IN (SELECT order_id FROM cancelled)"""
 
 
-def _when(value: str | date | datetime | None, default_sql: str) -> str:
+def _when(name: str, value: str | date | datetime | None, default_sql: str) -> str:
     if value is None:
         return default_sql
-    return f"CAST({quote_literal(str(value))} AS TIMESTAMPTZ)"
+    return f"CAST({quote_literal(instant(name, value).isoformat())} AS TIMESTAMPTZ)"
 
 
 def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration_end: str | date | None = None,
@@ -85,8 +86,8 @@ def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration
     require_resolved(ws)
     if unit_days <= 0:
         raise ConfigError(f"unit_days must be positive, got {unit_days}")
-    end = _when(as_of, DATA_END)
-    cut = _when(calibration_end, end)
+    end = _when("as_of", as_of, DATA_END)
+    cut = _when("calibration_end", calibration_end, end)
     u = float(unit_days) * 86400.0
     df = ws.backend.query(f"""
         WITH p AS ({purchases_sql(ws)}),
@@ -144,7 +145,7 @@ def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "p
     """Per customer: recency_days, frequency, monetary, tenure_days, RFM scores (1–5 quintiles),
     orders and revenue share per channel, returns rate, discount share, category mix."""
     require_resolved(ws)
-    end = _when(as_of, DATA_END)
+    end = _when("as_of", as_of, DATA_END)
     df = ws.backend.query(f"""
         WITH p AS (SELECT * FROM ({purchases_sql(ws)}) WHERE event_time <= {end}),
         lines AS (

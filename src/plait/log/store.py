@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,9 @@ class Rejection:
     source: str | None = None
 
 
-def instant(name: str, when: str | datetime) -> datetime:
-    """A filter's ISO 8601 date or time as an aware datetime (UTC unless it says otherwise)."""
+def instant(name: str, when: str | date | datetime) -> datetime:
+    """An argument's ISO 8601 date or time as an aware datetime (UTC unless it says otherwise);
+    :class:`ConfigError` naming ``name`` when it is neither."""
     if not isinstance(when, datetime):
         try:
             when = datetime.fromisoformat(str(when).strip())
