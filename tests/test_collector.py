@@ -131,3 +131,21 @@ def test_health_and_openapi(client):
     for kind in ("track", "identify", "page", "screen", "group", "alias", "batch"):
         assert f"/v1/{kind}" in spec["paths"]
         assert "requestBody" in spec["paths"][f"/v1/{kind}"]["post"]
+    # Every schema the document refers to is in it (the collector's and decide's bodies once
+    # referred to Call, Batch and DecideRequest without defining them: Swagger UI could not show them).
+    refs: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            refs.update(v for k, v in node.items() if k == "$ref")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    defined = spec["components"]["schemas"]
+    assert {"#/components/schemas/Call", "#/components/schemas/Batch", "#/components/schemas/DecideRequest"} <= refs
+    assert {r for r in refs if r.rsplit("/", 1)[1] not in defined} == set()
+    assert defined["Call"]["properties"]["messageId"] and "batch" in defined["Batch"]["required"]

@@ -139,9 +139,28 @@ def _json(status: int, body: bytes | dict) -> Response:
     return Response(body if isinstance(body, bytes) else _enc.encode(body), status_code=status, media_type="application/json")
 
 
-def _schema(tp: type) -> dict:
-    (s,), _ = msgspec.json.schema_components([tp], ref_template="#/components/schemas/{name}")
+# The raw routes' bodies are documented from the msgspec types that decode them; the schemas
+# those refer to are kept here and added to the app's OpenAPI components (:func:`document_bodies`).
+BODY_SCHEMAS: dict[str, dict] = {}
+
+
+def json_body(tp: type) -> dict:
+    """``openapi_extra`` documenting a route's JSON request body as the msgspec type ``tp``."""
+    (s,), components = msgspec.json.schema_components([tp], ref_template="#/components/schemas/{name}")
+    BODY_SCHEMAS.update(components)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": s}}}}
+
+
+def document_bodies(app: Any) -> None:
+    """Let ``app``'s OpenAPI document define the schemas :func:`json_body` bodies refer to."""
+    base = app.openapi
+
+    def openapi() -> dict:
+        doc = base()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(BODY_SCHEMAS)
+        return doc
+
+    app.openapi = openapi
 
 
 _RESPONSES = {
@@ -168,7 +187,7 @@ def collector_router(collect: Collect) -> APIRouter:
         endpoint.__name__ = f"collect_{kind}"
         router.add_api_route(
             f"/v1/{kind}", endpoint, methods=["POST"], summary=f"Segment `{kind}` call" if kind != "batch" else "Segment batch",
-            openapi_extra=_schema(body), responses=_RESPONSES,
+            openapi_extra=json_body(body), responses=_RESPONSES,
         )
 
     for kind in CALL_TYPES:

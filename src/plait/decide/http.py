@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 
-from plait.collect.http import answer_post, error_body, headers
+from plait.collect.http import answer_post, error_body, headers, json_body
 from plait.collect.intake import basic_user
 from plait.errors import AuthError, DecisionError, RuleError
 
@@ -97,10 +97,7 @@ class FastDecide:
 def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
     """Documented routes; in a served app :class:`FastDecide` answers ``POST /v1/decide`` first."""
     router = APIRouter(tags=["decide"])
-    (schema,), _ = msgspec.json.schema_components([DecideRequest], ref_template="#/components/schemas/{name}")
-
-    @router.post(PATH, summary="The next best actions for a customer or an event",
-                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+    @router.post(PATH, summary="The next best actions for a customer or an event", openapi_extra=json_body(DecideRequest),
                  responses={200: {"description": "Ranked actions with reasons; rejected offers with why"},
                             400: {"description": "A bad request, naming the field"},
                             401: {"description": "Missing or unknown key"}})

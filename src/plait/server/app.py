@@ -12,7 +12,7 @@ from fastapi import FastAPI
 import plait
 from plait.analytics.http import analytics_router
 from plait.collect.collector import GroupCommitter
-from plait.collect.http import Collect, FastCollect, collector_router
+from plait.collect.http import Collect, FastCollect, collector_router, document_bodies
 from plait.collect.intake import Intake
 from plait.activate import Outbox, Stream, Webhook
 from plait.decide.engine import Decider, Recorder, contacts_from_log
@@ -93,6 +93,7 @@ def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     app.include_router(decide_router(decide, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
                                       key_check(workspace, "collector", "admin")))
+    document_bodies(app)
     # Consent choices arriving through the collector reach the ledger as they are appended.
     _ = workspace.consent
     # Collected events are assigned to customers as they are appended (real-time stitching).
