@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 import plait
 from plait.analytics import summaries
+from plait.analytics.incrementality import measure
+from plait.analytics.journeys import online_to_offline
 from plait.cli.main import app
 from plait.errors import IdentityError, ModelError
 from plait.identity.quality import truth_keys
@@ -117,16 +119,21 @@ def test_cli_and_errors(world, tmp_path):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda a: a.clv(discount_rate=-5), "discount rate must be 0 or more"),
-    (lambda a: a.clv(horizon_days=0), "horizon must be a positive number of days"),
-    (lambda a: a.clv(horizon_days=1e300), "up to 3650, not 1e[+]300"),
-    (lambda a: a.rules(within_days=-5), "window must be a positive number of days"),
-    (lambda a: a.segments(k_min=5, k_max=3), r"k_min \(5\) is above k_max \(3\)"),
-    (lambda a: a.segments(k_min=0, k_max=1), "must include 2 or more, got 0–1"),
-    (lambda a: a.segments(seed=-5), "seed must be 0 or more"),
-    (lambda a: a.propensity("churn", horizon_days=0), "1 to 3650 days, not 0"),
-    (lambda a: a.rules(within_days=1e300), "days up to 3650"),
-    (lambda a: a.rules(segment_column="segment; DROP TABLE events"), "is not a column of analytics_segments"),
+    (lambda w: w.analytics.clv(discount_rate=-5), "discount rate must be 0 or more"),
+    (lambda w: w.analytics.clv(horizon_days=0), "horizon_days must be a positive number of days up to 3650, not 0"),
+    (lambda w: w.analytics.clv(horizon_days=1e300), "up to 3650, not 1e[+]300"),   # (a loop that never ended)
+    (lambda w: w.analytics.rules(within_days=-5), "within_days must be a positive number of days"),
+    (lambda w: w.analytics.rules(within_days=1e300), "days up to 3650"),
+    (lambda w: w.analytics.rules(segment_column="segment; DROP TABLE events"), "is not a column of analytics_segments"),
+    (lambda w: w.analytics.segments(k_min=5, k_max=3), r"k_min \(5\) is above k_max \(3\)"),
+    (lambda w: w.analytics.segments(k_min=0, k_max=1), "must include 2 or more, got 0–1"),
+    (lambda w: w.analytics.segments(seed=-5), "seed must be 0 or more"),
+    (lambda w: w.analytics.propensity("churn", horizon_days=0), "horizon_days must be a positive number of days"),
+    (lambda w: w.analytics.impute("preferred_channel", min_probability=-5), "min_probability must be between 0 and 1"),
+    (lambda w: w.analytics.attribution(method="bogus"), "unknown Shapley method 'bogus'"),   # (was ignored)
+    (lambda w: w.analytics.attribution(lookback_days=-5), "lookback_days must be a positive number of days"),
+    (lambda w: online_to_offline(w, within_days=-5), "within_days must be a positive number of days"),
+    (lambda w: measure(w, window_days=-5), "window_days must be a positive number of days"),
 ])
 def test_out_of_range_arguments_say_which_and_why(world, call, match):
     # Each once ended in a numpy, DuckDB or scikit-learn traceback, or in a misleading message
@@ -137,7 +144,7 @@ def test_out_of_range_arguments_say_which_and_why(world, call, match):
         r["table_name"] for r in b.rows("SELECT table_name FROM information_schema.tables") if r["table_name"].startswith("analytics_"))}
     before = stored()
     with pytest.raises(ModelError, match=match):
-        call(world.analytics)
+        call(world)
     assert stored() == before
 
 

@@ -69,6 +69,7 @@ def test_out_of_range_options_are_errors_not_tracebacks(tmp_path):
         (["simulate", "--start", "2025-13-01"], "'2025-13-01' is not a date"),
         (["events", "--limit", "-3"], "limit must be 0 or more"),
         (["events", "--since", "yesterday"], "since 'yesterday' is not a date or time"),
+        (["log", "rejected", "--limit", "-5"], "limit must be 0 or more"),
     ]:
         p = subprocess.run([sys.executable, "-m", "plait.cli.main", "--workspace", w, *args],
                            capture_output=True, text=True)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from plait.config import Cap, DecideSettings, QuietHours
 from plait.decide import Decider, RuleBook, bucket
 from plait.decide.policies import key_hash, mix
-from plait.errors import DecisionError, RuleError
+from plait.errors import ConfigError, DecisionError, RuleError
 from plait.profiles.online import MemoryStore
 
 NOON = datetime(2025, 6, 4, 12, tzinfo=timezone.utc).timestamp()      # a Wednesday
@@ -339,6 +339,8 @@ def test_fairness_report_flags_a_group_left_out_of_discounts(ws):
     assert r.loc["x", "suppressed"] and np.isnan(r.loc["x", "discount_rate"])      # 3 customers: too few to show
     with pytest.raises(Exception, match="cannot group customers by"):
         report(ws, "features.shoe_size")
+    with pytest.raises(ConfigError, match="min_ratio must be above 0 and at most 1"):   # (once "under -500%")
+        report(ws, "traits.gender", min_ratio=-5)
 
 
 def test_outcomes_are_linked_to_the_decisions_that_caused_them(ws):

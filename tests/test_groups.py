@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 import pyarrow as pa
 from typer.testing import CliRunner
 
 from plait.cli.main import app
+from plait.errors import ConfigError
 from plait.privacy.groups import aggregate, published, suppress
 from tests.test_identity import send
 
@@ -47,3 +49,14 @@ def test_aggregate_enforces_the_workspace_minimum(ws):
     assert out["Leeds"]["customers"] == "12" and out["Ely"]["customers"] == "" and out["Ely"]["suppressed"] == "true"
     r = CliRunner().invoke(app, ["--workspace", str(ws.path), "export", "aggregate", "--by", "ci ty"])
     assert r.exit_code == 1 and "not a column or trait name" in str(r.exception)   # main() prints it
+    # A trait no customer has is refused (it once published everyone as one group of nothing).
+    with pytest.raises(ConfigError, match="no customer has a feature or trait 'ctiy'"):
+        aggregate(ws, ["ctiy"])
+
+
+def test_aggregate_by_a_part_of_a_trait(ws):
+    for i in range(12):
+        send(ws, {"type": "identify", "userId": f"a{i}", "traits": {"address": {"city": "Leeds", "street": f"{i} Rd"}}})
+    ws.resolve()
+    rows = {r["address.city"]: r["customers"] for r in aggregate(ws, ["address.city"]).to_pylist()}
+    assert rows == {"Leeds": 12}

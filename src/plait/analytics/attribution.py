@@ -276,8 +276,8 @@ class ShapleyAttribution:
 
     def fit(self, paths: Any) -> "ShapleyAttribution":
         rows = read_paths(paths)
-        if self.method not in ("simplified", "exact", "ordered"):
-            raise ModelError(f"unknown Shapley method {self.method!r}", hint="use simplified, exact or ordered")
+        if self.method not in SHAPLEY_METHODS:
+            raise ModelError(f"unknown Shapley method {self.method!r}", hint="use " + ", ".join(SHAPLEY_METHODS))
         credit: dict[str, float] = defaultdict(float)
         value: dict[str, float] = defaultdict(float)
         if self.method == "ordered":
@@ -336,9 +336,14 @@ STANDARD = ("last_touch", "first_touch", "last_non_direct", "linear", "time_deca
             "markov_1", "markov_2", "markov_3", "shapley", "shapley_ordered")
 
 
+SHAPLEY_METHODS = ("simplified", "exact", "ordered")
+
+
 def estimator(model: str, *, order: int = 1, method: str = "simplified") -> Any:
     """An unfitted model by name: ``markov`` (with ``order``) or ``markov_<k>``, ``shapley`` (with
     ``method``) or ``shapley_<method>``, or a heuristic (:attr:`HeuristicAttribution.MODELS`)."""
+    if method not in SHAPLEY_METHODS:                # (checked whatever the model: a typo is not ignored)
+        raise ModelError(f"unknown Shapley method {method!r}", hint="use " + ", ".join(SHAPLEY_METHODS))
     if model.startswith("markov"):
         return MarkovAttribution(int(model[7:]) if model[7:].isdigit() else order)
     if model.startswith("shapley"):

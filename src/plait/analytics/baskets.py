@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from plait.analytics.summaries import days
 from plait.errors import ModelError
 
 RULE_COLUMNS = ["antecedents", "consequents", "antecedent_support", "consequent_support", "support", "confidence",
@@ -215,10 +216,7 @@ class SequenceRules:
     """
 
     def __init__(self, within_days: float = 30, *, min_customers: int = 10, min_probability: float = 0.05) -> None:
-        if not 0 < within_days <= 3650:
-            raise ModelError(f"a sequential rule's window must be a positive number of days up to 3650, not {within_days:g}",
-                             hint="for example within_days=30 (--within-days 30)")
-        self.within_days = within_days
+        self.within_days = days("within_days", within_days)
         self.min_customers = min_customers
         self.min_probability = min_probability
 

@@ -64,6 +64,9 @@ def impute(ws: "Workspace", trait: str, *, min_probability: float = 0.5, seed: i
 
     from plait.analytics.summaries import customer_features
 
+    if not 0 <= min_probability <= 1:
+        raise ModelError(f"min_probability must be between 0 and 1, not {min_probability:g}",
+                         hint="0.5 imputes a value only where the model gives it even odds or better")
     f = customer_features(ws)
     if trait == "age_band" and ws.backend.has_table("analytics_features"):
         ages = ws.backend.query("SELECT * FROM analytics_features LIMIT 0").column_names

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plait.analytics.summaries import require_resolved
+from plait.analytics.summaries import days, require_resolved
 from plait.errors import ModelError
 from plait.identity.tables import CURRENT
 
@@ -115,7 +115,7 @@ def exposures(ws: "Workspace", *, window_days: float = 14, conversions: str = "a
         raise ModelError(f"conversions are any, store or online, not {conversions!r}")
     require_resolved(ws)
     allowed = ws.consent.allowed_profiles_sql("analytics")
-    w = float(window_days) * 86400
+    w = days("window_days", window_days) * 86400
     df = ws.backend.query(f"""
         WITH ex AS (
           SELECT s.profile_id, json_extract_string(e.properties, '$.campaign_id') AS campaign_id,

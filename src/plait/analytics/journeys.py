@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from plait.analytics.summaries import require_resolved
+from plait.analytics.summaries import days, require_resolved
 from plait.errors import ConfigError, ModelError
 from plait.identity.tables import CURRENT
 
@@ -89,7 +89,9 @@ def touches_sql(ws: "Workspace", *, session_minutes: float = 30) -> str:
 def journeys_sql(ws: "Workspace", *, lookback_days: float = 30, session_minutes: float = 30) -> str:
     """One row per journey: profile_id, conversion time (NULL for a non-converting one), value,
     conversion channel and store, touches (list of channels in order) and their times."""
-    look = float(lookback_days) * 86400
+    look = days("lookback_days", lookback_days) * 86400
+    if not session_minutes > 0:
+        raise ModelError(f"session_minutes must be positive, not {session_minutes:g}", hint="for example 30")
     return f"""
         WITH stream AS ({touches_sql(ws, session_minutes=session_minutes)}),
         seq AS (
@@ -181,7 +183,7 @@ def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "cha
     the causal answer)."""
     if by not in ("channel", "campaign"):
         raise ConfigError(f"group by channel or campaign, not {by!r}")
-    w = float(within_days) * 86400
+    w = days("within_days", within_days) * 86400
     key = "d.touch" if by == "channel" else "d.campaign_id"
     digital = ", ".join(f"'{c}'" for c in DIGITAL)
     return ws.backend.query(f"""

@@ -136,11 +136,9 @@ def _labels(ws: "Workspace", target: str, start: datetime, end: datetime) -> set
 
 def train(ws: "Workspace", target: str, *, horizon_days: int = 30, seed: int = 0) -> dict[str, Any]:
     """Out-of-time training and test, then a refit that scores everyone as of the log's end."""
-    from plait.analytics.summaries import DATA_END
+    from plait.analytics.summaries import DATA_END, days
 
-    if not 1 <= horizon_days <= 3650:
-        raise ModelError(f"the prediction horizon must be 1 to 3650 days, not {horizon_days:g}",
-                         hint="for example horizon_days=30 (--horizon-days 30)")
+    days("horizon_days", horizon_days)
     end = ws.backend.scalar(f"SELECT {DATA_END}")
     if end is None:
         raise ModelError("the log holds no purchases", hint="collect or import orders first")

@@ -45,15 +45,13 @@ class Analytics:
         over ``horizon_days``. With ``calibration_end`` the models see only the purchases up to
         it and the report compares their predictions with what happened after."""
         from plait.analytics.clv import BetaGeoModel, GammaGammaModel, ParetoNBDModel, holdout_report
-        from plait.analytics.summaries import clv_summary
+        from plait.analytics.summaries import clv_summary, days
 
         t0 = time.perf_counter()
         kinds = {"bgnbd": BetaGeoModel, "pareto": ParetoNBDModel}
         if model not in kinds:
             raise ModelError(f"unknown CLV model {model!r}", hint="use bgnbd or pareto")
-        if not 0 < horizon_days <= 3650:       # (one step a month: a horizon of 1e300 days never ended)
-            raise ModelError(f"the CLV horizon must be a positive number of days up to 3650, not {horizon_days:g}",
-                             hint="for example horizon_days=365 (--horizon-days 365)")
+        days("horizon_days", horizon_days)
         if not discount_rate >= 0:
             raise ModelError(f"the discount rate must be 0 or more (a yearly rate such as 0.1), not {discount_rate:g}",
                              hint="0 leaves future spend undiscounted")

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from plait.engine.dialects import quote_literal
-from plait.errors import ConfigError, IdentityError
+from plait.errors import ConfigError, IdentityError, ModelError
 from plait.identity.tables import CURRENT
 from plait.log.store import instant
 
@@ -70,6 +70,16 @@ def purchases_sql(ws: "Workspace", purpose: str = "analytics") -> str:
                coalesce(r.value, 0) AS returned_value, o.products, o.discount, o.coupon
         FROM o LEFT JOIN returned r USING (order_id)
         WHERE o.order_id IS NULL OR o.order_id NOT IN (SELECT order_id FROM cancelled)"""
+
+
+def days(name: str, value: float, *, most: float = 3650) -> float:
+    """A window or horizon in days, checked: more than 0 and at most ``most`` (ten years), or a
+    :class:`ModelError` naming ``name`` (a negative window once gave empty or nonsense tables, a
+    huge one an overflow or a loop that never ended)."""
+    if not 0 < value <= most:
+        raise ModelError(f"{name} must be a positive number of days up to {most:g}, not {value:g}",
+                         hint=f"for example {name}=30 (--{name.replace('_', '-')} 30)")
+    return float(value)
 
 
 def _when(name: str, value: str | date | datetime | None, default_sql: str) -> str:

@@ -48,6 +48,10 @@ def report(ws: "Workspace", by: str, *, discounts: Mapping[str, float] | None = 
     ``discount`` field in the workspace's rules."""
     import pandas as pd
 
+    if not 0 < min_ratio <= 1:
+        raise ConfigError(f"min_ratio must be above 0 and at most 1 (a share of the best group's rate), not {min_ratio:g}",
+                         hint="0.8 is the four-fifths rule")
+
     if discounts is None:
         discounts = _rule_discounts(ws)
     k = min_group_size if min_group_size is not None else ws.settings.privacy.min_group_size

@@ -59,6 +59,13 @@ class Rejection:
     source: str | None = None
 
 
+def checked_limit(limit: int | None) -> int | None:
+    """A row limit: ``None`` (all) or 0 and more; :class:`ConfigError` otherwise."""
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be 0 or more, not {limit}")
+    return limit
+
+
 def instant(name: str, when: str | date | datetime) -> datetime:
     """An argument's ISO 8601 date or time as an aware datetime (UTC unless it says otherwise);
     :class:`ConfigError` naming ``name`` when it is neither."""
@@ -325,7 +332,7 @@ class EventLog:
     def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.backend.rows(
             "SELECT id, received_at, source, origin, position, field, reason, payload FROM rejected ORDER BY id DESC LIMIT ?",
-            [limit],
+            [checked_limit(limit)],
         )
 
     def events(
@@ -344,8 +351,7 @@ class EventLog:
     ) -> pa.Table:
         """Events matching all the given filters, newest first by default (``since`` and ``until``:
         ISO 8601 dates or times, UTC unless they carry an offset)."""
-        if limit is not None and limit < 0:
-            raise ConfigError(f"limit must be 0 or more, not {limit}")
+        limit = checked_limit(limit)
         where, params = [], []
         for col, val in (("event", event), ("type", type), ("channel", channel), ("source", source),
                          ("user_id", user_id), ("anonymous_id", anonymous_id)):

@@ -75,13 +75,21 @@ def aggregate(ws: "Workspace", by: Sequence[str], *, purpose: str = "analytics")
         raise ConfigError("profiles have not been built yet", hint="run `plait resolve`")
     select, joins = [], []
     for j, name in enumerate(by):
-        if not _NAME.match(name):
-            raise ConfigError(f"{name!r} is not a column or trait name", hint="use letters, digits and underscores")
+        trait, _, part = name.partition(".")          # a trait's part: address.city
+        if not _NAME.match(trait) or (part and not _NAME.match(part)):
+            raise ConfigError(f"{name!r} is not a column or trait name",
+                              hint="use letters, digits and underscores (a trait's part after a dot: address.city)")
         if name in _GROUPABLE:
             select.append(f"f.{name} AS {name}")
-        else:
-            joins.append(f"LEFT JOIN profile_traits t{j} ON t{j}.profile_id = f.profile_id AND t{j}.trait = '{name}'")
-            select.append(f"json_extract_string(t{j}.value, '$') AS \"{name}\"")
+            continue
+        if not b.scalar("SELECT count(*) FROM profile_traits WHERE trait = ?", [trait]):
+            # (else every customer falls in one group of nothing: a typo would publish that)
+            traits = [r["trait"] for r in b.rows("SELECT DISTINCT trait FROM profile_traits ORDER BY 1")]
+            raise ConfigError(f"no customer has a feature or trait {trait!r}",
+                              hint=f"features: {', '.join(_GROUPABLE)}; traits: {', '.join(traits) or 'none yet'}")
+        joins.append(f"LEFT JOIN profile_traits t{j} ON t{j}.profile_id = f.profile_id AND t{j}.trait = '{trait}'")
+        select.append(f"json_extract_string(t{j}.value, '$.{part}') AS \"{name}\"" if part else
+                      f"json_extract_string(t{j}.value, '$') AS \"{name}\"")
     allowed = ws.consent.allowed_profiles_sql(purpose)
     groups = ", ".join(str(i + 1) for i in range(len(by)))
     table = b.query(f"""

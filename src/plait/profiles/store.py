@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from plait.errors import ConfigError, IdentityError
+from plait.errors import IdentityError
 from plait.identity.tables import CURRENT
-from plait.log.store import instant
+from plait.log.store import checked_limit, instant
 from plait.profiles.features import features_sql
 from plait.profiles.golden import golden_sql
 
@@ -97,9 +97,7 @@ class Profiles:
 
     def timeline(self, ref: str, *, limit: int | None = None, before: str | None = None) -> list[dict[str, Any]]:
         """The customer's events across every channel, newest first."""
-        if limit is not None and limit < 0:
-            raise ConfigError(f"limit must be 0 or more, not {limit}")
-        n = int(limit or self.ws.settings.profiles.timeline_limit)
+        n = int(checked_limit(limit) or self.ws.settings.profiles.timeline_limit)
         params: list[Any] = [self._id(ref)]
         cond = ""
         if before is not None:
