@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import json
 
 import pyarrow as pa
@@ -35,6 +36,31 @@ def test_jsonl_import_dead_letters_bad_lines_and_is_idempotent(ws, tmp_path):
     again = ws.importer.file(p)
     assert again.skipped == 1001 and again.inserted == 0
     assert ws.log.count() == 990
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["engine", "parser"])
+def test_gzipped_jsonl_imports_as_the_plain_file_would(ws, tmp_path, crlf):
+    # Segment's, RudderStack's and Snowplow's exports to object storage are gzipped JSONL.
+    plain, packed = tmp_path / "e.jsonl", tmp_path / "e.jsonl.gz"
+    _jsonl(plain, 1000, bad_every=100)
+    if crlf:                                   # (carriage returns send the file to the parser)
+        plain.write_bytes(plain.read_bytes().replace(b"\n", b"\r\n"))
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    r = ws.importer.file(packed)
+    assert (r.inserted, r.rejected) == (990, 11) and (r.engine_rows > 0) is (not crlf)
+    assert {d["position"] for d in ws.log.rejected(100)} >= {1, 101, 1001}
+    again = ws.importer.file(plain)            # the same content: already imported
+    assert again.inserted == 0 and again.skipped == 1001 and ws.log.count() == 990
+
+
+def test_broken_gzip_is_a_clear_error(ws, tmp_path):
+    good = gzip.compress(b'{"type":"track","event":"x","userId":"u","messageId":"1"}\n' * 100)
+    (tmp_path / "cut.jsonl.gz").write_bytes(good[: len(good) // 2])
+    (tmp_path / "plain.jsonl.gz").write_bytes(b'{"type":"track"}\n')
+    for name, said in (("cut.jsonl.gz", "ended before the end-of-stream marker"), ("plain.jsonl.gz", "Not a gzipped file")):
+        with pytest.raises(ImportFormatError, match=f"{name}: cannot be decompressed: .*{said}"):
+            ws.importer.file(tmp_path / name)
+    assert ws.log.count() == 0
 
 
 def _crash_after(imp, monkeypatch, nth_mark: int, run) -> None:  # noqa: ANN001

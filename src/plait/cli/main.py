@@ -175,7 +175,7 @@ def events(
 # -- collection ----------------------------------------------------------------------
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="JSONL (Segment events), CSV or Parquet files.", exists=True, dir_okay=False)],
+    files: Annotated[list[Path], typer.Argument(help="JSONL (Segment events; .jsonl.gz too), CSV (.csv.gz too) or Parquet files.", exists=True, dir_okay=False)],
     workspace: WorkspaceOpt = None,
     source: Annotated[Optional[str], typer.Option(help="Source name stamped on the events (default: import:FILE).")] = None,
     map: Annotated[Optional[list[str]], typer.Option("--map", help="TARGET=COLUMN for CSV/Parquet, e.g. user_id=customer.")] = None,

@@ -15,13 +15,15 @@ the engine can prove valid take the same road; the parser takes the rest.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import msgspec
 import pyarrow as pa
@@ -109,16 +111,31 @@ def fingerprint(path: Path) -> str:
     return _scan(path)[0]
 
 
+def _gzipped(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
+
+
+def _open(path: Path) -> "IO[bytes]":
+    """The file's bytes, decompressed if it is gzipped (``.jsonl.gz``: Segment's, RudderStack's
+    and Snowplow's exports to object storage come so)."""
+    return gzip.open(path, "rb") if _gzipped(path) else path.open("rb")
+
+
 def _scan(path: Path) -> tuple[str, bool]:
-    """SHA-256 of the file, and whether its lines are safe for the engine's line reader
-    (no carriage returns, which it counts as line breaks, and no unit separators)."""
+    """SHA-256 of the file's content (decompressed: the same events gzipped or not are the same
+    import), and whether its lines are safe for the engine's line reader (no carriage returns,
+    which it counts as line breaks, and no unit separators)."""
     h = hashlib.sha256()
     plain = True
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            if plain and (b"\r" in chunk or b"\x1f" in chunk):
-                plain = False
+    try:
+        with _open(path) as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+                if plain and (b"\r" in chunk or b"\x1f" in chunk):
+                    plain = False
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ImportFormatError(f"cannot be decompressed: {e or type(e).__name__}", path=str(path),
+                                hint="check the file is whole gzip (a .gz name with other content is refused)") from None
     return h.hexdigest(), plain
 
 
@@ -193,8 +210,8 @@ class Importer:
         path = Path(path)
         if not path.is_file():
             raise ImportFormatError("no such file", path=str(path))
-        suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson", ".json"):
+        suffix = "".join(path.suffixes[-2:]).lower() if _gzipped(path) else path.suffix.lower()
+        if suffix.removesuffix(".gz") in (".jsonl", ".ndjson", ".json"):
             if mapping:
                 raise ImportFormatError("--map/--set apply to CSV and Parquet; JSONL holds Segment events", path=str(path))
             return self.jsonl(path, source=source, progress=progress)
@@ -202,7 +219,7 @@ class Importer:
             fmt = "parquet" if suffix in (".parquet", ".pq") else "csv"
             return self.table(path, mapping or Mapping(), fmt=fmt, source=source, only_mapped=only_mapped, progress=progress)
         raise ImportFormatError(f"unknown file type `{suffix}`", path=str(path),
-                                hint="use .jsonl (Segment events), .csv or .parquet")
+                                hint="use .jsonl or .jsonl.gz (Segment events), .csv, .csv.gz or .parquet")
 
     # -- JSONL ------------------------------------------------------------------------
     def jsonl(self, path: str | Path, *, source: str | None = None, progress: bool = False,
@@ -228,7 +245,7 @@ class Importer:
         records: list = []
         rejections: list[Rejection] = []
         try:
-            with path.open("rb") as f:
+            with path.open("rb") as raw, (gzip.open(raw, "rb") if _gzipped(path) else raw) as f:
                 for lineno, line in enumerate(f, start=1):
                     if lineno <= done:
                         continue
@@ -241,7 +258,7 @@ class Importer:
                         self._flush(records, rejections, report)
                         records, rejections = [], []
                         self._mark(fp, path, "jsonl", lineno, False)
-                        bar.update(f.tell())
+                        bar.update(raw.tell())            # (through the compressed file, when it is)
             self._flush(records, rejections, report)
             self._mark(fp, path, "jsonl", lineno, True)
             bar.update(path.stat().st_size)
