@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 
 import pyarrow as pa
@@ -8,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from plait.collect import sources
-from plait.collect.bulk import Mapping, parse_mapping
+from plait.collect.bulk import Mapping, fingerprint, parse_mapping
 from plait.errors import ImportFormatError
 from tests.conftest import shared_file
 
@@ -51,6 +52,17 @@ def test_gzipped_jsonl_imports_as_the_plain_file_would(ws, tmp_path, crlf):
     assert {d["position"] for d in ws.log.rejected(100)} >= {1, 101, 1001}
     again = ws.importer.file(plain)            # the same content: already imported
     assert again.inserted == 0 and again.skipped == 1001 and ws.log.count() == 990
+
+
+def test_a_gzipped_table_keeps_the_identity_it_always_had(ws, tmp_path):
+    # A CSV's rows take their message ids from the file's fingerprint: a .csv.gz is hashed as
+    # stored, as before .jsonl.gz was read, so importing it again after an upgrade adds nothing.
+    p = tmp_path / "orders.csv.gz"
+    p.write_bytes(gzip.compress(b"customer,amount,order\nc1,10.5,o1\nc2,3,o2\n"))
+    assert fingerprint(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+    m = parse_mapping(["user_id=customer", "order_id=order", "amount=amount"], ["event='Order Completed'"])
+    assert ws.importer.file(p, mapping=m).inserted == 2
+    assert ws.importer.file(p, mapping=m).inserted == 0 and ws.log.count() == 2
 
 
 def test_broken_gzip_is_a_clear_error(ws, tmp_path):

@@ -108,7 +108,9 @@ def parse_mapping(maps: list[str], sets: list[str]) -> Mapping:
 
 
 def fingerprint(path: Path) -> str:
-    return _scan(path)[0]
+    """A table file's identity: SHA-256 of its bytes as stored (a ``.csv.gz`` is hashed
+    compressed, as it always was: its rows' message ids derive from this)."""
+    return _scan(path, decompress=False)[0]
 
 
 def _gzipped(path: Path) -> bool:
@@ -121,14 +123,14 @@ def _open(path: Path) -> "IO[bytes]":
     return gzip.open(path, "rb") if _gzipped(path) else path.open("rb")
 
 
-def _scan(path: Path) -> tuple[str, bool]:
+def _scan(path: Path, *, decompress: bool = True) -> tuple[str, bool]:
     """SHA-256 of the file's content (decompressed: the same events gzipped or not are the same
-    import), and whether its lines are safe for the engine's line reader (no carriage returns,
+    JSONL import), and whether its lines are safe for the engine's line reader (no carriage returns,
     which it counts as line breaks, and no unit separators)."""
     h = hashlib.sha256()
     plain = True
     try:
-        with _open(path) as f:
+        with _open(path) if decompress else path.open("rb") as f:
             while chunk := f.read(1 << 22):
                 h.update(chunk)
                 if plain and (b"\r" in chunk or b"\x1f" in chunk):
