@@ -70,6 +70,31 @@ def test_replayed_batch_adds_nothing(client):
     assert client.ws.log.count() == 20
 
 
+def test_times_outside_the_logs_years_are_refused_by_name(client):
+    h = auth(client.key)
+    for body, field, said in [
+        (ev(1, timestamp="0001-01-01T00:00:00Z"), "timestamp", "`timestamp` 0001-01-01T00:00:00+00:00 is outside the years 1900–2199"),
+        (ev(2, sentAt="9999-12-31T23:59:59Z"), "sentAt", "outside the years 1900–2199"),
+        # Each in range, but a clock centuries off moves the corrected event time out of them:
+        # once stored, such a row made every read of the log fail (a year past 9999).
+        (ev(3, timestamp="2199-06-01T00:00:00Z", sentAt="1900-06-01T00:00:00Z"), "sentAt", "the clock is wrong"),
+    ]:
+        r = client.post("/v1/track", json=body, headers=h)
+        assert r.status_code == 400 and said in r.json()["message"], r.text      # a single event: its own reason
+        assert r.json()["errors"][0]["field"] == field
+    r = client.post("/v1/track", json=ev(4, timestamp="2199-12-31T23:59:59Z"), headers=h)
+    assert r.status_code == 200
+    assert [e["message_id"] for e in client.ws.log.events().to_pylist()] == ["m4"] and client.ws.log.rejected_count() == 3
+
+
+def test_json_nested_too_deeply_is_400_not_500(client):
+    deep = b'{"type":"track","event":"e","userId":"u","properties":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"
+    for path, body in (("/v1/track", deep), ("/v1/batch", b'{"batch":[' + deep + b"]}")):
+        r = client.post(path, content=deep if path == "/v1/track" else body, headers=auth(client.key))
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"]
+    assert client.ws.log.rejected_count() == 2
+
+
 def test_malformed_json_is_400_and_kept(client):
     r = client.post("/v1/batch", content=b'{"batch": [', headers=auth(client.key))
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]

@@ -20,7 +20,11 @@ ids = st.one_of(st.none(), text, st.integers(-5, 10**6), st.floats(allow_nan=Fal
 num = st.one_of(st.integers(-100, 10**6), st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from(["12.5", "x", None]))
 ts = st.one_of(st.none(), st.sampled_from(["2025-03-01T10:00:00Z", "2025-03-01T10:00:00.123+02:00",
                                            "2025-03-01T10:00:00", "2025-03-01 10:00:00", "2025-02-30T00:00:00Z",
-                                           "yesterday", "2025-03-01T10:00:00.1234567Z"]), st.integers())
+                                           "yesterday", "2025-03-01T10:00:00.1234567Z",
+                                           # outside the log's years, and at their edges
+                                           "1899-12-31T23:59:59Z", "1900-01-01T00:00:00Z", "2199-12-31T23:59:59Z",
+                                           "2200-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]),
+               st.integers())
 product = st.fixed_dictionaries({}, optional={"product_id": ids, "price": num, "quantity": num, "name": text})
 props = st.dictionaries(
     st.sampled_from(["order_id", "store_id", "total", "revenue", "value", "currency", "products", "channel",
@@ -53,7 +57,9 @@ good_props = st.dictionaries(
               st.lists(plain, max_size=2)),
     max_size=6)
 good_ts = st.sampled_from(["2025-03-01T10:00:00Z", "2025-03-01T10:00:00.123+02:00", "2025-03-01T10:00:00",
-                           "2024-12-31T23:59:59.999999-05:00"])
+                           "2024-12-31T23:59:59.999999-05:00", "2025-06-01T00:00:00Z", "2024-01-01T08:00:00+01:00",
+                           # the log's years' edges, and a sender's clock centuries off (sentAt)
+                           "1900-01-01T00:00:00Z", "1899-12-31T23:59:59Z", "2199-12-31T23:59:59Z", "1700-01-01T00:00:00Z"])
 good = st.fixed_dictionaries(
     {"type": st.sampled_from(["track", "track", "track", "page", "screen", "identify", "alias", "group"]),
      "messageId": st.one_of(st.uuids().map(str), st.integers(0, 10**9)),

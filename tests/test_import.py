@@ -65,6 +65,25 @@ def test_a_gzipped_table_keeps_the_identity_it_always_had(ws, tmp_path):
     assert ws.importer.file(p, mapping=m).inserted == 0 and ws.log.count() == 2
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_table_times_outside_the_logs_years_go_to_dead_letters(ws, tmp_path, fmt):
+    import datetime as dt
+
+    when = [dt.datetime(2025, 1, 1), dt.datetime(1800, 1, 1), dt.datetime(3000, 5, 5), dt.datetime(2199, 12, 31)]
+    t = pa.table({"customer": ["c1", "c2", "c3", "c4"], "ts": pa.array(when, pa.timestamp("us"))})
+    p = tmp_path / f"v.{fmt}"
+    if fmt == "csv":
+        p.write_text("customer,ts\n" + "".join(f"{c},{w.isoformat(sep=' ')}\n" for c, w in zip(t["customer"].to_pylist(), when)))
+    else:
+        pq.write_table(t, p)
+    r = ws.importer.file(p, mapping=parse_mapping(["user_id=customer", "timestamp=ts"], ["event='Visit'"]))
+    assert (r.inserted, r.rejected) == (2, 2)
+    assert sorted(ws.log.events(limit=None).column("user_id").to_pylist()) == ["c1", "c4"]
+    dead = sorted((d["position"], d["field"]) for d in ws.log.rejected(10))
+    assert dead == [(2, "timestamp"), (3, "timestamp")]
+    assert all("is outside the years 1900–2199" in d["reason"] for d in ws.log.rejected(10))
+
+
 def test_broken_gzip_is_a_clear_error(ws, tmp_path):
     good = gzip.compress(b'{"type":"track","event":"x","userId":"u","messageId":"1"}\n' * 100)
     (tmp_path / "cut.jsonl.gz").write_bytes(good[: len(good) // 2])

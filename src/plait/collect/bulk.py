@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from plait.engine.dialects import quote_ident, quote_literal
 from plait.errors import EngineError, EventError, ImportFormatError
 from plait.events.catalogue import CATALOGUE
-from plait.events.contract import Record, _micros
+from plait.events.contract import EARLIEST_US, LATEST_US, YEARS, Record, _micros
 from plait.events.sql import catalogue_channel, explicit_channel, utc_day, utc_time
 from plait.log.schema import EVENT_COLUMNS, EVENT_SCHEMA
 from plait.log.store import AppendResult, Rejection, now_us
@@ -555,6 +555,8 @@ def _table_sql(reader: str, fmt: str, columns: dict[str, str], m: Mapping, only_
         "WHEN __type = 'track' AND __event IS NULL THEN 'event|a track call needs an event name'",
         (f"WHEN __ts IS NULL THEN 'timestamp|`' || coalesce(CAST({ts_src} AS VARCHAR), 'null') || '` is not a timestamp'"
          if ts_src else "WHEN false THEN ''"),
+        (f"WHEN NOT (epoch_us(__ts) >= {EARLIEST_US} AND epoch_us(__ts) < {LATEST_US}) THEN "
+         f"'timestamp|`' || CAST({ts_src} AS VARCHAR) || '` is outside {YEARS}'" if ts_src else "WHEN false THEN ''"),
         (f"WHEN {amount_src} IS NOT NULL AND __amount IS NULL THEN 'amount|`' || CAST({amount_src} AS VARCHAR) || '` is not a number'"
          if amount_src else "WHEN false THEN ''"),
         "WHEN __currency IS NOT NULL AND NOT regexp_full_match(__currency, '[A-Za-z]{3}') THEN 'currency|`' || __currency || '` is not an ISO 4217 code'",

@@ -29,7 +29,7 @@ import json
 
 from plait.engine.dialects import quote_ident, quote_literal
 from plait.events.catalogue import CATALOGUE
-from plait.events.contract import CALL_TYPES
+from plait.events.contract import CALL_TYPES, EARLIEST_US, LATEST_US
 from plait.events.sql import (
     MONEY,
     NUM,
@@ -231,6 +231,8 @@ def select_sql(lines: str, *, source: str, base_currency: str, now_us: int, pii_
     ``line``; see :func:`numbered`): the log layout, ``__fast`` and the raw ``line``."""
     base = quote_literal(base_currency.upper())
     cat_names = _lit(CATALOGUE)
+    in_years = "__fast AND " + " AND ".join(f"coalesce({t} >= {EARLIEST_US} AND {t} < {LATEST_US}, true)"
+                                            for t in ("__event_us", "__orig", "__sent", "__received"))
     spec_ok, read_p, spec_amount = _catalogue_sql()
     libs = " ".join(f"WHEN starts_with(lower(__cs_2), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
     typ = f"lower({_s('type')})"
@@ -340,7 +342,9 @@ g AS (
       CASE __type WHEN 'page' THEN 'web' WHEN 'screen' THEN 'app' END,
       'other') AS __channel
   FROM f
-)
+),
+-- Times outside the log's years go to the parser, which names them (see contract.EARLIEST_US).
+h AS (SELECT * REPLACE ({in_years} AS __fast) FROM g)
 SELECT
   {_top_id('messageId')} AS message_id,
   __type AS type, __event AS event,
@@ -365,7 +369,7 @@ SELECT
   CAST(NULL AS BLOB) AS pii,
   coalesce(__fast, false) AS __fast, __row,
   CASE WHEN __fast THEN NULL ELSE line END AS line    -- kept for the parser only (a copy of every line cost ~0.1 s)
-FROM g
+FROM h
 """
 
 

@@ -62,10 +62,10 @@ class Collect:
         except EngineError as e:
             return 503, error_body("unavailable", f"the log could not be written: {e}")
         if parsed.errors:
-            return 400, error_body(
-                "invalid_request",
-                f"{len(parsed.errors)} of {len(parsed.errors) + len(parsed.records)} events rejected; the others were accepted",
-                accepted=len(parsed.records), errors=[e.as_dict() for e in parsed.errors])
+            message = (str(parsed.errors[0]) if kind != "batch" else    # one event: its own reason
+                       f"{len(parsed.errors)} of {len(parsed.errors) + len(parsed.records)} events rejected; the others were accepted")
+            return 400, error_body("invalid_request", message,
+                                   accepted=len(parsed.records), errors=[e.as_dict() for e in parsed.errors])
         return 200, _OK
 
 

@@ -93,6 +93,9 @@ class Record(msgspec.Struct):
     subject: str
 
 
+# JSON nested deeper than the interpreter's recursion limit (~1,000 levels) cannot be decoded;
+# such a body is refused as a whole (a batch's events are only read once the batch is).
+TOO_DEEP = "JSON nested too deeply (objects or arrays more than about 1,000 levels deep)"
 _MSGSPEC_PATH = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -114,6 +117,19 @@ def _micros(dt: datetime) -> int:
 
 
 _ONE_US = datetime.resolution
+
+# Times the log keeps: the years 1900–2199. Every reader can hold them (Python's datetime ends
+# in 9999, pandas' nanoseconds in 2262) — an event once corrected by a wild `sentAt` into the
+# year 10000 made every read of the log that met it fail. History before 1900 is not a customer's.
+EARLIEST_US = _micros(datetime(1900, 1, 1, tzinfo=timezone.utc))
+LATEST_US = _micros(datetime(2200, 1, 1, tzinfo=timezone.utc))      # (exclusive)
+YEARS = "the years 1900–2199"
+
+
+def _check_time(us: int | None, field: str, index: int | None) -> None:
+    if us is not None and not EARLIEST_US <= us < LATEST_US:
+        when = _EPOCH + us * _ONE_US if -62135596800_000000 <= us < 253402300800_000000 else None
+        raise EventError(f"`{field}` {when.isoformat() if when else us} is outside {YEARS}", field=field, index=index)
 _STORE, _WEB, _APP, _OTHER = Channel.STORE.value, Channel.WEB.value, Channel.APP.value, Channel.OTHER.value
 
 
@@ -166,6 +182,8 @@ class Parser:
             raise EventError(reason, field=_segment_name(field), index=index) from e
         except msgspec.DecodeError as e:
             raise EventError(f"malformed JSON ({e})", index=index) from e
+        except RecursionError:
+            raise EventError(TOO_DEEP, index=index) from None
 
     def decode_batch(self, data: bytes) -> Batch:
         try:
@@ -175,6 +193,8 @@ class Parser:
             raise EventError(reason, field=_segment_name(field) or "batch") from e
         except msgspec.DecodeError as e:
             raise EventError(f"malformed JSON ({e})") from e
+        except RecursionError:
+            raise EventError(TOO_DEEP) from None
 
     def from_object(self, obj: Any, *, index: int | None = None) -> Call:
         if isinstance(obj, Call):
@@ -273,10 +293,16 @@ class Parser:
         sent_us = _micros(sent) if sent is not None else None
         original = call.timestamp or call.original_timestamp
         original_us = _micros(original) if original is not None else None
+        _check_time(original_us, "timestamp" if call.timestamp else "originalTimestamp", index)
+        _check_time(sent_us, "sentAt", index)
+        _check_time(received_at, "receivedAt", index)
         if original_us is None:
             event_time = received_at
         elif correct_skew and sent_us is not None:
             event_time = original_us + (received_at - sent_us)
+            if not EARLIEST_US <= event_time < LATEST_US:
+                raise EventError(f"corrected for the sender's clock (`sentAt` {sent.isoformat()}), the event time "
+                                 f"falls outside {YEARS}: the clock is wrong", field="sentAt", index=index)
         else:
             event_time = original_us
 
