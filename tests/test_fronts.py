@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import plait
+from plait.errors import ConfigError
+from plait.server.fronts import listen
 
 httpx = pytest.importorskip("httpx", reason="httpx is a test dependency")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="front processes need os.fork")
@@ -285,3 +287,18 @@ def test_nothing_outlives_a_killed_writer(world):
     while any(running(p) for p in kids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(running(p) for p in kids)
+
+
+def test_a_second_server_cannot_join_a_port_in_use():
+    held = listen("127.0.0.1", 0, 2, fronts=True)            # a running server's fronts
+    port = held[0].getsockname()[1]
+    try:
+        for fronts in (True, False):
+            with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+                listen("127.0.0.1", port, 2 if fronts else 1, fronts=fronts)
+        # What the plain bind first prevents: with SO_REUSEPORT alone, another server joined the
+        # port and the kernel gave it a share of the first one's connections.
+        socket.create_server(("127.0.0.1", port), reuse_port=True).close()
+    finally:
+        for s in held:
+            s.close()

@@ -244,6 +244,7 @@ def serve(
     import uvicorn
 
     from plait.server import create_app
+    from plait.server.fronts import listen
     from plait.server.fronts import serve as serve_split
 
     ws = _ws(workspace)
@@ -252,13 +253,16 @@ def serve(
     if fronts is not None:
         ws.settings.server.fronts = fronts
     n = ws.settings.server.fronts
-    err.print(f"serving workspace {ws.path} on http://{host}:{port} (docs at /docs)"
-              + (f" with {n} front process{'es' if n > 1 else ''}" if n else ""))
     try:
         if n:
+            err.print(f"serving workspace {ws.path} on http://{host}:{port} (docs at /docs) "
+                      f"with {n} front process{'es' if n > 1 else ''}")
             serve_split(ws, host=host, port=port, fronts=n, log_level=log_level)
         else:
-            uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+            sock = listen(host, port)[0]               # (a port in use: a clear error, before anything starts)
+            err.print(f"serving workspace {ws.path} on http://{host}:{sock.getsockname()[1]} (docs at /docs)")
+            config = uvicorn.Config(create_app(ws), log_level=log_level, access_log=False)
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         ws.close()
 

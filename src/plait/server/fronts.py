@@ -361,19 +361,28 @@ def share_cores(ws: "Workspace", fronts: int) -> None:
         ws.backend.set_threads(max(1, (os.cpu_count() or 1) - fronts))
 
 
+def listen(host: str, port: int, count: int = 1, *, fronts: bool = False) -> list[socket.socket]:
+    """``count`` sockets listening on ``host:port``. Fronts' share the port with ``SO_REUSEPORT``
+    (a replacement front binds its own beside them): one per front, and the kernel spreads new connections evenly over them (with one shared
+    socket, the front that wakes first takes a burst). A plain bind comes first: it fails where
+    any process already listens on the port, ``SO_REUSEPORT`` or not — without it a second
+    server (another workspace, say) joined the first on its port and silently took a share of
+    its connections."""
+    try:
+        with socket.create_server((host, port)) as probe:
+            port = probe.getsockname()[1]             # (port 0: the one the system chose)
+        return [socket.create_server((host, port), backlog=2048, reuse_port=fronts) for _ in range(count)]
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                          hint="choose another --port, or stop the process that holds this one") from e
+
+
 def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str = "warning") -> None:
     """Serve ``ws`` on ``host:port`` with ``fronts`` front processes and this process as the writer."""
     from plait.server.app import create_app
 
-    try:
-        # One listening socket per front on the same port: the kernel spreads new connections
-        # evenly over them (with one shared socket, the front that wakes first takes a burst).
-        listeners = [socket.create_server((host, port), backlog=2048, reuse_port=True)]
-        port = listeners[0].getsockname()[1]          # (port 0: the one the first socket got)
-        listeners += [socket.create_server((host, port), backlog=2048, reuse_port=True) for _ in range(fronts - 1)]
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}",
-                          hint="choose another --port, or stop the process that holds this one") from e
+    listeners = listen(host, port, fronts, fronts=True)
+    port = listeners[0].getsockname()[1]              # (port 0: the one the sockets got)
     share_cores(ws, fronts)
     app = create_app(ws, fronts=fronts)
     workers = app.state.workers
