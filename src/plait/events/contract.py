@@ -128,8 +128,13 @@ YEARS = "the years 1900–2199"
 
 def _check_time(us: int | None, field: str, index: int | None) -> None:
     if us is not None and not EARLIEST_US <= us < LATEST_US:
-        when = _EPOCH + us * _ONE_US if -62135596800_000000 <= us < 253402300800_000000 else None
-        raise EventError(f"`{field}` {when.isoformat() if when else us} is outside {YEARS}", field=field, index=index)
+        try:
+            when = (_EPOCH + us * _ONE_US).isoformat()
+        except OverflowError:                   # (past what a datetime holds)
+            when = f"{us} µs from 1970"
+        raise EventError(f"`{field}` {when} is outside {YEARS}", field=field, index=index)
+
+
 _STORE, _WEB, _APP, _OTHER = Channel.STORE.value, Channel.WEB.value, Channel.APP.value, Channel.OTHER.value
 
 

@@ -74,7 +74,7 @@ def instant(name: str, when: str | date | datetime) -> datetime:
             when = datetime.fromisoformat(str(when).strip())
         except ValueError:
             raise ConfigError(f"{name} {when!r} is not a date or time",
-                                    hint="give ISO 8601, such as 2025-06-01 or 2025-06-01T09:30:00Z") from None
+                              hint="give ISO 8601, such as 2025-06-01 or 2025-06-01T09:30:00Z") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
