@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -73,6 +75,19 @@ def test_parquet_round_trip_gives_the_same_log(ws, tmp_path):
         assert (r.inserted, third.log.count()) == (201, 201)
         with pytest.raises(ImportFormatError, match="no Parquet files"):
             third.log.import_parquet(tmp_path / "nothing")
+        # A folder holding other Parquet files, or files that are not Parquet: refused by name, nothing appended.
+        other_dir = tmp_path / "mixed" / "day=2025-03-01"
+        other_dir.mkdir(parents=True)
+        pq.write_table(pa.table({"customer": ["c1"], "ts": [1]}), other_dir / "orders.parquet")
+        with pytest.raises(ImportFormatError, match="orders.parquet: not part of a Plait log export: no message_id"):
+            third.log.import_parquet(tmp_path / "mixed")
+        (other_dir / "orders.parquet").write_bytes(b"not parquet at all")
+        with pytest.raises(ImportFormatError, match="orders.parquet: not a Parquet file"):
+            third.log.import_parquet(tmp_path / "mixed")
+        assert third.log.count() == 201
+        (tmp_path / "junk.csv").write_bytes(b"")
+        with pytest.raises(ImportFormatError, match="junk.csv cannot be read as CSV"):
+            third.catalogue.load(tmp_path / "junk.csv")
 
 
 def test_exchange_rates_convert_to_base_currency(ws):

@@ -57,14 +57,18 @@ class Catalogue:
         path = Path(path)
         if not path.exists():
             raise ImportFormatError(f"{path} does not exist")
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
+        try:
+            if path.suffix.lower() == ".parquet":
+                import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pacsv
+                table = pq.read_table(path)
+            else:
+                import pyarrow.csv as pacsv
 
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"product_id": pa.string()}))
+                table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"product_id": pa.string()}))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ImportFormatError(f"{path} cannot be read as {'Parquet' if path.suffix.lower() == '.parquet' else 'CSV'}: {e}",
+                                    hint="give a CSV with a header row, or a Parquet file, with a product_id column") from None
         if "product_id" not in table.column_names:
             raise ImportFormatError(f"{path} has no product_id column (it has {', '.join(table.column_names)})",
                                     hint="name the product key column product_id")

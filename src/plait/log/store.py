@@ -434,8 +434,17 @@ class EventLog:
         group: list[str] = []
         size = 0
         for i, f in enumerate(files):
+            try:
+                pf = pq.ParquetFile(f)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise ImportFormatError(f"not a Parquet file ({e})", path=f) from None
+            missing = [c for c in EVENT_COLUMNS if c != "day" and c not in pf.schema_arrow.names]
+            if missing:     # (checked before anything is appended)
+                raise ImportFormatError(f"not part of a Plait log export: no {', '.join(missing[:6])}"
+                                        + (" …" if len(missing) > 6 else ""), path=f,
+                                        hint="give the folder `plait log export` wrote; other files go through `plait ingest`")
             group.append(f)
-            size += pq.ParquetFile(f).metadata.num_rows
+            size += pf.metadata.num_rows
             if size >= chunk_rows or i == len(files) - 1:
                 r, _ = self.append_select(f"SELECT {cols}, __row FROM {d.read_parquet(group, hive=True, numbered=True)}",
                                           rows=size)
