@@ -87,6 +87,15 @@ def test_times_outside_the_logs_years_are_refused_by_name(client):
     assert [e["message_id"] for e in client.ws.log.events().to_pylist()] == ["m4"] and client.ws.log.rejected_count() == 3
 
 
+def test_an_event_known_by_a_junk_value_only_is_kept(client):
+    # "0" is a junk identifier (never linked): real-time identity once failed on an event with
+    # nothing else to know it by, and the collector answered 500 although the event was written.
+    client.ws.identity.follow()
+    r = client.post("/v1/identify", json={"anonymousId": 0, "messageId": "j1"}, headers=auth(client.key))
+    assert r.status_code == 200
+    assert client.ws.log.events().column("message_id").to_pylist() == ["j1"]
+
+
 def test_json_nested_too_deeply_is_400_not_500(client):
     deep = b'{"type":"track","event":"e","userId":"u","properties":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"
     for path, body in (("/v1/track", deep), ("/v1/batch", b'{"batch":[' + deep + b"]}")):

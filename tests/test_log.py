@@ -184,3 +184,16 @@ def test_numbers_reads_arrow_columns_as_numpy():
     assert numbers(pa.chunked_array([], pa.uint64()), np.uint64).size == 0                          # no chunks at all
     with pytest.raises(ValueError):
         numbers(pa.array([1, None], pa.int64()), np.int64)
+
+
+def test_a_failing_follower_neither_fails_the_append_nor_stops_the_others(ws, caplog):
+    seen = []
+
+    def broken(batch):
+        raise RuntimeError("a follower's bug")
+
+    ws.log.follow(broken)
+    ws.log.follow(lambda batch: seen.append(len(batch)))
+    r = ws.log.append(_records(ws, 3))
+    assert r.inserted == 3 and ws.log.count() == 3 and seen == [3]     # durable, and said so
+    assert "a follower of the log failed on 3 appended rows" in caplog.text

@@ -232,6 +232,8 @@ class Stitcher:
                 keys = [k for k in keys if k not in self.quarantined]
                 if not keys:
                     return self.find(index[q[0]])
+        if not keys:                     # nothing to know them by (junk values such as "0" are dropped)
+            return None
         anchor = keys[0]
         ia = index.get(anchor)
         if ia is None:

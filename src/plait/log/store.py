@@ -8,6 +8,7 @@ the log through Parquet partitioned by day. It never updates or deletes an event
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,9 @@ class Rejection:
     position: int | None = None
     payload: str | None = None
     source: str | None = None
+
+
+_log = logging.getLogger("plait.log")
 
 
 def checked_limit(limit: int | None) -> int | None:
@@ -185,8 +189,13 @@ class EventLog:
         return table.set_column(table.schema.get_field_index("pii"), "pii", pa.array(blobs, pa.binary()))
 
     def _tell(self, batch: Appended) -> None:
+        # The rows are durable by now: a follower that fails (real-time identity, triggers) is
+        # logged and the others still run; the append is not reported as failed, since it is not.
         for fn in self._followers:
-            fn(batch)
+            try:
+                fn(batch)
+            except Exception:  # noqa: BLE001
+                _log.exception("a follower of the log failed on %d appended rows (they are in the log)", len(batch))
 
     def append_table(self, table: pa.Table) -> AppendResult:
         """Append an Arrow table already in the log's layout (bulk paths); rows whose
