@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from plait.config import Cap, DecideSettings, QuietHours
 from plait.decide import Decider, RuleBook, bucket
+from plait.decide.http import answer
 from plait.decide.policies import key_hash, mix
 from plait.errors import ConfigError, DecisionError, RuleError
 from plait.profiles.online import MemoryStore
@@ -415,6 +416,23 @@ def test_a_redis_store_serves_the_same_decisions(ws):
         assert len(d.store) == 1 and d.store.lookup("user_id:w1")["traits"]["firstName"]["value"] == "Wu"
     finally:
         d.store.clear()
+
+
+def test_an_unreachable_redis_store_is_a_clear_error(ws):
+    pytest.importorskip("redis", reason="pip install redis")
+    from plait.profiles.online import RedisStore
+
+    with pytest.raises(ConfigError, match=r"online profile store \(redis at 127.0.0.1:1/0\) cannot be reached") as e:
+        RedisStore("redis://user:secret@127.0.0.1:1/0")
+    assert "secret" not in str(e.value)              # the URL's password is not repeated
+    # A store that goes away while serving: the decision is a 503 to retry, not a 500.
+    store = RedisStore.__new__(RedisStore)
+    import redis
+
+    store.r, store.prefix, store._errors = redis.Redis(port=1), "x:", redis.exceptions.RedisError
+    d = Decider(book(), store, settings=DecideSettings(global_control=0), clock=lambda: NOON)
+    status, body = answer(d, {"customer": "user_id:p1", "placement": "app_screen"})
+    assert status == 503 and b"online profile store failed" in body
 
 
 def test_compiled_conditions_are_bounded_and_slots_never_reused(monkeypatch):

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from plait.collect.http import answer_post, error_body, headers, json_body
 from plait.collect.intake import basic_user
-from plait.errors import AuthError, DecisionError, RuleError
+from plait.errors import AuthError, DecisionError, EngineError, RuleError
 
 if TYPE_CHECKING:
     from plait.decide.engine import Decider
@@ -46,6 +46,8 @@ def answer(decider: "Decider", request: Any) -> tuple[int, bytes]:
         return 200, _enc.encode(decider.decide(request).as_dict())
     except DecisionError as e:
         return 400, error_body("invalid_request", str(e), field=e.field)
+    except EngineError as e:                 # (the online store went away: retry later)
+        return 503, error_body("unavailable", str(e))
 
 
 class Decide:

@@ -25,6 +25,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from plait.errors import ConfigError, EngineError
 from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
@@ -92,6 +93,14 @@ class RedisStore:
         self.r = redis.Redis.from_url(url)
         self.prefix = prefix
         self._enc, self._dec = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder()
+        self._errors = redis.exceptions.RedisError
+        try:
+            self.r.ping()
+        except self._errors as e:
+            kw = self.r.connection_pool.connection_kwargs          # (the URL may hold a password)
+            where = f"redis at {kw.get('host', kw.get('path'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
+            raise ConfigError(f"the online profile store ({where}) cannot be reached: {e}",
+                              hint="start Redis there, or set decide.online_store to \"memory\" in settings.json") from None
 
     def put(self, snapshot: dict[str, Any], identifiers: Iterable[str] = ()) -> None:
         pid = snapshot["profile_id"]
@@ -106,6 +115,12 @@ class RedisStore:
         pipe.execute()
 
     def lookup(self, ref: str) -> dict[str, Any] | None:
+        try:
+            return self._lookup(ref)
+        except self._errors as e:
+            raise EngineError(f"the online profile store failed: {e}") from None
+
+    def _lookup(self, ref: str) -> dict[str, Any] | None:
         raw = self.r.get(f"{self.prefix}p:{ref}")
         if raw is None:
             pid = self.r.get(f"{self.prefix}i:{ref}")
