@@ -7,7 +7,6 @@ import sys
 from typer.testing import CliRunner
 
 import plait
-
 from plait.cli.main import app
 
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-import pytest
 import pyarrow as pa
+import pytest
 from typer.testing import CliRunner
 
 from plait.cli.main import app
