@@ -271,13 +271,11 @@ class ShapleyAttribution:
     """Shapley values of the channel-set game; ``method`` "simplified", "exact" or "ordered"."""
 
     def __init__(self, method: str = "simplified", *, max_channels: int = 20) -> None:
-        self.method = method
+        self.method = shapley_method(method)
         self.max_channels = max_channels
 
     def fit(self, paths: Any) -> "ShapleyAttribution":
         rows = read_paths(paths)
-        if self.method not in SHAPLEY_METHODS:
-            raise ModelError(f"unknown Shapley method {self.method!r}", hint="use " + ", ".join(SHAPLEY_METHODS))
         credit: dict[str, float] = defaultdict(float)
         value: dict[str, float] = defaultdict(float)
         if self.method == "ordered":
@@ -339,11 +337,16 @@ STANDARD = ("last_touch", "first_touch", "last_non_direct", "linear", "time_deca
 SHAPLEY_METHODS = ("simplified", "exact", "ordered")
 
 
+def shapley_method(method: str) -> str:
+    if method not in SHAPLEY_METHODS:
+        raise ModelError(f"unknown Shapley method {method!r}", hint="use " + ", ".join(SHAPLEY_METHODS))
+    return method
+
+
 def estimator(model: str, *, order: int = 1, method: str = "simplified") -> Any:
     """An unfitted model by name: ``markov`` (with ``order``) or ``markov_<k>``, ``shapley`` (with
     ``method``) or ``shapley_<method>``, or a heuristic (:attr:`HeuristicAttribution.MODELS`)."""
-    if method not in SHAPLEY_METHODS:                # (checked whatever the model: a typo is not ignored)
-        raise ModelError(f"unknown Shapley method {method!r}", hint="use " + ", ".join(SHAPLEY_METHODS))
+    shapley_method(method)                           # (checked whatever the model: a typo is not ignored)
     if model.startswith("markov"):
         return MarkovAttribution(int(model[7:]) if model[7:].isdigit() else order)
     if model.startswith("shapley"):

@@ -65,6 +65,10 @@ class Segmentation:
         if not any(k >= 2 for k in k_range):
             raise ModelError(f"segment counts to try must include 2 or more, got {_span(k_range)}",
                              hint="for example k_min=2, k_max=8 (--k-min 2 --k-max 8)")
+        chosen = criterion or ("silhouette" if method == "kmeans" else "bic")
+        if chosen not in ("silhouette", "bic") or (chosen == "bic" and method != "gmm"):
+            raise ModelError(f"criterion {chosen!r} does not fit method {method!r}",
+                             hint="kmeans uses silhouette; gmm uses bic or silhouette")
         self.k_range = k_range
         self.method = method
         self.criterion = criterion
@@ -80,9 +84,6 @@ class Segmentation:
         from sklearn.preprocessing import StandardScaler
 
         criterion = self.criterion or ("silhouette" if self.method == "kmeans" else "bic")
-        if criterion not in ("silhouette", "bic") or (criterion == "bic" and self.method != "gmm"):
-            raise ModelError(f"criterion {criterion!r} does not fit method {self.method!r}",
-                             hint="kmeans uses silhouette; gmm uses bic or silhouette")
         # A feature nobody has, or everyone has alike, says nothing about who differs.
         cols = [c for c in (self.features or DEFAULT_FEATURES)
                 if c in data.columns and data[c].astype(float).nunique(dropna=True) > 1]

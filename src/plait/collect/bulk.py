@@ -20,6 +20,7 @@ import hashlib
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,8 @@ import pyarrow.compute as pc
 from plait.engine.dialects import quote_ident, quote_literal
 from plait.errors import EngineError, EventError, ImportFormatError
 from plait.events.catalogue import CATALOGUE
-from plait.events.contract import EARLIEST_US, LATEST_US, YEARS, Record, _micros
-from plait.events.sql import catalogue_channel, explicit_channel, utc_day, utc_time
+from plait.events.contract import YEARS, Record, _micros
+from plait.events.sql import catalogue_channel, explicit_channel, in_years, utc_day, utc_time
 from plait.log.schema import EVENT_COLUMNS, EVENT_SCHEMA
 from plait.log.store import AppendResult, Rejection, now_us
 
@@ -117,10 +118,13 @@ def _gzipped(path: Path) -> bool:
     return path.suffix.lower() == ".gz"
 
 
-def _open(path: Path) -> "IO[bytes]":
-    """The file's bytes, decompressed if it is gzipped (``.jsonl.gz``: Segment's, RudderStack's
-    and Snowplow's exports to object storage come so)."""
-    return gzip.open(path, "rb") if _gzipped(path) else path.open("rb")
+@contextmanager
+def _open(path: Path, *, decompress: bool = True) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """``(raw, content)``: the file as stored (its position is the progress through it) and its
+    bytes, decompressed if it is gzipped (``.jsonl.gz``: Segment's, RudderStack's and Snowplow's
+    exports to object storage come so)."""
+    with path.open("rb") as raw, (gzip.open(raw, "rb") if decompress and _gzipped(path) else raw) as content:
+        yield raw, content
 
 
 def _scan(path: Path, *, decompress: bool = True) -> tuple[str, bool]:
@@ -130,7 +134,7 @@ def _scan(path: Path, *, decompress: bool = True) -> tuple[str, bool]:
     h = hashlib.sha256()
     plain = True
     try:
-        with _open(path) if decompress else path.open("rb") as f:
+        with _open(path, decompress=decompress) as (_, f):
             while chunk := f.read(1 << 22):
                 h.update(chunk)
                 if plain and (b"\r" in chunk or b"\x1f" in chunk):
@@ -247,7 +251,7 @@ class Importer:
         records: list = []
         rejections: list[Rejection] = []
         try:
-            with path.open("rb") as raw, (gzip.open(raw, "rb") if _gzipped(path) else raw) as f:
+            with _open(path) as (raw, f):
                 for lineno, line in enumerate(f, start=1):
                     if lineno <= done:
                         continue
@@ -555,7 +559,7 @@ def _table_sql(reader: str, fmt: str, columns: dict[str, str], m: Mapping, only_
         "WHEN __type = 'track' AND __event IS NULL THEN 'event|a track call needs an event name'",
         (f"WHEN __ts IS NULL THEN 'timestamp|`' || coalesce(CAST({ts_src} AS VARCHAR), 'null') || '` is not a timestamp'"
          if ts_src else "WHEN false THEN ''"),
-        (f"WHEN NOT (epoch_us(__ts) >= {EARLIEST_US} AND epoch_us(__ts) < {LATEST_US}) THEN "
+        (f"WHEN NOT {in_years('epoch_us(__ts)')} THEN "
          f"'timestamp|`' || CAST({ts_src} AS VARCHAR) || '` is outside {YEARS}'" if ts_src else "WHEN false THEN ''"),
         (f"WHEN {amount_src} IS NOT NULL AND __amount IS NULL THEN 'amount|`' || CAST({amount_src} AS VARCHAR) || '` is not a number'"
          if amount_src else "WHEN false THEN ''"),

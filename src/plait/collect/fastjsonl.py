@@ -29,13 +29,14 @@ import json
 
 from plait.engine.dialects import quote_ident, quote_literal
 from plait.events.catalogue import CATALOGUE
-from plait.events.contract import CALL_TYPES, EARLIEST_US, LATEST_US
+from plait.events.contract import CALL_TYPES
 from plait.events.sql import (
     MONEY,
     NUM,
     amount,
     catalogue_channel,
     explicit_channel,
+    in_years,
     spec_paths,
     surely_valid,
     utc_day,
@@ -231,7 +232,7 @@ def select_sql(lines: str, *, source: str, base_currency: str, now_us: int, pii_
     ``line``; see :func:`numbered`): the log layout, ``__fast`` and the raw ``line``."""
     base = quote_literal(base_currency.upper())
     cat_names = _lit(CATALOGUE)
-    in_years = "__fast AND " + " AND ".join(f"coalesce({t} >= {EARLIEST_US} AND {t} < {LATEST_US}, true)"
+    years_ok = "__fast AND " + " AND ".join(f"coalesce({in_years(t)}, true)"
                                             for t in ("__event_us", "__orig", "__sent", "__received"))
     spec_ok, read_p, spec_amount = _catalogue_sql()
     libs = " ".join(f"WHEN starts_with(lower(__cs_2), {quote_literal(h)}) THEN {quote_literal(c)}" for h, c in _LIBS)
@@ -344,7 +345,7 @@ g AS (
   FROM f
 ),
 -- Times outside the log's years go to the parser, which names them (see contract.EARLIEST_US).
-h AS (SELECT * REPLACE ({in_years} AS __fast) FROM g)
+h AS (SELECT * REPLACE ({years_ok} AS __fast) FROM g)
 SELECT
   {_top_id('messageId')} AS message_id,
   __type AS type, __event AS event,

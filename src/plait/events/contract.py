@@ -126,13 +126,16 @@ LATEST_US = _micros(datetime(2200, 1, 1, tzinfo=timezone.utc))      # (exclusive
 YEARS = "the years 1900–2199"
 
 
-def _check_time(us: int | None, field: str, index: int | None) -> None:
-    if us is not None and not EARLIEST_US <= us < LATEST_US:
-        try:
-            when = (_EPOCH + us * _ONE_US).isoformat()
-        except OverflowError:                   # (past what a datetime holds)
-            when = f"{us} µs from 1970"
-        raise EventError(f"`{field}` {when} is outside {YEARS}", field=field, index=index)
+def _outside_years(times: dict[str, int | None], index: int | None) -> EventError:
+    """The error naming the first of ``times`` (field → µs) outside the log's years."""
+    for field, us in times.items():
+        if us is not None and not EARLIEST_US <= us < LATEST_US:
+            try:
+                when = (_EPOCH + us * _ONE_US).isoformat()
+            except OverflowError:               # (past what a datetime holds)
+                when = f"{us} µs from 1970"
+            return EventError(f"`{field}` {when} is outside {YEARS}", field=field, index=index)
+    raise AssertionError("every time is inside the log's years")
 
 
 _STORE, _WEB, _APP, _OTHER = Channel.STORE.value, Channel.WEB.value, Channel.APP.value, Channel.OTHER.value
@@ -298,9 +301,11 @@ class Parser:
         sent_us = _micros(sent) if sent is not None else None
         original = call.timestamp or call.original_timestamp
         original_us = _micros(original) if original is not None else None
-        _check_time(original_us, "timestamp" if call.timestamp else "originalTimestamp", index)
-        _check_time(sent_us, "sentAt", index)
-        _check_time(received_at, "receivedAt", index)
+        # One comparison chain on the hot path; the error is worked out only when it fails.
+        if not (EARLIEST_US <= received_at < LATEST_US and (original_us is None or EARLIEST_US <= original_us < LATEST_US)
+                and (sent_us is None or EARLIEST_US <= sent_us < LATEST_US)):
+            raise _outside_years({"timestamp" if call.timestamp else "originalTimestamp": original_us, "sentAt": sent_us,
+                                  "receivedAt": received_at}, index)
         if original_us is None:
             event_time = received_at
         elif correct_skew and sent_us is not None:

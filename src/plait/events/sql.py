@@ -26,6 +26,7 @@ import msgspec
 from plait.engine.dialects import quote_literal
 from plait.events.catalogue import CATALOGUE, EventSpec
 from plait.events.channels import CUSTOM_CHANNEL, SEGMENT_RUNTIME
+from plait.events.contract import EARLIEST_US, LATEST_US
 
 NUM = ("DOUBLE", "BIGINT", "UBIGINT")
 INT = ("BIGINT", "UBIGINT")
@@ -158,6 +159,12 @@ def catalogue_channel(event_expr: str) -> str:
     """The channel a catalogued event implies (``EventSpec.channel``), else NULL."""
     whens = " ".join(f"WHEN {quote_literal(n)} THEN {quote_literal(s.channel)}" for n, s in CATALOGUE.items() if s.channel)
     return f"CASE {event_expr} {whens} END"
+
+
+def in_years(micros: str) -> str:
+    """``micros`` lies in the log's years (:data:`plait.events.contract.EARLIEST_US` up to
+    :data:`~plait.events.contract.LATEST_US`); NULL stays NULL."""
+    return f"({micros} >= {EARLIEST_US} AND {micros} < {LATEST_US})"
 
 
 def utc_time(micros: str) -> str:
