@@ -52,6 +52,11 @@ def test_summaries_follow_the_log(world):
     assert int(s.sort_values("frequency").iloc[-1]["frequency"]) == days - 1
     f = summaries.customer_features(world)
     assert set(f["r_score"]) == {1, 2, 3, 4, 5} and f["discount_share"].between(0, 1).all()
+    # RFM scores: equal values get equal scores (ntile split a run of equal values by row order).
+    for score, col in (("r_score", "recency_days"), ("f_score", "frequency"), ("m_score", "monetary")):
+        assert (f.groupby(col)[score].nunique() == 1).all(), score
+        assert f.groupby(score)[col].min().is_monotonic_increasing != (col == "recency_days"), score
+    assert (f.loc[f["frequency"] == f["frequency"].min(), "f_score"] == 1).all()
     assert np.allclose(f[["share_web", "share_app", "share_store", "share_other"]].sum(axis=1), 1)
     b = summaries.baskets(world, "department")
     assert set(b["item"]) <= set(world.catalogue.hierarchy()[p][1] for p in world.catalogue.hierarchy())
@@ -317,6 +322,28 @@ def test_analytics_over_http(world):
         assert bad.status_code == 400 and "unknown op" in bad.json()["detail"]["message"]
         assert any(m["name"] == "clv_bgnbd" for m in c.get("/v1/analytics/models", headers=h(analyst)).json())
         assert c.post("/v1/analytics/astrology", json={}, headers=h(admin)).status_code == 404
+
+
+def test_a_lines_return_history_is_what_was_known_when_it_was_bought(ws):
+    """Order A (two lines) on day 1, order B on day 10, A's first line returned on day 20,
+    order C on day 30: B knows A's two lines and no return; C knows three lines, one returned."""
+    from plait.analytics.propensity import line_history
+    from tests.test_identity import send
+
+    def order(oid: str, *products: str) -> dict:
+        return {"userId": "u1", "event": "Order Completed", "properties": {
+            "order_id": oid, "total": 10.0 * len(products), "currency": "USD",
+            "products": [{"product_id": p, "price": 10.0, "quantity": 1} for p in products]}}
+    send(ws, order("A", "p1", "p2"), day=1)
+    send(ws, order("B", "p3"), day=10)
+    send(ws, {"userId": "u1", "event": "Product Returned",
+              "properties": {"order_id": "A", "product_id": "p1", "amount": 10.0, "currency": "USD"}}, day=20)
+    send(ws, order("C", "p4"), day=30)
+    ws.resolve()
+    h = line_history(ws)
+    got = list(zip(h["order_id"], h["product_id"], h["prior_lines"], h["prior_return_share"].round(3), h["returned"]))
+    assert got == [("A", "p1", 0, 0.0, True), ("A", "p2", 0, 0.0, False), ("B", "p3", 2, 0.0, False),
+                   ("C", "p4", 3, 0.333, False)]
 
 
 def test_discount_levels_and_line_returns(world):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plait.engine.dialects import most_frequent
 from plait.errors import ModelError
 from plait.identity.tables import CURRENT
 
@@ -45,9 +46,11 @@ def _known(ws: "Workspace", trait: str, features: "pd.DataFrame") -> "pd.Series"
         return features.set_index("profile_id")["age_band"].dropna() if "age_band" in features else pd.Series(dtype=str)
     if trait == "home_store":
         rows = b.query(f"""
-            SELECT s.profile_id, mode(e.store_id) AS v FROM events e JOIN identity_subjects s
-              ON s.version = {CURRENT} AND s.subject = e.subject
-            WHERE e.store_id IS NOT NULL AND e.event IN ('Order Completed', 'Store Visit') GROUP BY 1""").to_pandas()
+            SELECT profile_id, {most_frequent('store_id', 'n', 'last_at')} AS v FROM (
+              SELECT s.profile_id, e.store_id, count(*) AS n, max(e.event_time) AS last_at
+              FROM events e JOIN identity_subjects s ON s.version = {CURRENT} AND s.subject = e.subject
+              WHERE e.store_id IS NOT NULL AND e.event IN ('Order Completed', 'Store Visit') GROUP BY 1, 2)
+            GROUP BY 1""").to_pandas()
         return rows.set_index("profile_id")["v"]
     if trait == "preferred_channel":
         f = features.set_index("profile_id")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plait.analytics.summaries import days, require_resolved
+from plait.engine.dialects import money_sum
 from plait.errors import ModelError
 from plait.identity.tables import CURRENT
 
@@ -129,9 +130,9 @@ def exposures(ws: "Workspace", *, window_days: float = 14, conversions: str = "a
           WHERE e.event = 'Order Completed' AND {CONVERSIONS[conversions]}
         )
         SELECT ex.campaign_id, ex."group", ex.channel, ex.profile_id,
-               count(b.t) > 0 AS converted, count(b.t) AS orders, coalesce(sum(b.value), 0) AS value
+               count(b.t) > 0 AS converted, count(b.t) AS orders, coalesce({money_sum('b.value')}, 0) AS value
         FROM ex LEFT JOIN buys b ON b.profile_id = ex.profile_id AND epoch(b.t) - epoch(ex.t) BETWEEN 0 AND {w}
-        GROUP BY ALL""").to_pandas()
+        GROUP BY ALL ORDER BY ALL""").to_pandas()
     return df
 
 

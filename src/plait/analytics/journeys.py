@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from plait.analytics.summaries import days, require_resolved
+from plait.engine.dialects import money_sum
 from plait.errors import ConfigError, ModelError
 from plait.identity.tables import CURRENT
 
@@ -138,12 +139,12 @@ def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30)
             SELECT v.store_id AS store, count(*) AS visits, count(DISTINCT v.profile_id) AS visitors,
                    count(o.profile_id) AS visits_with_purchase,
                    count(o.profile_id) / count(*) AS conversion,
-                   (SELECT sum(amount_base) FROM o o2 WHERE o2.store_id = v.store_id) AS store_sales,
+                   (SELECT {money_sum('amount_base')} FROM o o2 WHERE o2.store_id = v.store_id) AS store_sales,
                    any_value(c.days) AS median_days_first_touch_to_purchase
             FROM v LEFT JOIN (SELECT DISTINCT store_id, profile_id, day, 1 AS x FROM o) o
               ON o.store_id = v.store_id AND o.profile_id = v.profile_id AND o.day = v.day
             LEFT JOIN cyc c ON c.store_id = v.store_id
-            GROUP BY 1 ORDER BY visits DESC""").to_pandas()
+            GROUP BY 1 ORDER BY visits DESC, 1""").to_pandas()
     if by != "channel":
         raise ConfigError(f"a funnel is by channel or store, not {by!r}")
     gap = float(session_minutes) * 60
@@ -161,18 +162,18 @@ def funnel(ws: "Workspace", *, by: str = "channel", session_minutes: float = 30)
         ), sess AS (
           SELECT *, sum(CAST(starts AS INTEGER)) OVER (PARTITION BY profile_id ORDER BY event_time) AS sid FROM marked
         ), s AS (
-          SELECT profile_id, sid, arg_min({_web_source()}, event_time) AS entry,
+          SELECT profile_id, sid, arg_min({_web_source()}, (event_time, {_web_source()})) AS entry,
                  count(*) FILTER (WHERE type IN ('page', 'screen')) AS pages,
                  coalesce(bool_or(event = 'Product Viewed'), false) AS viewed, coalesce(bool_or(event = 'Product Added'), false) AS added,
                  coalesce(bool_or(event = 'Checkout Started'), false) AS checkout, coalesce(bool_or(event = 'Order Completed'), false) AS ordered,
-                 sum(amount_base) FILTER (WHERE event = 'Order Completed') AS revenue
+                 {money_sum('amount_base', "event = 'Order Completed'")} AS revenue
           FROM sess GROUP BY 1, 2
         )
         SELECT entry AS channel, count(*) AS sessions, count(DISTINCT profile_id) AS visitors,
                avg(pages) AS pages_per_session, avg(CAST(viewed AS DOUBLE)) AS viewed_product,
                avg(CAST(added AS DOUBLE)) AS added_to_cart, avg(CAST(checkout AS DOUBLE)) AS started_checkout,
-               avg(CAST(ordered AS DOUBLE)) AS conversion, coalesce(sum(revenue), 0) AS revenue
-        FROM s GROUP BY 1 ORDER BY sessions DESC""").to_pandas()
+               avg(CAST(ordered AS DOUBLE)) AS conversion, coalesce({money_sum('revenue')}, 0) AS revenue
+        FROM s GROUP BY 1 ORDER BY sessions DESC, 1""").to_pandas()
 
 
 def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "channel") -> "pd.DataFrame":
@@ -197,9 +198,9 @@ def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "cha
               AS visit_after,
             EXISTS (SELECT 1 FROM visits v WHERE v.profile_id = d.profile_id AND epoch(d.t) - epoch(v.t) BETWEEN 0 AND {w})
               AS visit_before,
-            (SELECT coalesce(sum(b.value), 0) FROM buys b WHERE b.profile_id = d.profile_id
+            (SELECT coalesce({money_sum('b.value')}, 0) FROM buys b WHERE b.profile_id = d.profile_id
                AND epoch(b.t) - epoch(d.t) BETWEEN 0 AND {w}) AS sales_after,
-            (SELECT coalesce(sum(b.value), 0) FROM buys b WHERE b.profile_id = d.profile_id
+            (SELECT coalesce({money_sum('b.value')}, 0) FROM buys b WHERE b.profile_id = d.profile_id
                AND epoch(d.t) - epoch(b.t) BETWEEN 0 AND {w}) AS sales_before
           FROM d WHERE {key} IS NOT NULL
         )
@@ -208,8 +209,8 @@ def online_to_offline(ws: "Workspace", *, within_days: float = 7, by: str = "cha
                avg(CAST(visit_before AS DOUBLE)) AS store_visit_rate_before,
                avg(CAST(sales_after > 0 AS DOUBLE)) AS store_purchase_rate_after,
                avg(CAST(sales_before > 0 AS DOUBLE)) AS store_purchase_rate_before,
-               sum(sales_after) AS store_sales_after, sum(sales_before) AS store_sales_before
-        FROM per GROUP BY 1 ORDER BY touches DESC""").to_pandas()
+               {money_sum('sales_after')} AS store_sales_after, {money_sum('sales_before')} AS store_sales_before
+        FROM per GROUP BY 1 ORDER BY touches DESC, 1""").to_pandas()
 
 
 def path_table(ws: "Workspace", *, value: str = "revenue", **kwargs: Any) -> "pd.DataFrame":
@@ -233,7 +234,7 @@ def path_table(ws: "Workspace", *, value: str = "revenue", **kwargs: Any) -> "pd
         WITH j AS ({journeys})
         SELECT array_to_string(touches, ' > ') AS path,
                count(*) FILTER (WHERE conv_t IS NOT NULL) AS total_conversions,
-               coalesce(sum(value) FILTER (WHERE conv_t IS NOT NULL), 0) AS total_conversion_value,
+               coalesce({money_sum('value', 'conv_t IS NOT NULL')}, 0) AS total_conversion_value,
                count(*) FILTER (WHERE conv_t IS NULL) AS total_null
         FROM j GROUP BY 1 ORDER BY 2 DESC, 1""").to_pandas()
     untouched = df[df["path"] == ""]

@@ -118,7 +118,7 @@ def first_touches(ws: "Workspace", **kwargs: Any) -> "pd.DataFrame":
     return ws.backend.query(f"""
         WITH j AS ({journeys_sql(ws, **kwargs)})
         SELECT touches[1] AS channel, touch_times[1] AS started, conv_t AS converted_at, value
-        FROM j WHERE len(touches) > 0""").to_pandas()
+        FROM j WHERE len(touches) > 0 ORDER BY ALL""").to_pandas()
 
 
 def by_first_touch(leads: "pd.DataFrame") -> "pd.DataFrame":

@@ -192,12 +192,12 @@ def _lines_sql(ws: "Workspace") -> str:
                  coalesce(try_cast(json_extract(x.line, '$.quantity') AS DOUBLE), 1) AS quantity
           FROM p, unnest(CAST(p.products AS JSON[])) AS x(line) WHERE p.products IS NOT NULL
         ), ret AS (
-          SELECT DISTINCT order_id, json_extract_string(properties, '$.product_id') AS product_id FROM events
-          WHERE event = 'Product Returned' AND order_id IS NOT NULL
+          SELECT order_id, json_extract_string(properties, '$.product_id') AS product_id, min(event_time) AS returned_at
+          FROM events WHERE event = 'Product Returned' AND order_id IS NOT NULL GROUP BY 1, 2
         )
         SELECT l.*, c.list_price, c.department,
                CASE WHEN c.list_price > 0 THEN greatest(1 - l.price / c.list_price, 0) END AS depth,
-               r.order_id IS NOT NULL AS returned
+               r.order_id IS NOT NULL AS returned, r.returned_at
         FROM l LEFT JOIN products c USING (product_id)
         LEFT JOIN ret r ON r.order_id = l.order_id AND r.product_id = l.product_id"""
 
@@ -209,7 +209,7 @@ def discount_levels(ws: "Workspace") -> "pd.DataFrame":
     df = ws.backend.query(f"""
         SELECT profile_id, count(*) AS lines, count(*) FILTER (WHERE depth >= 0.05) AS discounted,
                median(depth) FILTER (WHERE depth >= 0.05) AS typical_depth
-        FROM ({_lines_sql(ws)}) WHERE depth IS NOT NULL GROUP BY 1""").to_pandas()
+        FROM ({_lines_sql(ws)}) WHERE depth IS NOT NULL GROUP BY 1 ORDER BY 1""").to_pandas()
     if df.empty:
         raise ModelError("no order lines with a list price to compare with",
                          hint="load the product catalogue (`plait catalogue load`) or send discount on orders")
@@ -228,19 +228,35 @@ def discount_levels(ws: "Workspace") -> "pd.DataFrame":
     return df
 
 
+def line_history(ws: "Workspace") -> "pd.DataFrame":
+    """Order lines in time order, each with its customer's history as it stood when they bought:
+    ``prior_lines`` bought at an earlier time and ``prior_return_share``, the share of them
+    already returned by then — no look-ahead: neither the other lines of the same order nor a
+    return made later (a window over rows in time order saw both)."""
+    return ws.backend.query(f"""
+        WITH l AS ({_lines_sql(ws)}),
+        marks AS (
+          SELECT profile_id, event_time AS t, 1 AS bought, 0 AS back FROM l
+          UNION ALL SELECT profile_id, returned_at, 0, 1 FROM l WHERE returned_at IS NOT NULL
+        ), known AS (
+          SELECT DISTINCT profile_id, t, coalesce(sum(bought) OVER w, 0) AS prior_lines,
+                 coalesce(sum(back) OVER w, 0) AS prior_returns
+          FROM marks WINDOW w AS (PARTITION BY profile_id ORDER BY t
+                                  RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP)
+        )
+        SELECT l.* EXCLUDE (returned_at), k.prior_lines,
+               coalesce(k.prior_returns / nullif(k.prior_lines, 0), 0) AS prior_return_share
+        FROM l JOIN known k ON k.profile_id = l.profile_id AND k.t = l.event_time
+        ORDER BY l.event_time, l.order_id, l.product_id, l.price, l.quantity""").to_pandas()
+
+
 def train_line_returns(ws: "Workspace", *, seed: int = 0) -> dict[str, Any]:
     """P(an order line is returned): lines of older orders train, the newest fifth test (out of
     time); features are the line's price, depth of discount, quantity, category, channel and
-    the customer's return share on their earlier lines (no look-ahead)."""
+    the customer's history when they bought (:func:`line_history`)."""
     from sklearn.metrics import roc_auc_score
 
-    df = ws.backend.query(f"""
-        WITH l AS ({_lines_sql(ws)})
-        SELECT *, coalesce(avg(CAST(returned AS DOUBLE)) OVER (PARTITION BY profile_id ORDER BY event_time
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS prior_return_share,
-               count(*) OVER (PARTITION BY profile_id ORDER BY event_time
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior_lines
-        FROM l ORDER BY event_time""").to_pandas()
+    df = line_history(ws)
     if len(df) < 500 or df["returned"].nunique() < 2:
         raise ModelError(f"{len(df)} order lines ({int(df['returned'].sum()) if len(df) else 0} returned) are too few",
                          hint="collect more orders and returns")
@@ -268,4 +284,4 @@ def pd_dummies(s: "pd.Series", prefix: str) -> "pd.DataFrame":
     return pd.get_dummies(s.fillna("unknown").astype(str), prefix=prefix, dtype=float)
 
 
-__all__ = ["Propensity", "discount_levels", "lift_at", "train", "train_line_returns"]
+__all__ = ["Propensity", "discount_levels", "lift_at", "line_history", "train", "train_line_returns"]

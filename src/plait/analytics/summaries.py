@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from plait.engine.dialects import quote_literal
+from plait.engine.dialects import money_sum, most_frequent, quote_literal
 from plait.errors import ConfigError, IdentityError, ModelError
 from plait.identity.tables import CURRENT
 from plait.log.store import instant
@@ -62,7 +62,7 @@ def purchases_sql(ws: "Workspace", purpose: str = "analytics") -> str:
         ), cancelled AS (
           SELECT DISTINCT order_id FROM events WHERE event = 'Order Cancelled' AND order_id IS NOT NULL
         ), returned AS (
-          SELECT order_id, sum(amount_base) AS value FROM events_base
+          SELECT order_id, {money_sum('amount_base')} AS value FROM events_base
           WHERE event IN ('Product Returned', 'Order Refunded') AND order_id IS NOT NULL GROUP BY order_id
         )
         SELECT o.profile_id, o.order_id, o.event_time, o.day, o.channel, o.store_id,
@@ -102,7 +102,7 @@ def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration
     df = ws.backend.query(f"""
         WITH p AS ({purchases_sql(ws)}),
         days AS (
-          SELECT profile_id, CAST(date_trunc('day', event_time) AS TIMESTAMPTZ) AS d, sum(value) AS value
+          SELECT profile_id, CAST(date_trunc('day', event_time) AS TIMESTAMPTZ) AS d, {money_sum('value')} AS value
           FROM p WHERE event_time <= {end} GROUP BY 1, 2
         ), cal AS (
           SELECT profile_id, d, value, row_number() OVER (PARTITION BY profile_id ORDER BY d) AS k
@@ -113,9 +113,9 @@ def clv_summary(ws: "Workspace", *, as_of: str | date | None = None, calibration
                epoch(max(c.d) - min(c.d)) / {u} AS recency,
                epoch({cut} - min(c.d)) / {u} AS "T",
                coalesce(avg(c.value) FILTER (WHERE c.k > 1), 0) AS monetary_value,
-               sum(c.value) AS calibration_value,
+               {money_sum('c.value')} AS calibration_value,
                (SELECT count(*) FROM days h WHERE h.profile_id = c.profile_id AND h.d > {cut}) AS holdout_frequency,
-               (SELECT coalesce(sum(h.value), 0) FROM days h WHERE h.profile_id = c.profile_id AND h.d > {cut})
+               (SELECT coalesce({money_sum('h.value')}, 0) FROM days h WHERE h.profile_id = c.profile_id AND h.d > {cut})
                  AS holdout_value,
                epoch({end} - {cut}) / {u} AS holdout_length
         FROM cal c GROUP BY c.profile_id ORDER BY c.profile_id""").to_pandas()
@@ -151,6 +151,13 @@ def baskets(ws: "Workspace", level: str = "product", *, profile_id: str | None =
         FROM l {join} WHERE {item} IS NOT NULL ORDER BY 1, 4""").to_pandas()
 
 
+def _quintile(order: str) -> str:
+    """A 1–5 score by where a customer stands among all (the RFM scores): equal values get equal
+    scores. ``ntile`` split a run of equal values at its boundaries by whichever row came first,
+    so two customers with the same number of orders got different F scores, differently each run."""
+    return f"least(5, 1 + CAST(floor(5 * percent_rank() OVER (ORDER BY {order})) AS INTEGER))"
+
+
 def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "pd.DataFrame":
     """Per customer: recency_days, frequency, monetary, tenure_days, RFM scores (1–5 quintiles),
     orders and revenue share per channel, returns rate, discount share, category mix."""
@@ -159,7 +166,7 @@ def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "p
     df = ws.backend.query(f"""
         WITH p AS (SELECT * FROM ({purchases_sql(ws)}) WHERE event_time <= {end}),
         lines AS (
-          SELECT p.profile_id, json_extract_string(x.line, '$.category') AS category,
+          SELECT p.profile_id, p.event_time, json_extract_string(x.line, '$.category') AS category,
                  try_cast(json_extract(x.line, '$.price') AS DOUBLE) * coalesce(try_cast(json_extract(x.line, '$.quantity')
                    AS DOUBLE), 1) AS paid,
                  c.list_price * coalesce(try_cast(json_extract(x.line, '$.quantity') AS DOUBLE), 1) AS list_value
@@ -167,32 +174,38 @@ def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "p
           LEFT JOIN products c ON c.product_id = json_extract_string(x.line, '$.product_id')
           WHERE p.products IS NOT NULL
         ), mix AS (
-          SELECT profile_id, category, count(*) AS n FROM lines WHERE category IS NOT NULL GROUP BY 1, 2
+          SELECT profile_id, category, count(*) AS n, max(event_time) AS last_at FROM lines
+          WHERE category IS NOT NULL GROUP BY 1, 2
         ), top AS (
-          SELECT profile_id, arg_max(category, n) AS top_category, max(n) / sum(n) AS top_category_share,
+          SELECT profile_id, {most_frequent('category', 'n', 'last_at')} AS top_category,
+                 max(n) / sum(n) AS top_category_share,
                  count(*) AS categories FROM mix GROUP BY 1
         ), disc AS (
           SELECT profile_id,
-                 CASE WHEN sum(list_value) > 0 THEN greatest(1 - sum(paid) / sum(list_value), 0) END AS catalogue_discount
+                 CASE WHEN {money_sum('list_value')} > 0
+                      THEN greatest(1 - {money_sum('paid')} / {money_sum('list_value')}, 0) END AS catalogue_discount
           FROM lines WHERE list_value IS NOT NULL AND paid IS NOT NULL GROUP BY 1
         ), agg AS (
-          SELECT profile_id, count(*) AS frequency, sum(value) AS monetary, avg(value) AS avg_order_value,
+          SELECT profile_id, count(*) AS frequency, {money_sum('value')} AS monetary,
+                 {money_sum('value')} / count(*) AS avg_order_value,
                  date_diff('day', max(event_time), {end}) AS recency_days,
                  date_diff('day', min(event_time), {end}) AS tenure_days,
                  count(*) FILTER (WHERE channel = 'web') / count(*) AS share_web,
                  count(*) FILTER (WHERE channel = 'app') / count(*) AS share_app,
                  count(*) FILTER (WHERE channel = 'store') / count(*) AS share_store,
                  count(*) FILTER (WHERE channel NOT IN ('web', 'app', 'store')) / count(*) AS share_other,
-                 sum(returned_value) / nullif(sum(value) + sum(returned_value), 0) AS returns_rate,
-                 sum(coalesce(discount, 0)) / nullif(sum(value) + sum(coalesce(discount, 0)), 0) AS order_discount,
+                 {money_sum('returned_value')} / nullif({money_sum('value')} + {money_sum('returned_value')}, 0)
+                   AS returns_rate,
+                 {money_sum('coalesce(discount, 0)')} / nullif({money_sum('value')} + {money_sum('coalesce(discount, 0)')}, 0)
+                   AS order_discount,
                  count(*) FILTER (WHERE coupon IS NOT NULL) / count(*) AS coupon_share
           FROM p WHERE event_time <= {end} GROUP BY 1
         )
         SELECT a.*, greatest(coalesce(d.catalogue_discount, 0), coalesce(a.order_discount, 0)) AS discount_share,
                t.top_category, t.top_category_share, t.categories,
-               ntile(5) OVER (ORDER BY a.recency_days DESC) AS r_score,
-               ntile(5) OVER (ORDER BY a.frequency) AS f_score,
-               ntile(5) OVER (ORDER BY a.monetary) AS m_score
+               {_quintile('a.recency_days DESC')} AS r_score,
+               {_quintile('a.frequency')} AS f_score,
+               {_quintile('a.monetary')} AS m_score
         FROM agg a LEFT JOIN top t USING (profile_id) LEFT JOIN disc d USING (profile_id)
         ORDER BY a.profile_id""").to_pandas()
     df["rfm"] = df["r_score"].astype(str) + df["f_score"].astype(str) + df["m_score"].astype(str)

@@ -87,7 +87,7 @@ def report(ws: "Workspace", by: str, *, discounts: Mapping[str, float] | None = 
         paid = ws.backend.query(f"""
             WITH g AS ({_dimension_sql(ws, by)}){prices}
             SELECT coalesce(g.grp, '(unknown)') AS "group", avg(price_index) AS price_index
-            FROM paid LEFT JOIN g USING (profile_id) GROUP BY 1""").to_pandas()
+            FROM paid LEFT JOIN g USING (profile_id) GROUP BY 1 ORDER BY 1""").to_pandas()
         df = df.merge(paid, on="group", how="left")
     ws.backend.execute("DROP TABLE IF EXISTS fair_discounts")
     if df.empty:

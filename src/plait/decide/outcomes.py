@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from plait.engine.dialects import money_sum
 from plait.identity.tables import CURRENT
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def link(ws: "Workspace", *, window_days: float = 7) -> "pd.DataFrame":
                coalesce(bool_or(r.coupon IS NOT NULL AND (ev.coupon = r.coupon OR list_contains(ev.coupons, r.coupon))),
                         false) AS redeemed,
                count(ev.event) FILTER (WHERE ev.event = 'Order Completed') AS orders,
-               coalesce(sum(ev.value) FILTER (WHERE ev.event = 'Order Completed'), 0) AS value,
+               coalesce({money_sum('ev.value', "ev.event = 'Order Completed'")}, 0) AS value,
                count(ev.event) FILTER (WHERE ev.event = 'Order Completed') > 0 AS converted
         FROM rows r LEFT JOIN ev ON ev.profile_id = r.profile_id
              AND epoch(ev.event_time) - epoch(r.shown_at) BETWEEN 0 AND {w}

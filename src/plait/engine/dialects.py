@@ -56,6 +56,22 @@ class Dialect:
         return f"damerau_levenshtein({a}, {b})"
 
 
+def most_frequent(value: str, count: str, latest: str) -> str:
+    """An aggregate: the ``value`` with the highest ``count``; a tie goes to the one seen
+    most recently (``latest``), then to the smallest value. DuckDB's ``mode()`` and an
+    ``arg_max`` on the count alone settle a tie by whichever row a thread met first, so the
+    same events gave a customer a different favourite category from one run to the next."""
+    return f"arg_max({value}, ({count}, {latest}, {value}))"
+
+
+def money_sum(value: str, where: str | None = None) -> str:
+    """An aggregate: the total of an amount, to the cent. A sum of doubles depends on the
+    order the threads add them in (770.6 one run, 770.6000000000001 the next), and ratios,
+    scores and rankings computed from such totals then differed between runs over the same events."""
+    filt = f" FILTER (WHERE {where})" if where else ""
+    return f"round(sum({value}){filt}, 2)"
+
+
 def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

@@ -89,7 +89,7 @@ def observations(ws: "Workspace", registry: Registry) -> Iterator[Observation]:
     grouped = (
         "SELECT user_id, anonymous_id, json_extract(context, '$.externalIds') AS ext, "
         "json_extract_string(context, '$.device.id') AS dev, epoch_us(min(event_time)) AS t, "
-        "arg_min(message_id, event_time) AS mid FROM events WHERE " + _PLAIN + " GROUP BY ALL"
+        "arg_min(message_id, (event_time, message_id)) AS mid FROM events WHERE " + _PLAIN + " GROUP BY ALL"
     )
     for batch in b.stream(grouped):
         cols = [batch.column(c).to_pylist() for c in ("user_id", "anonymous_id", "ext", "dev", "t", "mid")]

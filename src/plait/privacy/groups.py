@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from plait.engine.dialects import money_sum
 from plait.errors import ConfigError
 from plait.profiles.features import FEATURE_COLUMNS
 
@@ -94,8 +95,8 @@ def aggregate(ws: "Workspace", by: Sequence[str], *, purpose: str = "analytics")
     groups = ", ".join(str(i + 1) for i in range(len(by)))
     table = b.query(f"""
         SELECT {", ".join(select)}, count(DISTINCT f.profile_id) AS customers,
-               sum(f.orders) AS orders_sum, round(sum(f.revenue), 2) AS revenue_sum,
-               round(sum(f.revenue) / count(DISTINCT f.profile_id), 2) AS revenue_per_customer
+               sum(f.orders) AS orders_sum, {money_sum('f.revenue')} AS revenue_sum,
+               round({money_sum('f.revenue')} / count(DISTINCT f.profile_id), 2) AS revenue_per_customer
         FROM profile_features f {" ".join(joins)}
         WHERE f.profile_id IN (SELECT profile_id FROM ({allowed}) WHERE allowed)
         GROUP BY {groups} ORDER BY {groups}""")

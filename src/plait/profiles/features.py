@@ -9,6 +9,7 @@ through its subject (``identity_subjects``), so the log is read, never rewritten
 from __future__ import annotations
 
 from plait.engine.backend import Pipeline
+from plait.engine.dialects import money_sum, most_frequent
 
 ORDER_CHANNELS = ("web", "app", "store", "call_center", "partner", "social")
 
@@ -22,32 +23,34 @@ FEATURE_COLUMNS = (
 def features_sql(version: int) -> str:
     """SQL for ``profile_features`` of identity ``version``."""
     v = int(version)
+    ordered = {c: f"event = 'Order Completed' AND channel = '{c}'" for c in ORDER_CHANNELS}
     by_channel = ",\n".join(
-        f"count(*) FILTER (WHERE event = 'Order Completed' AND channel = '{c}') AS orders_{c}, "
-        f"coalesce(sum(amount_base) FILTER (WHERE event = 'Order Completed' AND channel = '{c}'), 0) AS revenue_{c}"
-        for c in ORDER_CHANNELS)
+        f"count(*) FILTER (WHERE {w}) AS orders_{c}, coalesce({money_sum('amount_base', w)}, 0) AS revenue_{c}"
+        for c, w in ordered.items())
     return Pipeline().step("ev", f"""
         SELECT s.profile_id, e.event, e.type, e.channel, e.event_time, e.day, e.amount_base, e.properties
         FROM events_base e JOIN identity_subjects s ON s.version = {v} AND s.subject = e.subject
     """).step("cats", """
-        SELECT profile_id, json_extract_string(properties, '$.category') AS category FROM ev
+        SELECT profile_id, event_time, json_extract_string(properties, '$.category') AS category FROM ev
         WHERE event IN ('Product Viewed', 'Product Added') AND properties IS NOT NULL
         UNION ALL
-        SELECT profile_id, unnest(json_extract_string(properties, '$.products[*].category')) AS category FROM ev
-        WHERE event = 'Order Completed' AND properties IS NOT NULL
-    """).step("fav", """
-        SELECT profile_id, mode(category) AS favourite_category FROM cats WHERE category IS NOT NULL GROUP BY profile_id
+        SELECT profile_id, event_time, unnest(json_extract_string(properties, '$.products[*].category')) AS category
+        FROM ev WHERE event = 'Order Completed' AND properties IS NOT NULL
+    """).step("fav", f"""
+        SELECT profile_id, {most_frequent('category', 'n', 'last_at')} AS favourite_category FROM (
+          SELECT profile_id, category, count(*) AS n, max(event_time) AS last_at FROM cats
+          WHERE category IS NOT NULL GROUP BY ALL) GROUP BY profile_id
     """).step("agg", f"""
         SELECT profile_id, count(*) AS events,
           count(*) FILTER (WHERE event = 'Order Completed') AS orders,
-          coalesce(sum(amount_base) FILTER (WHERE event = 'Order Completed'), 0) AS revenue,
+          coalesce({money_sum('amount_base', "event = 'Order Completed'")}, 0) AS revenue,
           {by_channel},
           min(event_time) FILTER (WHERE event = 'Order Completed') AS first_purchase,
           max(event_time) FILTER (WHERE event = 'Order Completed') AS last_purchase,
           count(*) FILTER (WHERE event = 'Store Visit') AS store_visits,
           count(DISTINCT day) FILTER (WHERE type IN ('page', 'screen')) AS online_visits,
           count(*) FILTER (WHERE event IN ('Product Returned', 'Order Refunded')) AS returns,
-          coalesce(sum(amount_base) FILTER (WHERE event IN ('Product Returned', 'Order Refunded')), 0) AS returned_value,
+          coalesce({money_sum('amount_base', "event IN ('Product Returned', 'Order Refunded')")}, 0) AS returned_value,
           count(*) FILTER (WHERE event = 'Order Cancelled') AS cancellations,
           count(*) FILTER (WHERE event = 'Complaint Filed') AS complaints,
           count(*) FILTER (WHERE event = 'Call Center Contact') AS contacts,

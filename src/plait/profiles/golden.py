@@ -38,8 +38,8 @@ def golden_sql(version: int, settings: "ProfileSettings") -> str:
     """).step("per_value", """
         SELECT profile_id, trait, value, any_value(rule) AS rule, count(*) AS support,
                max(observed_at) AS last_at, min(conf_rank) AS conf_rank, min(trust_rank) AS trust_rank,
-               arg_min(source, (conf_rank, trust_rank, -epoch_us(observed_at))) AS source,
-               arg_min(confidence, (conf_rank, trust_rank, -epoch_us(observed_at))) AS confidence
+               arg_min(source, (conf_rank, trust_rank, -epoch_us(observed_at), source)) AS source,
+               arg_min(confidence, (conf_rank, trust_rank, -epoch_us(observed_at), source)) AS confidence
         FROM obs GROUP BY profile_id, trait, value
     """).step("ranked", """
         SELECT *, count(*) OVER (PARTITION BY profile_id, trait) - 1 AS alternatives,
