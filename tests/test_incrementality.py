@@ -75,6 +75,12 @@ def test_incremental_conversions_count_orders_like_attribution():
     assert r["lift"] == pytest.approx(0.2)                              # in the conversion rate
     assert r["incremental_conversions"] == pytest.approx((0.8 - 0.2) * 100)  # in orders
     assert r["incremental_low"] < 60 < r["incremental_high"]
+    assert r["significant"] and r["significant_orders"]
+    # Converters alike, orders not: significant in orders only (each metric says its own).
+    same = df.assign(converted=[True] * 30 + [False] * 70 + [True] * 30 + [False] * 70,
+                     orders=[3] * 30 + [0] * 70 + [1] * 30 + [0] * 70)
+    r = Incrementality().fit(same).results_.iloc[0]
+    assert not r["significant"] and r["significant_orders"] and r["incremental_low"] > 0
 
 
 def test_score_attribution_is_the_share_of_credit_on_the_wrong_channel():

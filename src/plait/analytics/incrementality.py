@@ -99,7 +99,10 @@ class Incrementality:
                          "relative_lift": diff / p0 if p0 else np.nan, "incremental_conversions": inc[0],
                          "incremental_low": inc[1], "incremental_high": inc[2],
                          "value_lift_per_customer": dv, "value_lift_low": dv - Z * se, "value_lift_high": dv + Z * se,
-                         "significant": bool(lo > 0 or hi < 0)})
+                         # Each at 95 %, per campaign: across many campaigns about one in 20 without
+                         # any effect shows one by chance.
+                         "significant": bool(lo > 0 or hi < 0),
+                         "significant_orders": bool(inc[1] > 0 or inc[2] < 0)})
         self.results_ = pd.DataFrame(rows)
         return self
 
