@@ -89,6 +89,32 @@ def test_erasure_leaves_no_byte_and_keeps_the_counts(ws):
     assert ws.resolve()[0].profiles >= 2
 
 
+def test_a_batch_of_requests_is_erased_with_one_rebuild(ws, monkeypatch):
+    _world(ws)
+    calls = []
+    for obj, name in ((ws.identity, "resolve"), (ws.profiles, "build"), (ws.backend, "compact")):
+        real = getattr(obj, name)
+        monkeypatch.setattr(obj, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    # Two identifiers of Zebulon, one of Mary, one of nobody: two people erased, one answered.
+    batch = ws.rights.erase_many([f"email:{EMAIL}", "loyalty_card:LC-ZQ", "user_id:mary", "email:nobody@example.org"],
+                                 reason="requests of the week")
+    assert sorted(calls) == ["build", "compact", "resolve"]
+    assert [r.subjects for r in batch.erased] == [3, 1] and batch.unknown == ["email:nobody@example.org"]
+    assert all(r.residual_files == [] for r in batch.erased)
+    ws.backend.checkpoint()
+    assert _scan(ws.path) == [] and not any(b"mary.other@example.net" in p.read_bytes()
+                                            for p in ws.path.rglob("*") if p.is_file())
+    assert ws.identity.profile_of("user_id:mary") is None or "email" not in ws.profiles.get("user_id:mary")["traits"]
+    assert ws.backend.scalar("SELECT count(*) FROM erasures") == 2 and ws.ledger.verify() == []
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Order Completed'") == 2
+    # A malformed identifier stops the batch before anything is erased.
+    from plait.errors import IdentityError
+
+    with pytest.raises(IdentityError, match="TYPE:VALUE"):
+        ws.rights.erase_many(["user_id:zq-1", "no-type-here"])
+    assert ws.backend.scalar("SELECT count(*) FROM erasures") == 2
+
+
 def test_erasure_needs_sealed_fields(tmp_path):
     s = Settings()
     s.pii.encrypt = False
@@ -107,9 +133,14 @@ def test_privacy_cli(tmp_path):
     r = runner.invoke(app, ["-w", str(w), "privacy", "export", "--identifier", "loyalty_card:LC-ZQ", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["traits"]["lastName"]["value"] == "Quartermaine"
-    r = runner.invoke(app, ["-w", str(w), "privacy", "erase", "--identifier", "loyalty_card:LC-ZQ"])
+    requests = tmp_path / "requests.txt"
+    requests.write_text("# this week\nloyalty_card:LC-ZQ\n\nemail:nobody@example.org\n")
+    r = runner.invoke(app, ["-w", str(w), "privacy", "erase", "--file", str(requests)])
     assert r.exit_code == 0, r.output
+    assert "1 people erased" in r.output and "nobody is known by 1 identifier(s)" in r.output
     assert _scan(w) == []
+    r = runner.invoke(app, ["-w", str(w), "privacy", "erase"])
+    assert r.exit_code != 0 and "no identifier to erase" in str(r.exception)
     assert runner.invoke(app, ["-w", str(w), "ledger", "verify"]).exit_code == 0
 
 

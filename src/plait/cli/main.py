@@ -902,21 +902,41 @@ def privacy_export(
 
 @privacy_app.command("erase")
 def privacy_erase(
-    identifier: Annotated[str, typer.Option(help="Any identifier of the person, as TYPE:VALUE.")],
+    identifier: Annotated[Optional[list[str]], typer.Option(
+        help="Any identifier of a person, as TYPE:VALUE; repeat for several people.")] = None,
+    requests: Annotated[Optional[Path], typer.Option(
+        "--file", help="A text file of identifiers, one per line (blank lines and # comments skipped).")] = None,
     reason: Annotated[str, typer.Option(help="Why (kept, under a pseudonym).")] = "erasure request",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Erase the person behind an identifier: destroy their keys, rebuild what was derived, record it.
+    """Erase the people behind identifiers: destroy their keys, rebuild what was derived, record it.
+    Several requests are erased together (identity, profiles and the file are rebuilt once).
 
-    Example: [bold]plait privacy erase --identifier email:ann@example.com[/]
+    Example: [bold]plait privacy erase --identifier email:ann@example.com[/] or [bold]--file requests.txt[/]
     """
+    asked = list(identifier or [])
+    if requests is not None:
+        try:
+            lines = requests.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PlaitError(f"cannot read {requests}: {e}", hint="give a UTF-8 text file, one identifier per line") from e
+        asked += [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")]
+    if not asked:
+        raise PlaitError("no identifier to erase", hint="give --identifier TYPE:VALUE (repeatable) or --file FILE")
     with _ws(workspace) as ws:
-        r = ws.rights.erase(identifier, reason=reason)
-    out.print(f"erased {r.identifiers} identifiers / {r.subjects} subjects ({r.keys_destroyed} keys destroyed, "
-              f"{r.dead_letters_removed} dead letters removed) in {r.seconds:.1f} s; {r.events_kept:,} events kept "
-              f"as unreadable facts; pseudonym {r.pseudonym}")
-    if r.residual_files:
-        err.print(f"[bold red]still found in:[/] {', '.join(r.residual_files)}")
+        batch = ws.rights.erase_many(asked, reason=reason)
+    for r in batch.erased:
+        out.print(f"erased {r.identifiers} identifiers / {r.subjects} subjects ({r.keys_destroyed} keys destroyed, "
+                  f"{r.dead_letters_removed} dead letters removed); pseudonym {r.pseudonym}")
+    if batch.unknown:
+        out.print(f"nobody is known by {len(batch.unknown)} identifier(s), so nothing is held to erase: "
+                  + ", ".join(batch.unknown[:10]) + (" …" if len(batch.unknown) > 10 else ""))
+    if batch.erased:
+        out.print(f"{len(batch.erased)} people erased in {batch.seconds:.1f} s; {batch.erased[0].events_kept:,} events "
+                  "kept as unreadable facts")
+    residual = sorted({f for r in batch.erased for f in r.residual_files})
+    if residual:
+        err.print(f"[bold red]still found in:[/] {', '.join(residual)}")
         raise typer.Exit(1)
 
 
