@@ -79,6 +79,16 @@ class Decide:
             return req
         return answer(self.decider, req) if self.workers is None else await self.workers.ask(req, raw)
 
+    def reload_profiles(self) -> tuple[int, int]:
+        """Give this process and every decide worker the customers' profiles as the workspace
+        holds them now; ``(customers, processes)``."""
+        from plait.profiles.online import load
+
+        fresh = load(self.ws)
+        self.decider.store = fresh
+        others = self.workers.reload(fresh, str(self.ws.path)) if self.workers is not None else 0
+        return len(fresh), 1 + others
+
 
 class FastDecide:
     """Pure ASGI middleware answering ``POST /v1/decide``; everything else goes on to the app."""
@@ -116,17 +126,13 @@ def decide_router(decide: Decide, analyst: Any, admin: Any) -> APIRouter:
     @router.post(f"{PATH}/reload", dependencies=[Depends(admin)],
                  summary="Reload the rule files now and the customers' profiles from the workspace")
     async def reload() -> dict[str, Any]:
-        from plait.profiles.online import load
-
         b = decide.decider.book
         try:
             b.refresh()
         except RuleError as e:
             return {"version": b.version, "error": str(e)}
-        fresh = load(decide.ws)
-        decide.decider.store = fresh
-        others = decide.workers.reload(fresh, str(decide.ws.path)) if decide.workers is not None else 0
-        return {"version": b.version, "customers": len(fresh), "processes": 1 + others,
+        customers, processes = decide.reload_profiles()
+        return {"version": b.version, "customers": customers, "processes": processes,
                 "last_error": str(b.last_error) if b.last_error else None}
 
     return router

@@ -240,6 +240,7 @@ class Loader:
         self.interval_s = interval_s
         self.max_rows = max_rows
         self._read: dict[Path, int] = {}       # bytes of each segment already in the log
+        self._loading = threading.Lock()       # one pass at a time (the timer's, or one asked for)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.loaded = 0
@@ -287,7 +288,12 @@ class Loader:
 
     def load(self, *, final: bool = False) -> int:
         """Load what is new in every segment; events appended. With ``final``, every segment is
-        taken as finished (no front writes any more)."""
+        taken as finished (no front writes any more). Safe to call from any thread (an erasure
+        loads what was acknowledged before it starts)."""
+        with self._loading:
+            return self._load(final)
+
+    def _load(self, final: bool) -> int:
         paths = [(p, *_sequence(p)) for p in sorted(self.folder.glob(f"*{SUFFIX}"))]
         newest: dict[str, int] = {}
         for _, front, seq in paths:

@@ -1,4 +1,5 @@
-"""Consent and ledger routes: read and record choices; signed heads and proofs for partners."""
+"""Consent, erasure and ledger routes: read and record choices; erase people (admin); signed
+heads and proofs for partners."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from plait.errors import IdentityError, LedgerError
+from plait.errors import ConfigError, IdentityError, LedgerError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,14 +28,27 @@ class ConsentChoice(BaseModel):
     wording_version: str | None = Field(default=None, examples=["2025-03"])
 
 
-def privacy_router(ws: "Workspace", readers: "Callable[..., None]", writers: "Callable[..., None]") -> APIRouter:
-    """Reads for ``readers`` (analyst, admin); recording a choice for ``writers`` (collector, admin)."""
+class ErasureRequest(BaseModel):
+    """People to erase together (any identifier of each), and why."""
+
+    identifiers: list[str] = Field(min_length=1, max_length=10_000, examples=[["email:ann@example.com"]])
+    reason: str = Field(default="erasure request", max_length=1000)
+
+
+def privacy_router(ws: "Workspace", readers: "Callable[..., None]", writers: "Callable[..., None]",
+                   admin: "Callable[..., None] | None" = None, *,
+                   pending: "Callable[[], Any] | None" = None,
+                   rebuilt: "Callable[[], Any] | None" = None) -> APIRouter:
+    """Reads for ``readers`` (analyst, admin); recording a choice for ``writers`` (collector,
+    admin); erasure for ``admin``: ``pending`` first brings into the log what the collector has
+    acknowledged but not yet loaded (so the erasure covers it), and ``rebuilt`` afterwards gives
+    decisions the rebuilt profiles."""
     router = APIRouter(prefix="/v1")
 
     def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (IdentityError, LedgerError) as e:
+        except (IdentityError, LedgerError, ConfigError) as e:
             raise HTTPException(400, {"code": "invalid_request", "message": str(e)}) from e
 
     @router.get("/consent/{ref}", tags=["consent"], summary="A customer's consent per purpose and channel",
@@ -48,6 +62,20 @@ def privacy_router(ws: "Workspace", readers: "Callable[..., None]", writers: "Ca
         return await run_in_threadpool(call, ws.consent.set, body.identifier, body.purpose, body.granted,
                                        channel=body.channel, wording=body.wording,
                                        wording_version=body.wording_version, source="api")
+
+    if admin is not None:
+        @router.post("/privacy/erasures", tags=["privacy"], dependencies=[Depends(admin)],
+                     summary="Erase people: destroy their keys, rebuild identity and profiles, record it (admin)")
+        async def erase(body: ErasureRequest) -> dict[str, Any]:
+            def work() -> Any:
+                if pending is not None:
+                    pending()
+                return ws.rights.erase_many(body.identifiers, reason=body.reason)
+
+            batch = await run_in_threadpool(call, work)
+            if batch.erased and rebuilt is not None:
+                rebuilt()     # on the loop, as /v1/decide/reload: no decision goes on with an erased profile
+            return batch.as_dict()
 
     @router.get("/ledger/head", tags=["ledger"], summary="The signed tree head and the public key",
                 dependencies=[Depends(readers)])
@@ -74,4 +102,4 @@ def privacy_router(ws: "Workspace", readers: "Callable[..., None]", writers: "Ca
     return router
 
 
-__all__ = ["ConsentChoice", "privacy_router"]
+__all__ = ["ConsentChoice", "ErasureRequest", "privacy_router"]

@@ -24,6 +24,13 @@ from plait.profiles.http import key_check, profiles_router
 from plait.workspace import Workspace
 
 
+def _load_journal(app: FastAPI) -> None:
+    """Load what the fronts' journals hold (with ``--fronts``; the loader is attached after the app is built)."""
+    loader = getattr(app.state, "journal_loader", None)
+    if loader is not None:
+        loader.load()
+
+
 def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     """The FastAPI app serving ``workspace``: the collector, profiles, analytics, privacy and
     real-time decisions. ``fronts``: front processes that will route decisions to the decide
@@ -92,7 +99,8 @@ def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     decide = Decide(decider, workspace, workers)
     app.include_router(decide_router(decide, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
-                                      key_check(workspace, "collector", "admin")))
+                                      key_check(workspace, "collector", "admin"), key_check(workspace, "admin"),
+                                      pending=lambda: _load_journal(app), rebuilt=decide.reload_profiles))
     document_bodies(app)
     # Consent choices arriving through the collector reach the ledger as they are appended.
     _ = workspace.consent
