@@ -302,3 +302,35 @@ def test_a_second_server_cannot_join_a_port_in_use():
     finally:
         for s in held:
             s.close()
+
+
+def test_plait_ingest_sends_files_to_a_running_server(world, tmp_path):
+    """The CLI cannot open a served workspace; ``plait ingest --server`` streams the file to the
+    writer through a front, and the answer is the import's report."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from plait.cli.main import app
+
+    path, _, analyst, admin = world
+    pq.write_table(pa.table({"receipt": [f"r{i}" for i in range(1000)], "card": [f"c{i % 90}" for i in range(1000)],
+                             "ts": ["2025-03-01 12:00:00"] * 1000, "total": [12.5] * 1000}), tmp_path / "pos.parquet")
+    args = ["ingest", str(tmp_path / "pos.parquet"), "--map", "order_id=receipt", "--map", "anonymous_id=card",
+            "--map", "timestamp=ts", "--map", "amount=total", "--set", "event=Order Completed", "--set", "currency=USD"]
+    runner = CliRunner()
+    srv = Server(path, "--fronts", "1")
+    try:
+        r = runner.invoke(app, [*args, "--server", srv.url, "--key", analyst])
+        assert r.exit_code != 0 and "403" in str(r.exception)
+        r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])
+        assert r.exit_code == 0 and "1,000 new events" in " ".join(r.output.split()), (r.output, r.exception)
+        r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])
+        assert r.exit_code == 0 and "already imported" in " ".join(r.output.split()), r.output
+        assert httpx.get(srv.url + "/health").json()["events"] == 6 + 12 + 1000    # identifies, consents, orders
+    finally:
+        assert srv.stop() == 0
+    r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])
+    assert r.exit_code != 0 and "cannot reach" in str(r.exception)
+    with plait.connect(path) as ws:
+        assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Order Completed'") == 1000

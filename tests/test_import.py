@@ -335,3 +335,43 @@ def test_csv_row_numbers_hold_in_a_file_read_in_parallel(ws, tmp_path):
     assert (r.inserted, r.duplicates, r.rejected) == (n - 3 - 1, 1, 3)
     assert sorted(d["position"] for d in ws.log.rejected(10)) == sorted(bad)
     assert ws.backend.scalar("SELECT amount FROM events WHERE message_id = 'dup'") == 10.0
+
+
+def test_a_file_sent_to_the_server_is_imported_once_and_bad_ones_are_named(ws, tmp_path):
+    """``POST /v1/imports`` (admin): the body is the file; the same answers as ``plait ingest``."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from plait.server import create_app
+
+    pq.write_table(pa.table({"receipt": ["r1", "r2"], "card": ["c1", "c2"], "ts": ["2025-01-02 10:00:00"] * 2,
+                             "total": [10.5, 3.0]}), tmp_path / "pos.parquet")
+    body = (tmp_path / "pos.parquet").read_bytes()
+    auth = {r: {"Authorization": "Basic " + base64.b64encode(f"{ws.keys.create(r, role=r)}:".encode()).decode()}
+            for r in ("analyst", "admin")}
+    q = {"filename": "pos.parquet", "map": ["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total"],
+         "set": ["event=Order Completed", "currency=USD"]}
+    with TestClient(create_app(ws)) as c:
+        assert c.post("/v1/imports", params=q, content=body, headers=auth["analyst"]).status_code == 403
+        r = c.post("/v1/imports", params=q, content=body, headers=auth["admin"])
+        assert r.status_code == 200, r.text
+        assert (r.json()["file"], r.json()["inserted"], r.json()["rejected"]) == ("pos.parquet", 2, 0)
+        again = c.post("/v1/imports", params=q, content=body, headers=auth["admin"]).json()
+        assert (again["inserted"], again["skipped"]) == (0, 2)                  # the same content: nothing new
+        lines = b'{"type":"track","event":"Product Viewed","userId":"u1","messageId":"j1"}\nnot json\n'
+        r = c.post("/v1/imports", params={"filename": "web.jsonl"}, content=lines, headers=auth["admin"])
+        assert (r.json()["inserted"], r.json()["rejected"]) == (1, 1)
+        pq.write_table(pa.table({"receipt": ["r9"], "card": ["c9"]}), tmp_path / "other.parquet")
+        other = (tmp_path / "other.parquet").read_bytes()                      # not imported yet
+        bad = [({**q, "filename": "../pos.parquet"}, other, "not a plain file name"),
+               ({**q, "map": ["userid=card"]}, other, "unknown mapping target"),
+               ({**q, "map": ["user_id=nope"]}, other, "no column `nope`"),
+               ({**q, "filename": "pos.xml"}, other, "unknown file type"),
+               ({**q}, b"PAR1 this is not parquet", "pos.parquet")]
+        for params, content, text in bad:
+            r = c.post("/v1/imports", params=params, content=content, headers=auth["admin"])
+            assert r.status_code == 400 and text in r.text, (params, r.text)
+            assert str(ws.path) not in r.text                                   # no server path leaks out
+    assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Order Completed'") == 2
+    assert list((ws.path / "uploads").iterdir()) == []                          # uploads are never kept

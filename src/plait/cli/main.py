@@ -181,14 +181,28 @@ def ingest(
     map: Annotated[Optional[list[str]], typer.Option("--map", help="TARGET=COLUMN for CSV/Parquet, e.g. user_id=customer.")] = None,
     set: Annotated[Optional[list[str]], typer.Option("--set", help="TARGET=VALUE constant, e.g. event='Order Completed'.")] = None,
     only_mapped: Annotated[bool, typer.Option(help="Drop unmapped columns instead of keeping them as properties.")] = False,
+    server: Annotated[Optional[str], typer.Option(
+        help="Send the files to a running `plait serve` (URL) instead of opening the workspace.")] = None,
+    key: Annotated[Optional[str], typer.Option(envvar="PLAIT_KEY", help="An admin key for --server.")] = None,
 ) -> None:
     """Bulk-import events; resumable, and re-running adds no duplicates.
 
     Example: [bold]plait ingest events.jsonl[/] ·
-    [bold]plait ingest pos.parquet --map user_id=card --map timestamp=ts --set event="Order Completed"[/]
+    [bold]plait ingest pos.parquet --map user_id=card --map timestamp=ts --set event="Order Completed"[/] ·
+    [bold]plait ingest pos.parquet --server http://127.0.0.1:8080 --key $ADMIN_KEY[/] (the workspace is being served)
     """
     from plait.collect.bulk import parse_mapping
 
+    if server is not None:
+        parse_mapping(map or [], set or [])             # a bad mapping fails here, before any upload
+        for f in files:
+            r = _upload(server, key, f, map or [], set or [], only_mapped, source)
+            if r["skipped"] and not r["rows"]:
+                out.print(f"{f}: already imported ({r['skipped']:,} rows, same content) — nothing to do")
+            else:
+                out.print(f"{f}: [bold]{r['inserted']:,}[/] new events, {r['duplicates']:,} already in the log, "
+                          f"{r['rejected']:,} rejected, in {r['seconds']:.1f} s on the server")
+        return
     with _ws(workspace) as ws:
         for f in files:
             mapping = parse_mapping(map or [], set or [])
@@ -197,6 +211,39 @@ def ingest(
             if report.rejected:
                 err.print(f"[yellow]{report.rejected:,} invalid rows kept in the dead-letter table[/] "
                           "(see `plait log rejected`)")
+
+
+def _upload(server: str, key: str | None, path: Path, maps: list[str], sets: list[str], only_mapped: bool,
+            source: str | None) -> dict:
+    """POST one file to a running server's ``/v1/imports``, streamed from disk; its report."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode([("filename", path.name), *(("map", m) for m in maps), *(("set", s) for s in sets),
+                                    ("only_mapped", str(only_mapped).lower()), *((("source", source),) if source else ())])
+    url = server.rstrip("/") + "/v1/imports?" + query
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+    if key:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    try:
+        with path.open("rb") as body:
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=3600) as resp:
+                return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("detail", {})
+        except ValueError:
+            detail = {}
+        msg = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+        raise PlaitError(f"{path}: the server refused the import ({e.code}): {msg or e.reason}",
+                         hint=(detail.get("hint") if isinstance(detail, dict) else "") or
+                         ("give an admin key with --key or PLAIT_KEY" if e.code in (401, 403) else "")) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise PlaitError(f"cannot reach {server}: {getattr(e, 'reason', e)}",
+                         hint="is `plait serve` running there? give its URL, e.g. http://127.0.0.1:8080") from None
 
 
 def _print_report(r) -> None:  # noqa: ANN001

@@ -207,3 +207,72 @@ def collector_router(collect: Collect) -> APIRouter:
         return _json(200, out)
 
     return router
+
+
+# Files sent to a running server for bulk import (``POST /v1/imports``): each is streamed to disk
+# under the workspace and imported like ``plait ingest`` would (the CLI cannot open a served
+# workspace). The front processes pass a request to the writer whole, so this is also their cap.
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+UPLOADS = "uploads"
+
+
+def imports_router(ws: Any, admin: Callable[..., None]) -> APIRouter:
+    """``POST /v1/imports``: a JSONL, CSV or Parquet file as the body, imported into the log."""
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    from fastapi import Depends, HTTPException, Query
+    from fastapi.concurrency import run_in_threadpool
+
+    from plait.collect.bulk import parse_mapping
+    from plait.errors import ImportFormatError, PlaitError
+
+    router = APIRouter(tags=["collect"])
+
+    @router.post("/v1/imports", dependencies=[Depends(admin)],
+                 summary="Bulk-import a file (the body) as `plait ingest` does: resumable, no duplicates (admin)",
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def import_file(
+        request: Request,
+        filename: str = Query(max_length=200, description="The file's name; its extension says the format "
+                              "(.jsonl, .jsonl.gz, .csv, .csv.gz, .parquet)", examples=["pos-2025-03-01.parquet"]),
+        map: list[str] = Query(default=[], description="TARGET=COLUMN for CSV/Parquet, e.g. user_id=customer"),
+        set: list[str] = Query(default=[], description="TARGET=VALUE constant, e.g. event=Order Completed"),
+        only_mapped: bool = False,
+        source: str | None = Query(default=None, max_length=200),
+    ) -> dict[str, Any]:
+        name = Path(filename).name
+        if not name or name in (".", "..") or name != filename:
+            raise HTTPException(400, {"code": "invalid_request", "message": f"filename {filename!r} is not a plain file name"})
+        try:
+            mapping = parse_mapping(map, set)
+        except ImportFormatError as e:
+            raise HTTPException(400, {"code": "invalid_request", "message": Exception.__str__(e)}) from e
+        folder = ws.path / UPLOADS / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        path = folder / name
+        try:
+            size = 0
+            with path.open("wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise HTTPException(413, {"code": "payload_too_large", "message":
+                                                  f"the file is larger than {MAX_UPLOAD_BYTES >> 20} MB; split it, "
+                                                  "or stop the server and run `plait ingest`"})
+                    f.write(chunk)
+
+            try:
+                report = await run_in_threadpool(ws.importer.file, path, source=source, mapping=mapping or None,
+                                                 only_mapped=only_mapped)
+            except PlaitError as e:
+                raise HTTPException(400, {"code": "invalid_request", "message": Exception.__str__(e).replace(
+                    str(path), name), "hint": e.hint}) from e
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)     # the upload holds personal data: never kept
+        return {"file": name, "rows": report.rows, "inserted": report.inserted, "duplicates": report.duplicates,
+                "rejected": report.rejected, "skipped": report.skipped, "seconds": round(report.seconds, 3)}
+
+    return router

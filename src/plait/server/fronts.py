@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from plait.collect.http import Collect, FastCollect, error_body, read_body, respond
+from plait.collect.http import MAX_UPLOAD_BYTES, Collect, FastCollect, error_body, read_body, respond
 from plait.collect.intake import Intake
 from plait.decide.http import Decide, FastDecide, answer
 from plait.decide.lifecycle import OBSERVED
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from plait.workspace import Workspace
 
 _log = logging.getLogger("plait.server")
-MAX_PASSED_BODY = 256 * 1024 * 1024      # bodies of requests passed to the writer (imports, uploads)
+MAX_PASSED_BODY = MAX_UPLOAD_BYTES       # bodies of requests passed to the writer (imports, uploads)
 
 
 class _Request(msgspec.Struct, array_like=True):
