@@ -112,6 +112,8 @@ def test_stitches_across_channels_and_keeps_every_trait(ws):
     assert p["traits"]["shoeSize"]["source"] == "pos"
     assert p["features"]["orders"] == 1 and p["features"]["orders_store"] == 1 and p["features"]["contacts"] == 1
     assert [e["event"] for e in ws.profiles.timeline("loyalty_card:LC-9")][:2] == ["Order Completed", "Call Center Contact"]
+    # A limit means what the log's own does: 0 is none, not the default.
+    assert ws.profiles.timeline("loyalty_card:LC-9", limit=0) == [] and len(ws.profiles.timeline("loyalty_card:LC-9", limit=1)) == 1
     assert all(link["reason"] for link in p["links"])
 
 

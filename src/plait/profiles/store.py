@@ -97,7 +97,7 @@ class Profiles:
 
     def timeline(self, ref: str, *, limit: int | None = None, before: str | None = None) -> list[dict[str, Any]]:
         """The customer's events across every channel, newest first."""
-        n = int(checked_limit(limit) or self.ws.settings.profiles.timeline_limit)
+        n = self.ws.settings.profiles.timeline_limit if limit is None else int(checked_limit(limit))  # 0: none, as events()
         params: list[Any] = [self._id(ref)]
         cond = ""
         if before is not None:
