@@ -93,6 +93,8 @@ def test_demo_runs(tmp_path):
     assert r.exit_code == 0
     assert "idempotent" in r.stdout and "orders by channel" in r.stdout
     assert "replayed: +0 — the same log" in " ".join(r.stdout.split())
+    assert "erased 2 people in one pass" in " ".join(r.stdout.split())
+    assert "0 workspace files hold any trace" in " ".join(r.stdout.split())
 
 
 def test_init_sets_base_currency(tmp_path):

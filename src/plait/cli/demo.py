@@ -299,19 +299,21 @@ def _privacy(out: Console, ws, shown: str) -> None:  # noqa: ANN001
     hidden = sum(table.column("suppressed").to_pylist())
     out.print(f"   revenue by favourite category: {table.num_rows - hidden} groups published, {hidden} suppressed "
               f"(fewer than {ws.settings.privacy.min_group_size} customers, or the complement of one)")
-    # A customer with an email and several identifiers and orders asks to be forgotten.
-    victim = ws.backend.rows(f"""
+    # Two customers with an email and several identifiers and orders ask to be forgotten.
+    victims = ws.backend.rows(f"""
         SELECT min(identifier) FILTER (WHERE identifier_type = 'email') AS identifier
         FROM identity_map m JOIN profile_features f USING (profile_id)
         WHERE m.version = {ws.identity.version} AND f.orders > 0 AND m.profile_id <> ?
         GROUP BY m.profile_id HAVING count(*) >= 4 AND identifier IS NOT NULL
-        ORDER BY m.profile_id LIMIT 1""", [shown])
-    if victim:
-        ident = victim[0]["identifier"]
-        r = ws.rights.erase(ident, reason="demo: right to erasure")
-        out.print(f"   erased the person behind {ident.split(':')[0]}:…: {r.identifiers} identifiers, {r.keys_destroyed} keys "
-                  f"destroyed, the log still holds all {r.events_kept:,} events (theirs unreadable where personal), "
-                  f"{len(r.residual_files)} workspace files hold any trace of their details; {r.seconds:.1f} s")
+        ORDER BY m.profile_id LIMIT 2""", [shown])
+    if victims:
+        batch = ws.rights.erase_many([v["identifier"] for v in victims], reason="demo: right to erasure")
+        done = batch.erased
+        out.print(f"   erased {len(done)} people in one pass (`plait privacy erase --file`): "
+                  f"{sum(r.identifiers for r in done)} identifiers, {sum(r.keys_destroyed for r in done)} keys destroyed, "
+                  f"the log still holds all {done[0].events_kept:,} events (theirs unreadable where personal), "
+                  f"{len({f for r in done for f in r.residual_files})} workspace files hold any trace of their details; "
+                  f"{batch.seconds:.1f} s")
     led = ws.ledger
     head, last = led.head(), led.size - 1
     proved = verify_inclusion(led.public_key_hex, head, led.entry(last), led.prove(last, head.size), last)
