@@ -290,11 +290,7 @@ def _privacy(out: Console, ws, shown: str) -> None:  # noqa: ANN001
     from plait.privacy.groups import aggregate
     from plait.privacy.ledger import verify_inclusion
 
-    out.print("[bold]7. Privacy[/]: consent as events, k-anonymous aggregates, erasure by crypto-shredding, a signed ledger")
-    ws.consent.set(shown, "marketing", True, channel="email", wording_version="newsletter-2025-03")
-    st = ws.consent.state(shown)
-    out.print(f"   {shown}: marketing by email {st['marketing:email']['reason']}, by SMS "
-              f"{st['marketing:sms']['reason']} ({'allowed' if st['marketing:sms']['allowed'] else 'not allowed'})")
+    out.print("[bold]7. Privacy[/]: k-anonymous aggregates, erasure by crypto-shredding, consent as events, a signed ledger")
     table = aggregate(ws, ["favourite_category"])
     hidden = sum(table.column("suppressed").to_pylist())
     out.print(f"   revenue by favourite category: {table.num_rows - hidden} groups published, {hidden} suppressed "
@@ -314,10 +310,15 @@ def _privacy(out: Console, ws, shown: str) -> None:  # noqa: ANN001
                   f"the log still holds all {done[0].events_kept:,} events (theirs unreadable where personal), "
                   f"{len({f for r in done for f in r.residual_files})} workspace files hold any trace of their details; "
                   f"{batch.seconds:.1f} s")
+    # After the erasure: a choice is a new event, and a resolve over an unchanged log is skipped.
+    ws.consent.set(shown, "marketing", True, channel="email", wording_version="newsletter-2025-03")
+    st = ws.consent.state(shown)
+    out.print(f"   {shown}: marketing by email {st['marketing:email']['reason']}, by SMS "
+              f"{st['marketing:sms']['reason']} ({'allowed' if st['marketing:sms']['allowed'] else 'not allowed'})")
     led = ws.ledger
     head, last = led.head(), led.size - 1
     proved = verify_inclusion(led.public_key_hex, head, led.entry(last), led.prove(last, head.size), last)
-    out.print(f"   ledger: {head.size} entries (consent changes, the erasure) under signed head {head.root[:16]}…; "
+    out.print(f"   ledger: {head.size} entries (erasures, consent changes) under signed head {head.root[:16]}…; "
               f"whole ledger verifies: {not led.verify()}; the newest entry's proof verifies with the public key "
               f"alone: {proved}")
 
