@@ -352,7 +352,10 @@ def test_a_file_sent_to_the_server_is_imported_once_and_bad_ones_are_named(ws, t
             for r in ("analyst", "admin")}
     q = {"filename": "pos.parquet", "map": ["order_id=receipt", "anonymous_id=card", "timestamp=ts", "amount=total"],
          "set": ["event=Order Completed", "currency=USD"]}
+    (ws.path / "uploads" / "crashed").mkdir(parents=True)
+    (ws.path / "uploads" / "crashed" / "half.csv").write_text("email\nann@example.com\n")  # a crash mid-upload
     with TestClient(create_app(ws)) as c:
+        assert not (ws.path / "uploads" / "crashed").exists()                    # removed when the server starts
         assert c.post("/v1/imports", params=q, content=body, headers=auth["analyst"]).status_code == 403
         r = c.post("/v1/imports", params=q, content=body, headers=auth["admin"])
         assert r.status_code == 200, r.text

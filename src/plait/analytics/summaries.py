@@ -159,7 +159,8 @@ def _quintile(order: str) -> str:
 
 
 def customer_features(ws: "Workspace", *, as_of: str | date | None = None) -> "pd.DataFrame":
-    """Per customer: recency_days, frequency, monetary, tenure_days, RFM scores (1–5 quintiles),
+    """Per customer: recency_days, frequency, monetary, tenure_days, RFM scores (1–5 by percentile
+    rank, equal values sharing a score: :func:`_quintile`),
     orders and revenue share per channel, returns rate, discount share, category mix."""
     require_resolved(ws)
     end = _when("as_of", as_of, DATA_END)

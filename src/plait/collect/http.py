@@ -229,6 +229,8 @@ def imports_router(ws: Any, admin: Callable[..., None]) -> APIRouter:
     from plait.errors import ImportFormatError, PlaitError
 
     router = APIRouter(tags=["collect"])
+    # Uploads a crash left behind were never imported and hold personal data: not kept.
+    shutil.rmtree(ws.path / UPLOADS, ignore_errors=True)
 
     @router.post("/v1/imports", dependencies=[Depends(admin)],
                  summary="Bulk-import a file (the body) as `plait ingest` does: resumable, no duplicates (admin)",
