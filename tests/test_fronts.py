@@ -328,6 +328,13 @@ def test_plait_ingest_sends_files_to_a_running_server(world, tmp_path):
         r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])
         assert r.exit_code == 0 and "already imported" in " ".join(r.output.split()), r.output
         assert httpx.get(srv.url + "/health").json()["events"] == 6 + 12 + 1000    # identifies, consents, orders
+        # `plait stats` and `plait events` read the served workspace through the server too.
+        r = runner.invoke(app, ["stats", "--json", "--server", srv.url, "--key", analyst])
+        assert r.exit_code == 0 and json.loads(r.output)["events"] == 1018, (r.output, r.exception)
+        r = runner.invoke(app, ["events", "--server", srv.url, "--key", analyst, "--event", "Order Completed", "-n", "3"])
+        assert r.exit_code == 0 and r.output.count("12.50") == 3, (r.output, r.exception)       # three orders
+        r = runner.invoke(app, ["events", "--json", "--server", srv.url, "--key", analyst])
+        assert r.exit_code != 0 and "403" in str(r.exception)                      # personal fields: admins only
     finally:
         assert srv.stop() == 0
     r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])

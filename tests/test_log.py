@@ -112,6 +112,36 @@ def test_filters_and_stats(ws):
     assert s["events"] == 30 and s["rejected"] == 0 and s["by_type"] == {"track": 30}
 
 
+def test_events_and_stats_over_http_keep_personal_fields_for_admins(ws):
+    """A served workspace is read through the server: analysts see events without personal
+    fields; only an admin key gets them (as ``plait events --json`` gives them to whoever holds
+    the workspace)."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from plait.server import create_app
+
+    ws.log.append(_records(ws, 30))
+    auth = {r: {"Authorization": "Basic " + base64.b64encode(f"{ws.keys.create(r, role=r)}:".encode()).decode()}
+            for r in ("collector", "analyst", "admin")}
+    with TestClient(create_app(ws)) as c:
+        assert c.get("/v1/events", headers=auth["collector"]).status_code == 403
+        rows = c.get("/v1/events", params={"user": "u1", "limit": 100}, headers=auth["analyst"]).json()
+        assert len(rows) == len([i for i in range(30) if i % 7 == 1]) and {r["user_id"] for r in rows} == {"u1"}
+        assert rows[0]["event_time"] >= rows[-1]["event_time"] and rows[0]["properties"]["currency"] == "GBP"
+        assert not any((r["context"] or {}).get("traits") for r in rows)            # no email without the admin key
+        assert c.get("/v1/events", params={"personal": True}, headers=auth["analyst"]).status_code == 403
+        mine = c.get("/v1/events", params={"user": "u1", "personal": True, "limit": 1}, headers=auth["admin"]).json()
+        assert mine[0]["context"]["traits"]["email"].endswith("@example.com")
+        day = c.get("/v1/events", params={"since": "2025-03-10", "until": "2025-03-11"}, headers=auth["analyst"]).json()
+        assert day and all(r["event_time"].startswith("2025-03-10") for r in day)
+        bad = c.get("/v1/events", params={"since": "yesterday"}, headers=auth["analyst"])
+        assert bad.status_code == 400 and "since" in bad.text
+        stats = c.get("/v1/stats", headers=auth["analyst"]).json()
+        assert stats["events"] == 30 and stats["by_type"] == {"track": 30} and stats["rejected"] == 0
+
+
 def test_seen_ids_survive_reopen_and_tier_merges(tmp_path, monkeypatch):
     """Idempotency holds across restarts (the index reloads from the log) and tier merges."""
     import plait.log.seen as seen

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -64,6 +64,9 @@ WorkspaceOpt = Annotated[
     typer.Option("--workspace", "-w", envvar="PLAIT_WORKSPACE", help="Workspace directory (default ./plait-workspace).",
                  show_default=False),
 ]
+ServerOpt = Annotated[Optional[str], typer.Option(
+    help="Ask a running `plait serve` (URL) instead of opening the workspace (which it holds).")]
+KeyOpt = Annotated[Optional[str], typer.Option(envvar="PLAIT_KEY", help="The key for --server (analyst or admin).")]
 
 
 @app.callback()
@@ -110,14 +113,19 @@ def init(
 def stats(
     workspace: WorkspaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """What is in the log: events, rejected inputs, channels, sources.
 
-    Example: [bold]plait stats --json[/]
+    Example: [bold]plait stats --json[/] · [bold]plait stats --server http://127.0.0.1:8080 --key $KEY[/]
     """
-    with _ws(workspace) as ws:
-        s = ws.log.stats()
-        s["unconverted_amounts"] = ws.fx.unconverted()
+    if server is not None:
+        s = _remote(server, key, "/v1/stats", [], what="stats")
+    else:
+        with _ws(workspace) as ws:
+            s = ws.log.stats()
+            s["unconverted_amounts"] = ws.fx.unconverted()
     if as_json:
         print(json.dumps(s, default=str))
         return
@@ -150,26 +158,39 @@ def events(
     since: Annotated[Optional[str], typer.Option(help="Event time from (ISO).")] = None,
     until: Annotated[Optional[str], typer.Option(help="Event time before (ISO).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line, personal fields included.")] = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Tail and filter the log.
 
-    Example: [bold]plait events --channel store --event "Order Completed" -n 5[/]
+    Example: [bold]plait events --channel store --event "Order Completed" -n 5[/] ·
+    [bold]plait events --server http://127.0.0.1:8080 --key $KEY[/] (the workspace is being served;
+    --json there needs an admin key)
     """
-    with _ws(workspace) as ws:
-        rows = ws.log.events(limit=limit, event=event, type=type, channel=channel, source=source,
-                             user_id=user, since=since, until=until).to_pylist()
+    filters = {"event": event, "type": type, "channel": channel, "source": source, "since": since, "until": until}
+    if server is not None:
+        query = [("limit", str(limit)), ("personal", str(as_json).lower()), *((k, v) for k, v in filters.items() if v),
+                 *((("user", user),) if user else ())]
+        rows = _remote(server, key, "/v1/events", query, what="events")
         if as_json:
             for r in rows:
-                print(json.dumps(ws.log.reveal(r), default=str))
+                print(json.dumps(r))
             return
-        t = Table(show_edge=False)
-        for c in ("event_time", "type", "event", "channel", "source", "user_id", "anonymous_id", "amount", "currency"):
-            t.add_column(c)
-        for r in rows:
-            t.add_row(str(r["event_time"])[:19], r["type"], r["event"] or "", r["channel"], r["source"],
-                      r["user_id"] or "", r["anonymous_id"] or "",
-                      "" if r["amount"] is None else f"{r['amount']:.2f}", r["currency"] or "")
-        out.print(t)
+    else:
+        with _ws(workspace) as ws:
+            rows = ws.log.events(limit=limit, user_id=user, **filters).to_pylist()
+            if as_json:
+                for r in rows:
+                    print(json.dumps(ws.log.reveal(r), default=str))
+                return
+    t = Table(show_edge=False)
+    for c in ("event_time", "type", "event", "channel", "source", "user_id", "anonymous_id", "amount", "currency"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["event_time"])[:19], r["type"], r["event"] or "", r["channel"], r["source"],
+                  r["user_id"] or "", r["anonymous_id"] or "",
+                  "" if r["amount"] is None else f"{r['amount']:.2f}", r["currency"] or "")
+    out.print(t)
 
 
 # -- collection ----------------------------------------------------------------------
@@ -181,9 +202,8 @@ def ingest(
     map: Annotated[Optional[list[str]], typer.Option("--map", help="TARGET=COLUMN for CSV/Parquet, e.g. user_id=customer.")] = None,
     set: Annotated[Optional[list[str]], typer.Option("--set", help="TARGET=VALUE constant, e.g. event='Order Completed'.")] = None,
     only_mapped: Annotated[bool, typer.Option(help="Drop unmapped columns instead of keeping them as properties.")] = False,
-    server: Annotated[Optional[str], typer.Option(
-        help="Send the files to a running `plait serve` (URL) instead of opening the workspace.")] = None,
-    key: Annotated[Optional[str], typer.Option(envvar="PLAIT_KEY", help="An admin key for --server.")] = None,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Bulk-import events; resumable, and re-running adds no duplicates.
 
@@ -196,7 +216,9 @@ def ingest(
     if server is not None:
         parse_mapping(map or [], set or [])             # a bad mapping fails here, before any upload
         for f in files:
-            r = _upload(server, key, f, map or [], set or [], only_mapped, source)
+            query = [("filename", f.name), *(("map", m) for m in map or []), *(("set", s) for s in set or []),
+                     ("only_mapped", str(only_mapped).lower()), *((("source", source),) if source else ())]
+            r = _remote(server, key, "/v1/imports", query, what=f"{f}: the import", upload=f)
             if r["skipped"] and not r["rows"]:
                 out.print(f"{f}: already imported ({r['skipped']:,} rows, same content) — nothing to do")
             else:
@@ -213,22 +235,23 @@ def ingest(
                           "(see `plait log rejected`)")
 
 
-def _upload(server: str, key: str | None, path: Path, maps: list[str], sets: list[str], only_mapped: bool,
-            source: str | None) -> dict:
-    """POST one file to a running server's ``/v1/imports``, streamed from disk; its report."""
+def _remote(server: str, key: str | None, path: str, query: list[tuple[str, str]], *, what: str,
+            upload: Path | None = None) -> Any:
+    """Call a running ``plait serve`` (the CLI cannot open a served workspace): GET ``path``, or
+    POST ``upload`` streamed from disk; the JSON answer, or a :class:`PlaitError` saying why not."""
     import base64
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    query = urllib.parse.urlencode([("filename", path.name), *(("map", m) for m in maps), *(("set", s) for s in sets),
-                                    ("only_mapped", str(only_mapped).lower()), *((("source", source),) if source else ())])
-    url = server.rstrip("/") + "/v1/imports?" + query
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
-    if key:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    url = server.rstrip("/") + path + "?" + urllib.parse.urlencode(query)
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()} if key else {}
     try:
-        with path.open("rb") as body:
+        if upload is None:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=600) as resp:
+                return json.loads(resp.read())
+        headers |= {"Content-Type": "application/octet-stream", "Content-Length": str(upload.stat().st_size)}
+        with upload.open("rb") as body:
             req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(req, timeout=3600) as resp:
                 return json.loads(resp.read())
@@ -238,12 +261,14 @@ def _upload(server: str, key: str | None, path: Path, maps: list[str], sets: lis
         except ValueError:
             detail = {}
         msg = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
-        raise PlaitError(f"{path}: the server refused the import ({e.code}): {msg or e.reason}",
+        raise PlaitError(f"{what}: the server refused ({e.code}): {msg or e.reason}",
                          hint=(detail.get("hint") if isinstance(detail, dict) else "") or
-                         ("give an admin key with --key or PLAIT_KEY" if e.code in (401, 403) else "")) from None
+                         ("give a key with --key or PLAIT_KEY (an admin key to import or see personal fields)"
+                          if e.code in (401, 403) else "")) from None
     except (urllib.error.URLError, OSError) as e:
         raise PlaitError(f"cannot reach {server}: {getattr(e, 'reason', e)}",
                          hint="is `plait serve` running there? give its URL, e.g. http://127.0.0.1:8080") from None
+
 
 
 def _print_report(r) -> None:  # noqa: ANN001

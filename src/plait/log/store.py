@@ -379,13 +379,13 @@ class EventLog:
             sql += f" LIMIT {int(limit)}"
         return self.backend.query(sql, params)
 
-    def reveal(self, row: dict[str, Any]) -> dict[str, Any]:
+    def reveal(self, row: dict[str, Any], *, personal: bool = True) -> dict[str, Any]:
         """One stored row as a Segment-like event with its personal fields put back
-        (left out when the subject's key has been destroyed)."""
+        (left out when the subject's key has been destroyed, or without ``personal``)."""
         out = {k: row[k] for k in EVENT_COLUMNS if k not in ("properties", "traits", "context", "pii")}
         for part in ("properties", "traits", "context"):
             out[part] = _dec.decode(row[part]) if row.get(part) else None
-        pii = self.vault.open(row["subject"], row["message_id"], row.get("pii"))
+        pii = self.vault.open(row["subject"], row["message_id"], row.get("pii")) if personal else None
         for path, value in (pii or {}).items():
             head, *rest = path.split(".")
             target = out.get(head) or {}

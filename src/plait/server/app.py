@@ -19,6 +19,7 @@ from plait.decide.engine import Decider, Recorder, contacts_from_log
 from plait.decide.workers import Workers
 from plait.decide.triggers import Triggers, observer
 from plait.decide.http import Decide, FastDecide, decide_router
+from plait.log.http import log_router
 from plait.privacy.http import privacy_router
 from plait.profiles.http import key_check, profiles_router
 from plait.workspace import Workspace
@@ -95,6 +96,7 @@ def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     collect = Collect(intake, committer)
     app.include_router(collector_router(collect))
     app.include_router(imports_router(workspace, key_check(workspace, "admin")))
+    app.include_router(log_router(workspace, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(profiles_router(workspace))
     app.include_router(analytics_router(workspace))
     decide = Decide(decider, workspace, workers)
