@@ -154,3 +154,28 @@ def test_roles_on_the_api(tmp_path):
     assert stored == {"collector", "analyst", "admin"}
     assert not any(k in (ws.path / "plait.duckdb").read_bytes().decode("latin-1") for k in keys.values())
     ws.close()
+
+
+def test_keys_are_managed_over_http_while_served(tmp_path):
+    """Onboarding a source or revoking a leaked key needs no restart (the CLI cannot open a
+    served workspace)."""
+    ws = plait.connect(tmp_path / "w")
+    admin = ws.keys.create("ops", role="admin")
+    analyst = ws.keys.create("bi", role="analyst")
+    auth = lambda k: {"Authorization": "Basic " + base64.b64encode(f"{k}:".encode()).decode()}  # noqa: E731
+    with TestClient(create_app(ws)) as c:
+        assert c.post("/v1/keys", json={"name": "pos"}, headers=auth(analyst)).status_code == 403
+        r = c.post("/v1/keys", json={"name": "pos", "source": "pos-estate"}, headers=auth(admin))
+        assert r.status_code == 201 and r.json()["role"] == "collector"
+        pos = r.json()["key"]
+        event = {"userId": "u1", "event": "Store Visit", "properties": {"store_id": "s1"}}
+        assert c.post("/v1/track", json=event, headers=auth(pos)).status_code == 200
+        listed = c.get("/v1/keys", headers=auth(admin)).json()
+        assert {k["name"] for k in listed} == {"ops", "bi", "pos"} and pos not in str(listed)
+        assert c.post("/v1/keys", json={"name": "x", "role": "root"}, headers=auth(admin)).status_code == 400
+        assert c.post("/v1/keys", json={"nom": "x"}, headers=auth(admin)).status_code == 400
+        assert c.delete("/v1/keys/pos", headers=auth(admin)).json()["revoked"] == 1
+        assert c.post("/v1/track", json=event, headers=auth(pos)).status_code == 401
+        assert c.delete("/v1/keys/pos", headers=auth(admin)).status_code == 404
+    assert ws.backend.scalar("SELECT source FROM events WHERE event = 'Store Visit'") == "pos-estate"
+    ws.close()

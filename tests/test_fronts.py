@@ -341,3 +341,46 @@ def test_plait_ingest_sends_files_to_a_running_server(world, tmp_path):
     assert r.exit_code != 0 and "cannot reach" in str(r.exception)
     with plait.connect(path) as ws:
         assert ws.backend.scalar("SELECT count(*) FROM events WHERE event = 'Order Completed'") == 1000
+
+
+def test_keys_created_and_revoked_over_http_reach_every_front(world):
+    path, _, _, admin = world
+    auth = lambda k: {"Authorization": "Basic " + __import__("base64").b64encode(f"{k}:".encode()).decode()}  # noqa: E731
+    event = {"userId": "u1", "event": "Product Viewed", "properties": {"product_id": "p1"}}
+
+    def statuses(key: str) -> set[int]:
+        # New connections each time, so both fronts answer (the kernel spreads them).
+        return {httpx.post(srv.url + "/v1/track", json=event, headers=auth(key)).status_code for _ in range(12)}
+
+    def within(seconds: float, key: str, want: set[int]) -> bool:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if statuses(key) == want:
+                return True
+            time.sleep(0.2)
+        return False
+
+    srv = Server(path, "--fronts", "2")
+    try:
+        r = httpx.post(srv.url + "/v1/keys", json={"name": "new-app", "source": "app"}, headers=auth(admin))
+        assert r.status_code == 201, r.text
+        fresh = r.json()["key"]
+        assert within(5, fresh, {200})                                  # onboarded without a restart
+        assert httpx.delete(srv.url + "/v1/keys/new-app", headers=auth(admin)).json()["revoked"] == 1
+        assert within(5, fresh, {401})                                  # and revoked everywhere
+        # The same from the CLI: the new key alone on the last line, as without --server.
+        from typer.testing import CliRunner
+
+        from plait.cli.main import app
+
+        runner = CliRunner()
+        r = runner.invoke(app, ["keys", "create", "--name", "pos", "--server", srv.url, "--key", admin])
+        assert r.exit_code == 0, (r.output, r.exception)
+        pos = r.stdout.strip().splitlines()[-1]
+        assert pos.startswith("wk_") and within(5, pos, {200})
+        r = runner.invoke(app, ["keys", "list", "--server", srv.url, "--key", admin])
+        assert r.exit_code == 0 and "new-app" in r.output and "pos" in r.output
+        r = runner.invoke(app, ["keys", "revoke", "--name", "pos", "--server", srv.url, "--key", admin])
+        assert r.exit_code == 0 and within(5, pos, {401})
+    finally:
+        assert srv.stop() == 0

@@ -235,24 +235,28 @@ def ingest(
                           "(see `plait log rejected`)")
 
 
-def _remote(server: str, key: str | None, path: str, query: list[tuple[str, str]], *, what: str,
-            upload: Path | None = None) -> Any:
-    """Call a running ``plait serve`` (the CLI cannot open a served workspace): GET ``path``, or
-    POST ``upload`` streamed from disk; the JSON answer, or a :class:`PlaitError` saying why not."""
+def _remote(server: str, key: str | None, path: str, query: list[tuple[str, str]] | None = None, *, what: str,
+            method: str = "GET", body: dict | None = None, upload: Path | None = None) -> Any:
+    """Call a running ``plait serve`` (the CLI cannot open a served workspace): ``method`` on
+    ``path`` with a JSON ``body``, or POST ``upload`` streamed from disk; the JSON answer, or a
+    :class:`PlaitError` saying why not."""
     import base64
+    import contextlib
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    url = server.rstrip("/") + path + "?" + urllib.parse.urlencode(query)
+    url = server.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
     headers = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()} if key else {}
     try:
-        if upload is None:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=600) as resp:
-                return json.loads(resp.read())
-        headers |= {"Content-Type": "application/octet-stream", "Content-Length": str(upload.stat().st_size)}
-        with upload.open("rb") as body:
-            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        with contextlib.ExitStack() as stack:
+            data: Any = None
+            if upload is not None:
+                method, data = "POST", stack.enter_context(upload.open("rb"))
+                headers |= {"Content-Type": "application/octet-stream", "Content-Length": str(upload.stat().st_size)}
+            elif body is not None:
+                data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)
             with urllib.request.urlopen(req, timeout=3600) as resp:
                 return json.loads(resp.read())
     except urllib.error.HTTPError as e:
@@ -1183,35 +1187,57 @@ def keys_create(
     workspace: WorkspaceOpt = None,
     source: Annotated[Optional[str], typer.Option(help="Source the key sends as (default: the name).")] = None,
     role: Annotated[str, typer.Option(help="collector (send events), analyst (read-only) or admin.")] = "collector",
+    server: ServerOpt = None,
+    admin_key: Annotated[Optional[str], typer.Option("--key", envvar="PLAIT_KEY", help="An admin key for --server.")] = None,
 ) -> None:
     """Create a key; the key alone is printed on the last line.
 
-    Example: [bold]plait keys create --name web-shop[/] · [bold]plait keys create --name bi --role analyst[/]
+    Example: [bold]plait keys create --name web-shop[/] · [bold]plait keys create --name bi --role analyst[/] ·
+    [bold]plait keys create --name app --server http://127.0.0.1:8080 --key $ADMIN_KEY[/] (in force in ~1 s)
     """
-    with _ws(workspace) as ws:
-        key = ws.keys.create(name, source=source, role=role)
+    if server is not None:
+        key = _remote(server, admin_key, "/v1/keys", what="creating the key", method="POST",
+                      body={"name": name, "role": role, "source": source})["key"]
+    else:
+        with _ws(workspace) as ws:
+            key = ws.keys.create(name, source=source, role=role)
     err.print(f"{role} key for source `{source or name}` (shown once, stored hashed):")
     print(key)
 
 
 @keys_app.command("list")
-def keys_list(workspace: WorkspaceOpt = None) -> None:
-    """List keys (hashes only) with their roles."""
-    with _ws(workspace) as ws:
-        t = Table(show_edge=False)
-        for c in ("name", "source", "role", "created", "revoked", "sha256"):
-            t.add_column(c)
-        for k in ws.keys.list():
-            t.add_row(k.name, k.source, k.role or "collector", str(k.created_at)[:19], str(k.revoked_at or "")[:19],
-                      k.key_hash[:12] + "…")
-        out.print(t)
+def keys_list(workspace: WorkspaceOpt = None, server: ServerOpt = None,
+              admin_key: Annotated[Optional[str], typer.Option("--key", envvar="PLAIT_KEY",
+                                                           help="An admin key for --server.")] = None) -> None:
+    """List keys with their roles (never the keys; hashes only when read from the workspace)."""
+    t = Table(show_edge=False)
+    for c in ("name", "source", "role", "created", "revoked", "sha256"):
+        t.add_column(c)
+    if server is not None:
+        for k in _remote(server, admin_key, "/v1/keys", what="listing keys"):
+            t.add_row(k["name"], k["source"], k["role"], k["created_at"][:19].replace("T", " "),
+                      (k["revoked_at"] or "")[:19].replace("T", " "), "")
+    else:
+        with _ws(workspace) as ws:
+            for k in ws.keys.list():
+                t.add_row(k.name, k.source, k.role or "collector", str(k.created_at)[:19], str(k.revoked_at or "")[:19],
+                          k.key_hash[:12] + "…")
+    out.print(t)
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: Annotated[str, typer.Option(help="Key name.")], workspace: WorkspaceOpt = None) -> None:
-    """Revoke every active key with this name."""
-    with _ws(workspace) as ws:
-        n = ws.keys.revoke(name)
+def keys_revoke(name: Annotated[str, typer.Option(help="Key name.")], workspace: WorkspaceOpt = None,
+                server: ServerOpt = None,
+                admin_key: Annotated[Optional[str], typer.Option("--key", envvar="PLAIT_KEY",
+                                                             help="An admin key for --server.")] = None) -> None:
+    """Revoke every active key with this name (on a running server: refused everywhere within ~1 s)."""
+    if server is not None:
+        from urllib.parse import quote
+
+        n = _remote(server, admin_key, f"/v1/keys/{quote(name, safe='')}", what=f"revoking {name}", method="DELETE")["revoked"]
+    else:
+        with _ws(workspace) as ws:
+            n = ws.keys.revoke(name)
     out.print(f"revoked {n} key(s) named {name}")
 
 

@@ -278,3 +278,46 @@ def imports_router(ws: Any, admin: Callable[..., None]) -> APIRouter:
                 "rejected": report.rejected, "skipped": report.skipped, "seconds": round(report.seconds, 3)}
 
     return router
+
+
+class NewKey(msgspec.Struct, forbid_unknown_fields=True):
+    """A key to create: its name, role (collector, analyst, admin) and the source it sends as."""
+    name: str
+    role: str = "collector"
+    source: str | None = None
+
+
+def keys_router(ws: Any, admin: Callable[..., None]) -> APIRouter:
+    """``/v1/keys`` (admin): list, create and revoke keys while the workspace is served."""
+    from fastapi import Depends, HTTPException
+    from fastapi.concurrency import run_in_threadpool
+
+    from plait.errors import ConfigError
+
+    router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(admin)])
+
+    @router.get("", summary="The keys: name, source, role, created and revoked (never the key itself)")
+    async def list_keys() -> list[dict[str, Any]]:
+        rows = await run_in_threadpool(ws.keys.list)
+        return [{"name": k.name, "source": k.source, "role": k.role, "created_at": k.created_at.isoformat(),
+                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in rows]
+
+    @router.post("", summary="Create a key; it is shown once, in this answer (in force in every front within ~1 s)",
+                 openapi_extra=json_body(NewKey))
+    async def create_key(request: Request) -> Response:
+        try:
+            body = msgspec.json.decode(await request.body(), type=NewKey)
+            key = await run_in_threadpool(ws.keys.create, body.name, source=body.source, role=body.role)
+        except (msgspec.ValidationError, msgspec.DecodeError, ConfigError) as e:
+            raise HTTPException(400, {"code": "invalid_request", "message": str(e)}) from e
+        return _json(201, {"name": body.name.strip(), "role": body.role, "source": body.source or body.name.strip(),
+                           "key": key})
+
+    @router.delete("/{name}", summary="Revoke every active key of this name (refused by every front within ~1 s)")
+    async def revoke_key(name: str) -> dict[str, Any]:
+        try:
+            return {"name": name, "revoked": await run_in_threadpool(ws.keys.revoke, name)}
+        except ConfigError as e:
+            raise HTTPException(404, {"code": "not_found", "message": str(e)}) from e
+
+    return router

@@ -5,15 +5,26 @@ the way Segment's write keys do; every event it sends is stamped with that sourc
 key has a role: ``collector`` (send events), ``analyst`` (read profiles, consent and the
 ledger; send nothing) or ``admin`` (everything, including splits and consent changes).
 Keys are shown once, at creation, and kept hashed.
+
+A served workspace manages its keys through the server (``/v1/keys``, admin): a new source is
+onboarded, and a leaked key revoked, without stopping collection. The front processes of
+``plait serve --fronts N`` cannot read the engine, so the writer publishes the active keys'
+hashes to a file (:meth:`KeyStore.publish`) and each front re-reads it when it changes, checked
+at most once a second (:meth:`KeyStore.follow`): a key created or revoked is in force in every
+front within about a second.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -56,6 +67,10 @@ class KeyStore:
         backend.execute(DDL)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, str]] | None = None
+        self._publish_to: Path | None = None       # the writer's: where the fronts read keys from
+        self._follow: Path | None = None           # a front's: the file it reads keys from
+        self._seen: tuple[int, int] | None = None  # that file's (mtime_ns, size) when last read
+        self._checked = 0.0
 
     def create(self, name: str, *, source: str | None = None, role: str = "collector") -> str:
         """Make a key for ``source`` (default: ``name``) with ``role`` and return it; it is not stored in clear."""
@@ -71,7 +86,7 @@ class KeyStore:
             "created_at": pa.array([now], pa.timestamp("us", tz="UTC")),
             "revoked_at": pa.array([None], pa.timestamp("us", tz="UTC")), "role": [role],
         }))
-        self._cache = None
+        self._changed()
         return key
 
     def revoke(self, name: str) -> int:
@@ -79,8 +94,45 @@ class KeyStore:
         if n == 0:
             raise ConfigError(f"no active write key named `{name}`", hint="see `plait keys list`")
         self.backend.execute("UPDATE write_keys SET revoked_at = now() WHERE name = ? AND revoked_at IS NULL", [name])
-        self._cache = None
+        self._changed()
         return n
+
+    def _changed(self) -> None:
+        self._cache = None
+        if self._publish_to is not None:
+            self.publish(self._publish_to)
+
+    def publish(self, path: Path) -> None:
+        """Write the active keys' hashes, sources and roles to ``path`` (atomically), and again
+        on every later create or revoke: the fronts check keys from it."""
+        cache = self.load()
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(cache, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._publish_to = path
+
+    def follow(self, path: Path) -> None:
+        """Check keys from a file :meth:`publish` writes (a front process, which never reads the engine)."""
+        self._follow = Path(path)
+        self._refresh(force=True)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < 1.0:
+            return
+        self._checked = now
+        assert self._follow is not None
+        try:
+            st = self._follow.stat()
+            if (st.st_mtime_ns, st.st_size) != self._seen:
+                cache = {h: (s, r) for h, (s, r) in json.loads(self._follow.read_text()).items()}
+                self._cache, self._seen = cache, (st.st_mtime_ns, st.st_size)
+        except (OSError, ValueError):
+            pass          # mid-replace or gone: keep checking with the keys last read
 
     def list(self) -> list[KeyInfo]:
         return [KeyInfo(**r) for r in self.backend.rows(
@@ -98,6 +150,8 @@ class KeyStore:
     def _lookup(self, key: str | None) -> tuple[str, str]:
         if not key:
             raise AuthError("no write key: send it as the HTTP Basic user name, a Bearer token or `writeKey` in the body")
+        if self._follow is not None:
+            self._refresh()
         found = (self._cache if self._cache is not None else self.load()).get(_hash(key))
         if found is None:
             raise AuthError("unknown or revoked write key", hint="create one with `plait keys create --name NAME`")

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 import plait
 from plait.analytics.http import analytics_router
 from plait.collect.collector import GroupCommitter
-from plait.collect.http import Collect, FastCollect, collector_router, document_bodies, imports_router
+from plait.collect.http import Collect, FastCollect, collector_router, document_bodies, imports_router, keys_router
 from plait.collect.intake import Intake
 from plait.activate import Outbox, Stream, Webhook
 from plait.decide.engine import Decider, Recorder, contacts_from_log
@@ -96,6 +96,7 @@ def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     collect = Collect(intake, committer)
     app.include_router(collector_router(collect))
     app.include_router(imports_router(workspace, key_check(workspace, "admin")))
+    app.include_router(keys_router(workspace, key_check(workspace, "admin")))
     app.include_router(log_router(workspace, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(profiles_router(workspace))
     app.include_router(analytics_router(workspace))

@@ -19,8 +19,8 @@ spreads connections evenly) and talk to the writer over
   answered by the same FastAPI app, in process — no second HTTP hop, so no proxy library.
 
 Fronts are forked before the writer starts a thread (nothing they inherit is locked) and never
-touch the engine; write keys are read once before forking (they change only through the CLI,
-which cannot open the workspace while it is served). A front that dies is replaced: the writer
+touch the engine; they check keys from a file the writer publishes and rewrites when a key is
+created or revoked over HTTP (:mod:`plait.collect.keys`). A front that dies is replaced: the writer
 cannot fork once its threads run, so a *zygote* — a copy of the server forked before any thread
 starts, idle — forks the replacement, which opens its own socket on the port (at most one
 replacement a second; the writer answers its requests meanwhile through the other fronts).
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from plait.workspace import Workspace
 
 _log = logging.getLogger("plait.server")
+KEYS_FILE = "keys.published.json"       # the active keys' hashes, for the fronts (see plait.collect.keys)
 MAX_PASSED_BODY = MAX_UPLOAD_BYTES       # bodies of requests passed to the writer (imports, uploads)
 
 
@@ -318,6 +319,7 @@ def _front(ws: "Workspace", app: "FastAPI", index: int, sock: socket.socket, lis
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ws.keys.follow(ws.path / KEYS_FILE)               # keys created or revoked meanwhile are in force
     writer = Channel(sock)
     journal = Journal(ws.path / JOURNAL_DIR, f"front{index}") if ws.settings.collector.journal else None
     collect = Collect(Intake(ws.parser, ws.keys, ws.settings.collector), RemoteCommitter(writer, journal))  # type: ignore[arg-type]
@@ -386,7 +388,7 @@ def serve(ws: "Workspace", *, host: str, port: int, fronts: int, log_level: str 
     share_cores(ws, fronts)
     app = create_app(ws, fronts=fronts)
     workers = app.state.workers
-    ws.keys.load()                                    # the fronts check keys from this copy
+    ws.keys.publish(ws.path / KEYS_FILE)              # the fronts check keys from this file
     zygote, theirs = socket.socketpair()
 
     def as_zygote() -> None:                          # forks replacement fronts
