@@ -335,6 +335,9 @@ def test_plait_ingest_sends_files_to_a_running_server(world, tmp_path):
         assert r.exit_code == 0 and r.output.count("12.50") == 3, (r.output, r.exception)       # three orders
         r = runner.invoke(app, ["events", "--json", "--server", srv.url, "--key", analyst])
         assert r.exit_code != 0 and "403" in str(r.exception)                      # personal fields: admins only
+        # The nightly resolve, while collecting: the 90 loyalty cards become customers.
+        r = runner.invoke(app, ["resolve", "--server", srv.url, "--key", admin])
+        assert r.exit_code == 0 and "became 96 customers" in " ".join(r.output.split()), (r.output, r.exception)
     finally:
         assert srv.stop() == 0
     r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])

@@ -96,6 +96,27 @@ def test_revenue_totals_are_to_the_cent(world):
     assert odd == 0 and ws.backend.scalar("SELECT count(*) FROM profile_features WHERE revenue > 0") > 1000
 
 
+def test_resolve_over_http_gives_decisions_the_new_customers(ws):
+    """A served workspace is resolved through its server (the CLI cannot open it); decisions
+    then know the customers the resolve found."""
+    from fastapi.testclient import TestClient
+
+    send(ws, {"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}})
+    ws.resolve()
+    admin, analyst = (ws.keys.create(r, role=r) for r in ("admin", "analyst"))
+    h = {k: {"Authorization": "Basic " + base64.b64encode(f"{v}:".encode()).decode()}
+         for k, v in (("admin", admin), ("analyst", analyst))}
+    with TestClient(create_app(ws)) as c:
+        c.post("/v1/identify", json={"userId": "u2", "traits": {"email": "u2@example.com"}}, headers=h["admin"])
+        c.post("/v1/track", json={"anonymousId": "ck-9", "userId": "u2", "event": "Product Viewed",
+                                  "properties": {"product_id": "p"}}, headers=h["admin"])
+        assert c.post("/v1/profiles/resolve", headers=h["analyst"]).status_code == 403
+        r = c.post("/v1/profiles/resolve", headers=h["admin"])
+        assert r.status_code == 200 and r.json()["identity"]["profiles"] == 2 and r.json()["profiles"]["profiles"] == 2
+        store = c.app.state.decider.store
+        assert store.lookup("anonymous_id:ck-9")["profile_id"] == store.lookup("user_id:u2")["profile_id"]
+
+
 def test_hm_store_and_online_purchases_share_one_profile(ws):
     path = shared_file("hm-sample", "transactions_train_sample.csv")
     sources.load(ws, "hm", path)

@@ -387,27 +387,39 @@ def resolve(
     workspace: WorkspaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
     evaluate: Annotated[bool, typer.Option(help="Score against the simulator's ground truth when the workspace has one.")] = False,
+    server: ServerOpt = None,
+    admin_key: Annotated[Optional[str], typer.Option("--key", envvar="PLAIT_KEY", help="An admin key for --server.")] = None,
 ) -> None:
     """Resolve identity over the whole log (stitching + probabilistic matching), then rebuild profiles.
 
-    Example: [bold]plait resolve --evaluate[/]
+    Example: [bold]plait resolve --evaluate[/] · [bold]plait resolve --server http://127.0.0.1:8080 --key $ADMIN_KEY[/]
+    (a served workspace; its decisions then use the rebuilt profiles)
     """
-    with _ws(workspace) as ws:
-        ident, prof = ws.resolve()
-        result = {"identity": ident.as_dict(), "profiles": prof.__dict__}
-        if evaluate and (ws.truth_dir / "identifiers.parquet").exists():
-            from plait.identity.quality import score
+    from plait.identity.resolver import ResolveReport
+    from plait.profiles.store import BuildReport
 
-            result["accuracy"] = score(ws)
-        if as_json:
-            out.print_json(json.dumps(result, default=str))
-            return
-        out.print(ident.summary())
-        out.print(prof.summary())
-        if "accuracy" in result:
-            for name, sc in result["accuracy"].items():
-                out.print(f"  {name}: precision {sc['precision']:.4f} recall {sc['recall']:.4f} "
-                          f"F1 {sc['f1']:.4f} purity {sc['purity']:.4f} over {sc['identifiers']:,} identifiers")
+    if server is not None:
+        if evaluate:
+            raise PlaitError("--evaluate reads the workspace's truth files", hint="run it without --server")
+        result = _remote(server, admin_key, "/v1/profiles/resolve", what="resolving", method="POST", body={})
+        ident, prof = ResolveReport(**result["identity"]), BuildReport(**result["profiles"])
+    else:
+        with _ws(workspace) as ws:
+            ident, prof = ws.resolve()
+            result = {"identity": ident.as_dict(), "profiles": prof.__dict__}
+            if evaluate and (ws.truth_dir / "identifiers.parquet").exists():
+                from plait.identity.quality import score
+
+                result["accuracy"] = score(ws)
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+        return
+    out.print(ident.summary())
+    out.print(prof.summary())
+    if "accuracy" in result:
+        for name, sc in result["accuracy"].items():
+            out.print(f"  {name}: precision {sc['precision']:.4f} recall {sc['recall']:.4f} "
+                      f"F1 {sc['f1']:.4f} purity {sc['purity']:.4f} over {sc['identifiers']:,} identifiers")
 
 
 @profiles_app.command("show")

@@ -53,7 +53,8 @@ class DuckDBBackend(Backend):
                 raise WorkspaceError(
                     f"the workspace database {self.path} is in use by another process",
                     hint="stop the other Plait process (for example `plait serve`) or use its HTTP API "
-                    "(`plait events|stats|ingest --server URL --key KEY`, erasure at /v1/privacy/erasures); "
+                    "(`plait events|stats|ingest|resolve|keys … --server URL --key KEY`, erasure at "
+                    "/v1/privacy/erasures); "
                     "DuckDB allows one writing process per file",
                 ) from e
             raise WorkspaceError(f"cannot open {self.path}: {msg}") from e

@@ -7,6 +7,7 @@ Blocking work (engine queries, a re-derivation after a split) runs in a worker t
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -17,6 +18,8 @@ from plait.collect.intake import basic_user
 from plait.errors import AuthError, ConfigError, IdentityError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from plait.workspace import Workspace
 
 
@@ -47,7 +50,11 @@ def key_check(ws: "Workspace", *roles: str) -> Any:
     return authorised
 
 
-def profiles_router(ws: "Workspace") -> APIRouter:
+def profiles_router(ws: "Workspace", *, pending: "Callable[[], Any] | None" = None,
+                    rebuilt: "Callable[[], Any] | None" = None) -> APIRouter:
+    """Reads for analysts and admins; splitting and resolving for admins. Before a resolve,
+    ``pending`` brings in what the collector acknowledged but has not loaded; after a resolve or
+    a split, ``rebuilt`` gives decisions the rebuilt profiles."""
     router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
     authorised = key_check(ws, "analyst", "admin")
     admin = key_check(ws, "admin")
@@ -91,7 +98,24 @@ def profiles_router(ws: "Workspace") -> APIRouter:
             ws.profiles.build()
             return result
 
-        return await run_in_threadpool(call, work)
+        result = await run_in_threadpool(call, work)
+        if rebuilt is not None:
+            rebuilt()
+        return result
+
+    @router.post("/resolve", dependencies=[Depends(admin)],
+                 summary="Resolve identity over the whole log (stitching + probabilistic matching), rebuild profiles (admin)")
+    async def resolve_all() -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            if pending is not None:
+                pending()
+            ident, prof = ws.resolve()
+            return {"identity": ident.as_dict(), "profiles": asdict(prof)}
+
+        result = await run_in_threadpool(call, work)
+        if rebuilt is not None:
+            rebuilt()              # on the loop, as /v1/decide/reload
+        return result
 
     return router
 

@@ -98,9 +98,9 @@ def create_app(workspace: Workspace, *, fronts: int = 0) -> FastAPI:
     app.include_router(imports_router(workspace, key_check(workspace, "admin")))
     app.include_router(keys_router(workspace, key_check(workspace, "admin")))
     app.include_router(log_router(workspace, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
-    app.include_router(profiles_router(workspace))
     app.include_router(analytics_router(workspace))
     decide = Decide(decider, workspace, workers)
+    app.include_router(profiles_router(workspace, pending=lambda: _load_journal(app), rebuilt=decide.reload_profiles))
     app.include_router(decide_router(decide, key_check(workspace, "analyst", "admin"), key_check(workspace, "admin")))
     app.include_router(privacy_router(workspace, key_check(workspace, "analyst", "admin"),
                                       key_check(workspace, "collector", "admin"), key_check(workspace, "admin"),
