@@ -338,6 +338,12 @@ def test_plait_ingest_sends_files_to_a_running_server(world, tmp_path):
         # The nightly resolve, while collecting: the 90 loyalty cards become customers.
         r = runner.invoke(app, ["resolve", "--server", srv.url, "--key", admin])
         assert r.exit_code == 0 and "became 96 customers" in " ".join(r.output.split()), (r.output, r.exception)
+        r = runner.invoke(app, ["profiles", "show", "anonymous_id:c1", "--server", srv.url, "--key", analyst])
+        assert r.exit_code == 0 and "prof_" in r.output and "orders=12" in r.output, (r.output, r.exception)
+        r = runner.invoke(app, ["profiles", "timeline", "anonymous_id:c1", "-n", "5", "--server", srv.url, "--key", analyst])
+        assert r.exit_code == 0 and r.output.count("12.50 USD") == 5, (r.output, r.exception)
+        r = runner.invoke(app, ["profiles", "show", "anonymous_id:nobody", "--server", srv.url, "--key", analyst])
+        assert r.exit_code != 0 and "404" in str(r.exception)
     finally:
         assert srv.stop() == 0
     r = runner.invoke(app, [*args, "--server", srv.url, "--key", admin])

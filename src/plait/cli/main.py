@@ -427,13 +427,20 @@ def profiles_show(
     ref: Annotated[str, typer.Argument(help="A profile id (prof_…) or an identifier TYPE:VALUE.")],
     workspace: WorkspaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """One customer: identifiers, golden traits with source and confidence, features, links.
 
     Example: [bold]plait profiles show email:ann@example.com[/]
     """
-    with _ws(workspace) as ws:
-        p = ws.profiles.get(ref)
+    if server is not None:
+        from urllib.parse import quote
+
+        p = _remote(server, key, f"/v1/profiles/{quote(ref, safe='')}", what=ref)
+    else:
+        with _ws(workspace) as ws:
+            p = ws.profiles.get(ref)
     if as_json:
         out.print_json(json.dumps(p, default=str))
         return
@@ -466,13 +473,21 @@ def profiles_timeline(
     ref: Annotated[str, typer.Argument(help="A profile id or TYPE:VALUE.")],
     workspace: WorkspaceOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 30,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """The customer's events across every channel, newest first.
 
     Example: [bold]plait profiles timeline loyalty_card:LC40000003 -n 10[/]
     """
-    with _ws(workspace) as ws:
-        rows = ws.profiles.timeline(ref, limit=limit)
+    if server is not None:
+        from urllib.parse import quote
+
+        rows = _remote(server, key, f"/v1/profiles/{quote(ref, safe='')}/timeline", [("limit", str(limit))],
+                       what=ref)["events"]
+    else:
+        with _ws(workspace) as ws:
+            rows = ws.profiles.timeline(ref, limit=limit)
     t = Table(show_edge=False)
     for c in ("time", "event", "channel", "source", "amount", "via"):
         t.add_column(c)
