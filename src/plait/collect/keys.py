@@ -69,7 +69,7 @@ class KeyStore:
         self._cache: dict[str, tuple[str, str]] | None = None
         self._publish_to: Path | None = None       # the writer's: where the fronts read keys from
         self._follow: Path | None = None           # a front's: the file it reads keys from
-        self._seen: tuple[int, int] | None = None  # that file's (mtime_ns, size) when last read
+        self._seen: tuple[int, int, int] | None = None  # that file's (inode, mtime_ns, size) when last read
         self._checked = 0.0
 
     def create(self, name: str, *, source: str | None = None, role: str = "collector") -> str:
@@ -128,9 +128,10 @@ class KeyStore:
         assert self._follow is not None
         try:
             st = self._follow.stat()
-            if (st.st_mtime_ns, st.st_size) != self._seen:
+            seen = (st.st_ino, st.st_mtime_ns, st.st_size)      # each publish is a new file (os.replace)
+            if seen != self._seen:
                 cache = {h: (s, r) for h, (s, r) in json.loads(self._follow.read_text()).items()}
-                self._cache, self._seen = cache, (st.st_mtime_ns, st.st_size)
+                self._cache, self._seen = cache, seen
         except (OSError, ValueError):
             pass          # mid-replace or gone: keep checking with the keys last read
 
