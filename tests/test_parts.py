@@ -12,7 +12,7 @@ import pytest
 
 import plait
 from plait.collect.bulk import parse_mapping
-from plait.errors import WorkspaceError
+from plait.errors import EngineError, WorkspaceError
 
 MAPPING = (["message_id=mid", "anonymous_id=card", "timestamp=ts", "amount=total", "store_id=shop"],
            ["event=Store Visit"])
@@ -26,8 +26,10 @@ def _pos(path, n=3000, start=0):
     return path
 
 
-def _import(ws, path, part_rows: int, chunk: int = 1000):
+def _import(ws, path, part_rows: int, chunk: int = 1000, file_rows: int | None = None):
     ws.log.parts.min_rows = part_rows
+    if file_rows is not None:
+        ws.log.parts.file_rows = file_rows
     imp = ws.importer
     imp.engine_chunk_rows = chunk
     return imp.file(path, mapping=parse_mapping(*MAPPING), only_mapped=True)
@@ -41,15 +43,20 @@ def _parts(ws) -> list:
     return sorted((ws.path / "log").glob("part-*.parquet"))
 
 
-def test_parts_hold_the_same_log_as_the_table(tmp_path):
+@pytest.mark.parametrize("file_rows", [100_000, 400], ids=["a-file-an-append", "a-file-a-thread"])
+def test_parts_hold_the_same_log_as_the_table(tmp_path, file_rows):
     f = _pos(tmp_path / "pos.parquet")
     with plait.connect(tmp_path / "a") as a, plait.connect(tmp_path / "b") as b:
-        ra, rb = _import(a, f, part_rows=0), _import(b, f, part_rows=500)
+        b.backend.set_threads(2)
+        ra, rb = _import(a, f, part_rows=0), _import(b, f, part_rows=500, file_rows=file_rows)
         assert (ra.inserted, rb.inserted) == (3000, 3000)
-        assert _parts(a) == [] and len(_parts(b)) == 3
+        # Each 1,000-row append is one file, or dealt among the engine's two threads' files.
+        per_append = 1 if file_rows > 1000 else 2
+        assert _parts(a) == [] and len(_parts(b)) == 3 * per_append
         assert a.backend.scalar("SELECT count(*) FROM event_rows") == 3000
         assert b.backend.scalar("SELECT count(*) FROM event_rows") == 0
-        assert (b.log.stats()["parts"], b.log.stats()["part_events"]) == (3, 3000)
+        assert (b.log.stats()["parts"], b.log.stats()["part_events"]) == (3 * per_append, 3000)
+        assert sum(pq.ParquetFile(p).metadata.num_rows for p in _parts(b)) == 3000
         assert (a.log.stats()["parts"], a.log.stats()["part_events"]) == (0, 0)
         types = "SELECT column_name, column_type FROM (DESCRIBE events)"
         assert a.backend.rows(types) == b.backend.rows(types)
@@ -158,7 +165,8 @@ def test_personal_fields_in_parts_are_sealed_and_erasable(tmp_path):
         assert ws.log.count() == 1200
 
 
-def test_the_first_of_two_rows_with_one_id_wins_whatever_order_the_engine_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("file_rows", [100_000, 1000])
+def test_the_first_of_two_rows_with_one_id_wins_whatever_order_the_engine_writes(tmp_path, monkeypatch, file_rows):
     """The engine writes a part's rows in the order its threads finish (seen in CI: the later of
     two rows with one id was kept); the import must still keep the earlier row of the file."""
     n = 3000
@@ -167,9 +175,57 @@ def test_the_first_of_two_rows_with_one_id_wins_whatever_order_the_engine_writes
                   "total": [float(i) for i in range(1, n + 1)], "shop": ["s1"] * n})
     pq.write_table(t, tmp_path / "pos.parquet", row_group_size=700)
     with plait.connect(tmp_path / "ws") as ws:
+        ws.backend.set_threads(2)
+        ws.log.parts.file_rows = file_rows
         real = ws.log.parts.stage
-        monkeypatch.setattr(ws.log.parts, "stage", lambda query: real(f"SELECT * FROM ({query}) ORDER BY amount DESC"))
+        monkeypatch.setattr(ws.log.parts, "stage",
+                            lambda query, *a, **k: real(f"SELECT * FROM ({query}) ORDER BY amount DESC", *a, **k))
         r = _import(ws, tmp_path / "pos.parquet", part_rows=500, chunk=n)
         assert (r.inserted, r.duplicates) == (n - 1, 1)
         assert ws.backend.scalar("SELECT amount FROM events WHERE message_id = 'dup'") == 10.0
-        assert ws.log.count() == n - 1 and len(_parts(ws)) == 1
+        assert ws.log.count() == n - 1 and len(_parts(ws)) == (1 if file_rows > n else 2)
+
+
+def test_a_file_overlapping_the_log_is_rewritten_without_its_known_rows_across_files(tmp_path):
+    """Rows already in the log are dropped from the staged files, whichever file they landed in:
+    the kept hashes' order must match the files' rows."""
+    with plait.connect(tmp_path / "ws") as ws:
+        ws.backend.set_threads(2)
+        _import(ws, _pos(tmp_path / "first.parquet", n=2000), part_rows=500, chunk=5000, file_rows=300)
+        assert len(_parts(ws)) == 2
+        r = _import(ws, _pos(tmp_path / "overlap.parquet", n=2000, start=1000), part_rows=500, chunk=5000, file_rows=300)
+        assert (r.inserted, r.duplicates) == (1000, 1000)
+        assert ws.backend.scalar("SELECT count(*) FROM events") == 3000
+        assert ws.backend.scalar("SELECT count(DISTINCT message_id) FROM events") == 3000
+        assert ws.backend.scalar("SELECT min(amount) FROM events WHERE message_id >= 'o2000'") is not None
+        assert len(_parts(ws)) == 4 and not list((ws.path / "log").glob(".part-*"))
+
+
+def test_a_failed_write_leaves_no_part_and_says_why(tmp_path, monkeypatch):
+    """A writer that fails (a full disk) or a query that fails while its rows stream out leaves
+    the log as it was, and no staged file behind."""
+    f = _pos(tmp_path / "pos.parquet")
+    with plait.connect(tmp_path / "ws") as ws:
+        ws.backend.set_threads(2)
+        real = pq.ParquetWriter.write_table
+        calls = {"n": 0}
+
+        def full_disk(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(28, "No space left on device")
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            _import(ws, f, part_rows=500, chunk=3000, file_rows=200)
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", real)
+        assert ws.log.count() == 0 and not list((ws.path / "log").iterdir())
+        # A query that fails part-way through its rows: the engine's error, nothing left behind.
+        with pytest.raises(EngineError, match="Conversion Error|Could not convert"):
+            ws.log.parts.write("SELECT e.* REPLACE (CAST(CASE WHEN i > 150000 THEN 'x' ELSE '1' END AS INT)::VARCHAR "
+                               "AS message_id) FROM (SELECT * FROM events LIMIT 0) e RIGHT JOIN range(200000) r(i) ON true",
+                               200000)
+        assert not list((ws.path / "log").iterdir())
+        r = _import(ws, f, part_rows=500, chunk=3000)
+        assert r.inserted == 3000 and ws.log.count() == 3000

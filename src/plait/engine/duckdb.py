@@ -86,9 +86,11 @@ class DuckDBBackend(Backend):
         except duckdb.Error as e:
             raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
 
-    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000) -> Iterator[pa.Table]:
-        # A cursor of its own: the caller may append to the log while it reads.
-        cur = self._con.cursor()
+    def stream(self, sql: str, params: Sequence[Any] | None = None, *, batch_size: int = 100_000,
+               session: bool = False) -> Iterator[pa.Table]:
+        # A cursor of its own, so the caller may append to the log while it reads; or, with
+        # `session`, this thread's, which sees its temporary tables (the caller holds the lock).
+        cur = self._cursor() if session else self._con.cursor()
         try:
             reader = cur.sql(sql, params=params).to_arrow_reader(batch_size)
         except duckdb.Error as e:
@@ -96,7 +98,14 @@ class DuckDBBackend(Backend):
         # Scans of many small files yield small batches; regroup them to about batch_size rows.
         pending: list[pa.RecordBatch] = []
         rows = 0
-        for batch in reader:
+        batches = iter(reader)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (duckdb.Error, pa.ArrowException, OSError) as e:    # (a query failing as its rows are made)
+                raise EngineError(f"DuckDB failed: {e}", sql=sql) from e
+            if batch is None:
+                break
             pending.append(batch)
             rows += batch.num_rows
             if rows >= batch_size:

@@ -2,17 +2,19 @@
 
 The log is one relation, ``events``: a view over ``event_rows`` (the table that takes the
 collector's and every small append) and the part files listed in ``event_parts``. A bulk
-append of at least ``EngineSettings.part_rows`` rows is written as one zstd Parquet file
-beside the database instead of being inserted row group by row group: DuckDB writes 2 M
-mapped rows to zstd Parquet (level 1) in 1.27 s against 1.9–2.2 s to compress them into its
-own file (measured in docs/benchmarks.md, session 18), and the file is half the size. A part is
-never changed once listed, so the log stays append-only; Spark and any Parquet reader
-read the parts as they are.
+append of at least ``EngineSettings.part_rows`` rows is written as zstd Parquet files beside
+the database instead of being inserted row group by row group: DuckDB writes 2 M mapped rows
+to zstd Parquet (level 1) in 1.27 s against 1.9–2.2 s to compress them into its own file
+(measured in docs/benchmarks.md, session 18), and the file is half the size. The rows stream
+out of the engine as Arrow into pyarrow's writer, one file per engine thread for a large
+append (:meth:`~plait.engine.backend.Backend.write_parquet`: the writing runs beside the
+query, where DuckDB's ``COPY`` ran the two in turn; session 23). A part is never changed once
+listed, so the log stays append-only; Spark and any Parquet reader read the parts as they are.
 
-A part becomes part of the log in one transaction that lists it and redefines the view,
-after the file is complete and flushed to disk. A crash before that commit leaves a file
-nobody acknowledged: it is removed the next time the log opens. A listed part that is
-missing is an error that names it — the log would otherwise silently shrink.
+An append's parts become part of the log in one transaction that lists them and redefines
+the view, after the files are complete and flushed to disk. A crash before that commit leaves
+files nobody acknowledged: they are removed the next time the log opens. A listed part that
+is missing is an error that names it — the log would otherwise silently shrink.
 
 Written by hand because DuckDB's own lakehouse format (``ducklake``) is an extension it
 downloads at run time, which this product may not do.
@@ -22,14 +24,23 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from plait.engine.backend import Backend
+from plait.engine.dialects import Dialect
 from plait.errors import WorkspaceError
-from plait.log.schema import EVENT_COLUMNS
+from plait.log.schema import DICTIONARY_COLUMNS, EVENT_COLUMNS, EVENT_SCHEMA, STATISTICS_COLUMNS
 
 _PREFIX = "part-"
 _SUFFIX = ".parquet"
+# Rows per part file at least: a large append is dealt among the engine's threads' files.
+_FILE_ROWS = 250_000
+_BATCH_ROWS = 122_880   # rows per row group (DuckDB's own), fewer where a file would get no batch
 
 
 class Parts:
@@ -39,6 +50,7 @@ class Parts:
         self.backend = backend
         self.directory = directory
         self.min_rows = min_rows if directory is not None else 0
+        self.file_rows = _FILE_ROWS
 
     def takes(self, rows: int) -> bool:
         """Whether an append of ``rows`` rows goes into a part file."""
@@ -82,45 +94,87 @@ class Parts:
     def _define(self, names: list[str]) -> None:
         self.backend.execute(f"CREATE OR REPLACE VIEW events AS {self._view_sql(names)}")
 
-    def stage(self, query: str) -> Path:
-        """Write the rows of ``query`` (the log's columns) to a file that is not yet in the log."""
+    def stage(self, query: str, rows: int, *, keep: Sequence[str] = ()) -> Staged:
+        """Write the rows of ``query`` (the log's columns, and the columns ``keep``, which are
+        returned, not written) to files that are not yet in the log. ``rows`` is about how many
+        it yields: from twice :attr:`file_rows` up, the rows are dealt among files (one per
+        engine thread at most) written side by side."""
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
-        staged = self.directory / f".{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}"
+        n = max(1, min(self.backend.threads(), rows // self.file_rows))
+        files = [self.directory / f".{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}" for _ in range(n)]
         # The part's rows in any order (nothing reads a part's order; a query that needs one says
-        # ORDER BY): each thread then writes its own row groups, 0.12–0.17 s less per 500 k rows.
-        with self.backend.unordered():
-            self.backend.execute(self.backend.dialect.copy_parquet(query, str(staged), level=1))
-        return staged
+        # ORDER BY): each thread then makes its own batches.
+        try:
+            with self.backend.unordered():
+                counts, kept = self.backend.write_parquet(query, [str(f) for f in files], schema=EVENT_SCHEMA,
+                                                          batch_rows=min(_BATCH_ROWS, max(1, -(-rows // n))),
+                                                          keep=keep, dictionary=DICTIONARY_COLUMNS,
+                                                          statistics=STATISTICS_COLUMNS)
+        except BaseException:
+            for f in files:
+                f.unlink(missing_ok=True)
+            raise
+        return Staged(files, counts, kept)
 
-    def commit(self, staged: Path, rows: int) -> str:
-        """Make a staged file a part of the log: flushed, renamed, then listed and the view
-        redefined in one transaction."""
-        name = staged.name[1:]
-        path = staged.with_name(name)
-        _fsync(staged)
-        os.replace(staged, path)
-        _fsync(staged.parent)
+    def commit(self, staged: Staged) -> list[str]:
+        """Make staged files parts of the log: flushed, renamed, then listed and the view
+        redefined in one transaction. A file with no rows is dropped instead."""
+        listed: list[tuple[str, int]] = []
+        for f, rows in zip(staged.files, staged.rows):
+            if not rows:
+                f.unlink(missing_ok=True)
+                continue
+            _fsync(f)
+            name = f.name[1:]
+            os.replace(f, f.with_name(name))
+            listed.append((name, rows))
+        if not listed:
+            return []
+        assert self.directory is not None
+        _fsync(self.directory)
         b = self.backend
-        names = self.names() + [name]
         b.execute("BEGIN TRANSACTION")
         try:
-            b.execute("INSERT INTO event_parts (name, rows, created_at) VALUES (?, ?, now())", [name, rows])
-            self._define(names)
+            for name, rows in listed:
+                b.execute("INSERT INTO event_parts (name, rows, created_at) VALUES (?, ?, now())", [name, rows])
+            self._define(self.names())
             b.execute("COMMIT")
         except BaseException:
             b.execute("ROLLBACK")
-            path.unlink(missing_ok=True)
+            for name, _ in listed:
+                (self.directory / name).unlink(missing_ok=True)
             raise
-        return name
+        return [name for name, _ in listed]
 
     @staticmethod
-    def discard(staged: Path) -> None:
-        staged.unlink(missing_ok=True)
+    def discard(staged: Staged) -> None:
+        for f in staged.files:
+            f.unlink(missing_ok=True)
 
-    def write(self, query: str, rows: int) -> str:
-        """Write the rows of ``query`` (the log's columns) as a new part and list it."""
-        return self.commit(self.stage(query), rows)
+    def write(self, query: str, rows: int) -> list[str]:
+        """Write the rows of ``query`` (the log's columns) as new parts and list them."""
+        return self.commit(self.stage(query, rows))
+
+
+@dataclass
+class Staged:
+    """Part files written and not yet listed: their rows, and the columns kept from the query
+    that wrote them (file by file, in file order)."""
+
+    files: list[Path]
+    rows: list[int]
+    kept: pa.Table
+
+    def relation(self, dialect: Dialect) -> str:
+        """The staged rows with ``__row``: the file's place in ``files`` (from 1) in the high 32
+        bits, the row's place in its file in the low ones."""
+        return dialect.read_parquet([str(f) for f in self.files], numbered=True)
+
+    def row_numbers(self) -> np.ndarray:
+        """The ``__row`` of each row of :attr:`kept`, in its order."""
+        return np.concatenate([((i + 1) << 32) + np.arange(n, dtype=np.int64) for i, n in enumerate(self.rows)]
+                              or [np.empty(0, np.int64)])
 
 
 def _fsync(path: Path) -> None:
