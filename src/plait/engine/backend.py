@@ -31,6 +31,11 @@ def numbers(col: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:
     return np.frombuffer(a.buffers()[1], dtype, count=len(a), offset=a.offset * np.dtype(dtype).itemsize)
 
 
+# A column chunk whose dictionary outgrows this is written plain (pyarrow's default, 1 MB, holds
+# a row group's worth of distinct amounts, and then the dictionary only costs).
+_DICTIONARY_BYTES = 256 * 1024
+
+
 class Backend(ABC):
     """What the rest of Plait may ask of an engine."""
 
@@ -117,7 +122,7 @@ class Backend(ABC):
         def write(i: int) -> int:
             rows = 0
             with pq.ParquetWriter(paths[i], schema, compression="zstd", compression_level=1,
-                                  use_dictionary=dict_cols or False,
+                                  use_dictionary=dict_cols or False, dictionary_pagesize_limit=_DICTIONARY_BYTES,
                                   write_statistics=True if statistics is None else [c for c in statistics if c in names]) as w:
                 while (t := inboxes[i].get()) is not done:
                     w.write_table(t, row_group_size=max(t.num_rows, 1))
