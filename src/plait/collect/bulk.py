@@ -7,9 +7,10 @@ event's own ``messageId``, or a content hash, or file hash + row number for tabl
 so redoing a chunk adds nothing. Invalid rows go to the dead-letter table with their
 line number and reason; valid ones are kept.
 
-Tables are mapped onto events in SQL by the engine and appended without leaving it
-(:meth:`EventLog.append_select`), in steps of ``engine_chunk_rows``; only files with
-personal fields mapped pass through Python, which seals them per subject. JSONL lines
+Tables are mapped onto events in SQL by the engine and appended from there
+(:meth:`EventLog.append_select`: into the log's table, or streamed as Arrow into part files),
+in steps of ``engine_chunk_rows``; only files with personal fields mapped pass through
+Python, which seals them per subject. JSONL lines
 the engine can prove valid take the same road; the parser takes the rest.
 """
 
@@ -30,7 +31,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from plait.engine.dialects import quote_ident, quote_literal
+from plait.engine.dialects import Dialect, quote_ident, quote_literal
 from plait.errors import EngineError, EventError, ImportFormatError
 from plait.events.catalogue import CATALOGUE
 from plait.events.contract import YEARS, Record, _micros
@@ -474,7 +475,7 @@ class _TableSQL:
 
 def _table_sql(reader: str, fmt: str, columns: dict[str, str], m: Mapping, only_mapped: bool, fp: str, source: str,
                pii_fields: set[str], base_currency: str, done: int, *, upto: int | None = None,
-               ordered: bool = True) -> _TableSQL:
+               ordered: bool = True, dialect: Dialect = Dialect()) -> _TableSQL:
     """One SELECT that maps, types and checks the table's rows after ``done`` (up to ``upto``).
     ``columns`` maps the table's columns to their engine types."""
     def src(target: str) -> str | None:
@@ -566,6 +567,25 @@ def _table_sql(reader: str, fmt: str, columns: dict[str, str], m: Mapping, only_
         "WHEN __currency IS NOT NULL AND NOT regexp_full_match(__currency, '[A-Za-z]{3}') THEN 'currency|`' || __currency || '` is not an ISO 4217 code'",
         *required,
     ])
+    # Output columns whose few values are known here leave the engine as dictionaries (see
+    # Dialect.closed_text); only where the value is surely what the SQL makes of it.
+    def const(target: str, default: str | None = None) -> str | None:
+        if target in m.columns:
+            return None
+        v = m.constants.get(target, "").strip(" ") or default   # (as nullif(trim(...), ''))
+        return v if v is None or v.isascii() else None
+
+    def closed(expr: str, *values: str | None) -> str:
+        return expr if any(v is None for v in values) else dialect.closed_text(expr, values)  # type: ignore[arg-type]
+
+    typ, ev = const("type", "track"), const("event")
+    typ = typ.lower() if typ else None
+    # The mapped currency (or none: the base currency where there is an amount), upper-cased.
+    fixed_cur = m.constants.get("currency", "").strip(" ")
+    currencies = ((base_currency.upper(), *([fixed_cur.upper()] if fixed_cur else []))
+                  if "currency" not in m.columns and fixed_cur.isascii() and base_currency.isascii() else (None,))
+    channels = ({s.channel for s in CATALOGUE.values() if s.channel} | {"store", "other"}
+                if "channel" not in m.columns and "channel" not in m.constants else {None})
     now = utc_time(str(now_us()))
     payload_cols = ", ".join(f"{quote_literal(c)}, {quote_ident(c)}" for c in columns)
     sql = f"""
@@ -590,17 +610,18 @@ m AS (
 c AS (SELECT m.*, CASE {checks} ELSE NULL END AS __check FROM m)
 SELECT
   coalesce(__message_id, {quote_literal(fp)} || ':' || CAST(__row AS VARCHAR)) AS message_id,
-  __type AS type,
-  CASE WHEN __type IN ('page', 'screen', 'track') THEN __event END AS event,
-  CASE WHEN __type = 'track' AND __event IN ({", ".join(quote_literal(n) for n in CATALOGUE)}) THEN '1-0-0' END AS schema_version,
-  coalesce(__channel, {catalogue_channel('__event')}, CASE WHEN __store_id IS NOT NULL THEN 'store' END, 'other') AS channel,
-  {quote_literal(source)} AS source,
+  {closed("__type", typ)} AS type,
+  {closed("CASE WHEN __type IN ('page', 'screen', 'track') THEN __event END", ev)} AS event,
+  {closed(f"CASE WHEN __type = 'track' AND __event IN ({', '.join(quote_literal(n) for n in CATALOGUE)}) THEN '1-0-0' END", "1-0-0")} AS schema_version,
+  {closed(f"coalesce(__channel, {catalogue_channel('__event')}, CASE WHEN __store_id IS NOT NULL THEN 'store' END, 'other')", *channels)} AS channel,
+  {closed(quote_literal(source), source)} AS source,
   __anonymous_id AS anonymous_id, __user_id AS user_id, __group_id AS group_id, __previous_id AS previous_id,
   coalesce(__ts, {now}) AS event_time,
   __ts AS original_time, CAST(NULL AS TIMESTAMPTZ) AS sent_at, {now} AS received_at,
   {utc_day(f"epoch_us(coalesce(__ts, {now}))")} AS day,
   __order_id AS order_id, __store_id AS store_id, __amount AS amount,
-  CASE WHEN __amount IS NOT NULL THEN coalesce(__currency, {quote_literal(base_currency.upper())}) ELSE __currency END AS currency,
+  {closed(f"CASE WHEN __amount IS NOT NULL THEN coalesce(__currency, {quote_literal(base_currency.upper())}) ELSE __currency END",
+          *currencies)} AS currency,
   {obj(prop_pairs)} AS properties,
   {obj(trait_pairs)} AS traits,
   {obj(ctx_pairs)} AS context,

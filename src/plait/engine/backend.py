@@ -36,6 +36,16 @@ def numbers(col: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:
 _DICTIONARY_BYTES = 256 * 1024
 
 
+def _file_schema(schema: pa.Schema, got: pa.Schema) -> pa.Schema:
+    """``schema``, but a text column the query yields as a dictionary (the engine knows its few
+    values: :meth:`Dialect.closed_text`) stays one, and is written without being hashed again."""
+    text = (pa.string(), pa.large_string())
+    return pa.schema([
+        pa.field(f.name, pa.dictionary(pa.int32(), f.type))
+        if f.type in text and pa.types.is_dictionary(got.field(f.name).type) and got.field(f.name).type.value_type in text
+        else f for f in schema])
+
+
 class Backend(ABC):
     """What the rest of Plait may ask of an engine."""
 
@@ -120,13 +130,19 @@ class Backend(ABC):
         kept: list[list[pa.Table]] = [[] for _ in paths]
 
         def write(i: int) -> int:
-            rows = 0
-            with pq.ParquetWriter(paths[i], schema, compression="zstd", compression_level=1,
-                                  use_dictionary=dict_cols or False, dictionary_pagesize_limit=_DICTIONARY_BYTES,
-                                  write_statistics=True if statistics is None else [c for c in statistics if c in names]) as w:
+            rows, w = 0, None
+            try:
                 while (t := inboxes[i].get()) is not done:
+                    if w is None:   # (a file that gets no rows is never made)
+                        w = pq.ParquetWriter(paths[i], t.schema, compression="zstd", compression_level=1,
+                                             use_dictionary=dict_cols or False, dictionary_pagesize_limit=_DICTIONARY_BYTES,
+                                             write_statistics=True if statistics is None else
+                                             [c for c in statistics if c in names])
                     w.write_table(t, row_group_size=max(t.num_rows, 1))
                     rows += t.num_rows
+            finally:
+                if w is not None:
+                    w.close()
             return rows
 
         with ThreadPoolExecutor(len(paths)) as pool:
@@ -141,12 +157,14 @@ class Backend(ABC):
                         continue
                 writers[i].result()             # (raises its error)
 
+            target: pa.Schema | None = None
             try:
                 for n, t in enumerate(self.stream(query, batch_size=batch_rows, session=True)):
                     i = n % len(paths)
                     if keep:
                         kept[i].append(t.select(list(keep)))
-                    deliver(i, t.select(names).cast(schema))
+                    target = target or _file_schema(schema, t.schema)
+                    deliver(i, t.select(names).cast(target))
             finally:
                 for i in range(len(paths)):
                     if not writers[i].done():
