@@ -217,8 +217,9 @@ def test_a_failed_write_leaves_no_part_and_says_why(tmp_path, monkeypatch):
             return real(self, *a, **k)
 
         monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(EngineError, match="could not write .*No space left") as e:
             _import(ws, f, part_rows=500, chunk=3000, file_rows=200)
+        assert "disk has room" in e.value.hint
         monkeypatch.setattr(pq.ParquetWriter, "write_table", real)
         assert ws.log.count() == 0 and not list((ws.path / "log").iterdir())
         # A query that fails part-way through its rows: the engine's error, nothing left behind.

@@ -86,9 +86,9 @@ class ImportFormatError(PlaitError):
 class EngineError(PlaitError):
     """The engine failed to run a statement; ``sql`` holds it."""
 
-    def __init__(self, message: str, *, sql: str = "") -> None:
+    def __init__(self, message: str, *, sql: str = "", hint: str = "") -> None:
         self.sql = sql
-        super().__init__(message)
+        super().__init__(message, hint=hint)
 
 
 class IdentityError(PlaitError):

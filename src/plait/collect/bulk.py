@@ -388,7 +388,7 @@ class Importer:
             reader = "(SELECT *, rowid AS file_row_number FROM __plait_csv)"
         total = int(self.backend.scalar(f"SELECT count(*) FROM {reader}"))
         args = (reader, fmt, columns, mapping, only_mapped, fp[:16], source, set(self.ws.settings.pii.fields),
-                self.ws.settings.base_currency)
+                self.ws.settings.base_currency, self.backend.dialect)
         bar = _Progress(progress, total, path.name)
         try:
             rows_done = done
@@ -474,8 +474,8 @@ class _TableSQL:
 
 
 def _table_sql(reader: str, fmt: str, columns: dict[str, str], m: Mapping, only_mapped: bool, fp: str, source: str,
-               pii_fields: set[str], base_currency: str, done: int, *, upto: int | None = None,
-               ordered: bool = True, dialect: Dialect = Dialect()) -> _TableSQL:
+               pii_fields: set[str], base_currency: str, dialect: Dialect, done: int, *, upto: int | None = None,
+               ordered: bool = True) -> _TableSQL:
     """One SELECT that maps, types and checks the table's rows after ``done`` (up to ``upto``).
     ``columns`` maps the table's columns to their engine types."""
     def src(target: str) -> str | None:

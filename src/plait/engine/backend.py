@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from plait.engine.dialects import Dialect
+from plait.errors import EngineError
 
 
 def numbers(col: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:
@@ -125,6 +126,7 @@ class Backend(ABC):
 
         names = list(schema.names)
         dict_cols = [c for c in dictionary if c in names]
+        stats_cols = True if statistics is None else [c for c in statistics if c in names]
         done = object()
         inboxes: list[queue.Queue] = [queue.Queue(maxsize=2) for _ in paths]
         kept: list[list[pa.Table]] = [[] for _ in paths]
@@ -136,13 +138,20 @@ class Backend(ABC):
                     if w is None:   # (a file that gets no rows is never made)
                         w = pq.ParquetWriter(paths[i], t.schema, compression="zstd", compression_level=1,
                                              use_dictionary=dict_cols or False, dictionary_pagesize_limit=_DICTIONARY_BYTES,
-                                             write_statistics=True if statistics is None else
-                                             [c for c in statistics if c in names])
+                                             write_statistics=stats_cols)
                     w.write_table(t, row_group_size=max(t.num_rows, 1))
                     rows += t.num_rows
+                if w is not None:
+                    w, last = None, w
+                    last.close()
+            except (OSError, pa.ArrowException) as e:    # (a full disk, a folder gone)
+                raise EngineError(f"could not write {paths[i]}: {e}", sql=query,
+                                  hint="check the disk has room and the folder is writable, then run it again: "
+                                       "nothing of this write was kept") from e
             finally:
                 if w is not None:
-                    w.close()
+                    with contextlib.suppress(Exception):
+                        w.close()
             return rows
 
         with ThreadPoolExecutor(len(paths)) as pool:

@@ -52,8 +52,8 @@ class SeenIds:
         self._mid = np.empty(0, np.uint64)
         self._new: set[int] = set()
         self._lock = threading.Lock()
-        # The last batch new_rows saw and its hashes sorted: add() of that same array, all of it
-        # new, need not sort it again (2 M hashes: 0.11 s a sort).
+        # The last batch new_rows saw and its hashes sorted: add() of that batch, all of it new,
+        # need not sort it again (2 M hashes: 0.11 s a sort).
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None
 
     def _load(self) -> None:
@@ -122,8 +122,11 @@ class SeenIds:
         rows = b.query(f"SELECT DISTINCT e.message_id FROM {self.table} e SEMI JOIN __seen_cand c USING (message_id)")
         return rows.column(0).to_pylist()
 
-    def add(self, hashes: np.ndarray) -> None:
-        """Remember newly appended ids (never already present, so tiers stay disjoint)."""
+    def add(self, hashes: np.ndarray, keep: np.ndarray | None = None) -> None:
+        """Remember newly appended ids (never already present, so tiers stay disjoint): all of
+        ``hashes``, or those at the indices ``keep`` (what :meth:`new_rows` returned)."""
+        if keep is not None and keep.size < hashes.size:
+            hashes = hashes[keep]
         with self._lock:
             memo, self._sorted = self._sorted, None
             if hashes.size > _PY_HASH_MAX:

@@ -258,7 +258,7 @@ class EventLog:
             self.parts.write(rows_in, int(keep.size))
         elif keep.size:
             b.execute(f"INSERT INTO event_rows {rows_in}")
-        self.seen.add(hashes if keep.size == hashes.size else hashes[keep])
+        self.seen.add(hashes, keep)
         return AppendResult(int(keep.size), int(good_rows.size - keep.size)), rows[bad_mask]
 
     def _ids_at(self, relation: str, rows: np.ndarray) -> list[str]:
@@ -309,7 +309,7 @@ class EventLog:
         except BaseException:
             self.parts.discard(staged)
             raise
-        self.seen.add(hashes if keep.size == hashes.size else hashes[keep])
+        self.seen.add(hashes, keep)
         return AppendResult(int(keep.size), int(hashes.size - keep.size)), bad_rows
 
     def reject(self, rejections: Sequence[Rejection], *, received_at: int | None = None) -> int:
